@@ -1,0 +1,117 @@
+// Package cli is skiff's command line.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	logsapi "k8s.io/component-base/logs/api/v1"
+
+	"github.com/skiff-dev/skiff/internal/config"
+	"github.com/skiff-dev/skiff/internal/kubectl"
+	"github.com/skiff-dev/skiff/internal/server"
+	"github.com/skiff-dev/skiff/internal/version"
+)
+
+// Main runs skiff with args (program name first) and returns the exit code.
+func Main(args []string) int {
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the skiff and Kubernetes versions"}
+	cli.VersionPrinter = func(*cli.Context) { fmt.Println(version.String()) }
+	app := &cli.App{
+		Name:                 "skiff",
+		Usage:                "a whole Kubernetes cluster in one binary",
+		Version:              version.Version,
+		HideHelpCommand:      true,
+		EnableBashCompletion: false,
+		Commands:             []*cli.Command{serverCommand(), kubectlCommand()},
+		ExitErrHandler:       func(*cli.Context, error) {},
+		OnUsageError:         usageError,
+	}
+	if err := app.Run(args); err != nil {
+		fmt.Fprintf(os.Stderr, "skiff: %s\n", oneLine(err))
+		return 1
+	}
+	return 0
+}
+
+// usageError reports a wrong flag in one line instead of printing the help.
+func usageError(c *cli.Context, err error, _ bool) error {
+	return fmt.Errorf("%v: see `skiff %s --help`", err, c.Command.Name)
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+func kubectlCommand() *cli.Command {
+	return &cli.Command{
+		Name:            "kubectl",
+		Usage:           "run kubectl against the cluster (admin kubeconfig " + kubectl.DefaultKubeconfig + " by default)",
+		SkipFlagParsing: true,
+		Action: func(c *cli.Context) error {
+			os.Exit(kubectl.Main(c.Args().Slice()))
+			return nil
+		},
+	}
+}
+
+func configFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name: "config", Aliases: []string{"c"}, Value: config.DefaultPath, EnvVars: []string{"SKIFF_CONFIG_FILE"},
+		Usage: "YAML file whose keys are this command's flag names",
+	}
+}
+
+func serverCommand() *cli.Command {
+	var o server.Options
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run the control plane (and the node)",
+		Flags: []cli.Flag{
+			configFlag(),
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/skiff", Destination: &o.DataDir, Usage: "where skiff keeps its state"},
+			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Destination: &o.BindAddress, Usage: "address the API server listens on"},
+			&cli.IntFlag{Name: "https-listen-port", Value: 6443, Destination: &o.HTTPSPort, Usage: "API server port"},
+			&cli.StringFlag{Name: "advertise-address", Destination: &o.AdvertiseAddress, Usage: "IP the API server advertises to the cluster (default: node IP)"},
+			&cli.StringFlag{Name: "node-ip", Destination: &o.NodeIP, Usage: "this node's IP (default: the address of the default route's interface)"},
+			&cli.StringSliceFlag{Name: "tls-san", Usage: "extra host name or IP for the API server's certificate"},
+			&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", Destination: &o.ClusterCIDR, Usage: "pod network"},
+			&cli.StringFlag{Name: "service-cidr", Value: "10.43.0.0/16", Destination: &o.ServiceCIDR, Usage: "Service network"},
+			&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP"},
+			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
+			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Destination: &o.ServiceNodePortRange, Usage: "NodePort range"},
+			&cli.StringFlag{Name: "datastore-endpoint", Destination: &o.DatastoreEndpoint, Usage: "kine endpoint (postgres://, mysql://, https:// etcd, sqlite://); default SQLite in the data dir"},
+			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
+			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Destination: &o.WriteKubeconfigMode, Usage: "file mode of the admin kubeconfig"},
+			&cli.BoolFlag{Name: "disable-agent", Destination: &o.DisableAgent, Usage: "run the control plane only, no node"},
+			&cli.BoolFlag{Name: "disable-scheduler", Destination: &o.DisableScheduler, Usage: "do not run kube-scheduler"},
+			&cli.BoolFlag{Name: "disable-controller-manager", Destination: &o.DisableControllerManager, Usage: "do not run kube-controller-manager"},
+			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra kube-apiserver flag, name=value"},
+			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra kube-controller-manager flag, name=value"},
+			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra kube-scheduler flag, name=value"},
+			&cli.IntFlag{Name: "v", Destination: &o.Verbosity, Usage: "log verbosity (klog level)"},
+		},
+		Before:       config.Apply,
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() > 0 {
+				return fmt.Errorf("server takes no arguments, got %q: flags start with --", c.Args().First())
+			}
+			o.TLSSANs = c.StringSlice("tls-san")
+			o.APIServerArgs = c.StringSlice("kube-apiserver-arg")
+			o.ControllerManagerArgs = c.StringSlice("kube-controller-manager-arg")
+			o.SchedulerArgs = c.StringSlice("kube-scheduler-arg")
+			// Logging is configured once for the whole process; the
+			// components' own identical configurations are then accepted.
+			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return server.Run(ctx, o)
+		},
+	}
+}

@@ -1,0 +1,159 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	basecompatibility "k8s.io/component-base/compatibility"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+)
+
+// APIServer runs kube-apiserver.
+type APIServer struct {
+	Config *Config
+	// Listener is the secure port, bound before anything is written so that a
+	// port in use fails start-up early.
+	Listener net.Listener
+	// ETCDServers gives the datastore's address once it is ready.
+	ETCDServers func() string
+
+	ready chan struct{}
+}
+
+// NewAPIServer returns the API server component.
+func NewAPIServer(cfg *Config, ln net.Listener, etcdServers func() string) *APIServer {
+	return &APIServer{Config: cfg, Listener: ln, ETCDServers: etcdServers, ready: make(chan struct{})}
+}
+
+// Name implements component.Component.
+func (a *APIServer) Name() string { return "kube-apiserver" }
+
+func (a *APIServer) args() []string {
+	c, f := a.Config, a.Config.Files
+	return []string{
+		flag("advertise-address", c.AdvertiseIP),
+		flag("bind-address", c.BindAddress),
+		flag("secure-port", c.Port),
+		flag("etcd-servers", a.ETCDServers()),
+		flag("allow-privileged", true),
+		flag("authorization-mode", "Node,RBAC"),
+		flag("enable-admission-plugins", "NodeRestriction"),
+		flag("authentication-config", f.AuthenticationConfig()),
+		flag("client-ca-file", f.ClientCA()),
+		flag("tls-cert-file", f.ServingCert()),
+		flag("tls-private-key-file", f.ServingKey()),
+		flag("kubelet-client-certificate", f.APIServerClientCert()),
+		flag("kubelet-client-key", f.APIServerClientKey()),
+		flag("kubelet-certificate-authority", f.ServerCA()),
+		flag("kubelet-preferred-address-types", "InternalIP,ExternalIP,Hostname"),
+		flag("service-account-key-file", f.ServiceAccountKey()),
+		flag("service-account-signing-key-file", f.ServiceAccountKey()),
+		flag("service-account-issuer", "https://kubernetes.default.svc."+c.ClusterDomain),
+		flag("api-audiences", "https://kubernetes.default.svc."+c.ClusterDomain+",skiff"),
+		flag("service-cluster-ip-range", c.ServiceCIDR),
+		flag("service-node-port-range", c.ServiceNodePortRange),
+		flag("requestheader-client-ca-file", f.RequestHeaderCA()),
+		flag("requestheader-allowed-names", "system:auth-proxy"),
+		flag("requestheader-username-headers", "X-Remote-User"),
+		flag("requestheader-group-headers", "X-Remote-Group"),
+		flag("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
+		flag("proxy-client-cert-file", f.AuthProxyCert()),
+		flag("proxy-client-key-file", f.AuthProxyKey()),
+		flag("enable-aggregator-routing", true),
+		flag("cert-dir", c.DataDir+"/server/tls/temporary-certs"),
+		flag("profiling", false),
+		flag("v", c.Verbosity),
+	}
+}
+
+// Run implements component.Component.
+func (a *APIServer) Run(ctx context.Context) error {
+	if err := writeAuthenticationConfig(a.Config.Files.AuthenticationConfig()); err != nil {
+		return err
+	}
+	s := options.NewServerRunOptions()
+	if err := parseFlags("kube-apiserver", s.Flags(), a.args(), a.Config.APIServerArgs); err != nil {
+		return err
+	}
+	s.SecureServing.Listener = a.Listener
+	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	// The API server's loopback clients should not log their own warnings.
+	rest.SetDefaultWarningHandler(rest.NoWarnings{})
+	fg := s.GenericServerRunOptions.ComponentGlobalsRegistry.FeatureGateFor(basecompatibility.DefaultKubeComponent)
+	if err := logsapi.ValidateAndApply(s.Logs, fg); err != nil {
+		return err
+	}
+	completed, err := s.Complete(ctx)
+	if err != nil {
+		return err
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		return utilerrors.NewAggregate(errs)
+	}
+	go a.waitReady(ctx)
+	return app.Run(ctx, completed)
+}
+
+// waitReady polls /readyz, as a user's health check would, and closes ready.
+func (a *APIServer) waitReady(ctx context.Context) {
+	caPEM, err := os.ReadFile(a.Config.Files.ServerCA())
+	if err != nil {
+		return
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}},
+	}
+	defer client.CloseIdleConnections()
+	url := fmt.Sprintf("https://%s/readyz", net.JoinHostPort(a.Config.LoopbackAddress(), fmt.Sprint(a.Config.Port)))
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err == nil {
+		close(a.ready)
+	}
+}
+
+// Ready implements component.Component.
+func (a *APIServer) Ready(ctx context.Context) error {
+	select {
+	case <-a.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writeAuthenticationConfig allows anonymous requests to the health endpoints
+// only: load balancers and probes need no credentials, nothing else is open.
+func writeAuthenticationConfig(path string) error {
+	paths := []string{"/healthz", "/livez", "/readyz"}
+	var b strings.Builder
+	b.WriteString("apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\nanonymous:\n  enabled: true\n  conditions:\n")
+	for _, p := range paths {
+		fmt.Fprintf(&b, "  - path: %s\n", p)
+	}
+	return writeFile(path, []byte(b.String()))
+}

@@ -1,0 +1,47 @@
+package controlplane
+
+import (
+	"context"
+	"net"
+
+	"github.com/skiff-dev/skiff/internal/pki"
+)
+
+// Config is what the control plane components are built from.
+type Config struct {
+	DataDir              string
+	Files                Files
+	BindAddress          string
+	Port                 int
+	AdvertiseIP          net.IP
+	ClusterCIDR          string
+	ServiceCIDR          string
+	ServiceNodePortRange string
+	ClusterDomain        string
+	// LeaderElect is on when other servers may share the datastore.
+	LeaderElect bool
+	Verbosity   int
+	// The user's pass-through flags, name=value.
+	APIServerArgs         []string
+	ControllerManagerArgs []string
+	SchedulerArgs         []string
+}
+
+// LoopbackAddress is where the components reach the API server.
+func (c *Config) LoopbackAddress() string { return "127.0.0.1" }
+
+func writeFile(path string, data []byte) error { return pki.WriteFile(path, data) }
+
+// detach runs fn, which returns only when its context ends, and returns once
+// ctx ends. Upstream components that run a leader election exit the process
+// when their context ends; they are left to end with the process instead.
+func detach(ctx context.Context, fn func(context.Context) error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- fn(context.WithoutCancel(ctx)) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}

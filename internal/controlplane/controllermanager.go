@@ -1,0 +1,102 @@
+package controlplane
+
+import (
+	"context"
+	"sync"
+
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/rest"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+)
+
+// ControllerManager runs kube-controller-manager.
+type ControllerManager struct {
+	Config *Config
+
+	once  sync.Once
+	ready chan struct{}
+}
+
+// NewControllerManager returns the controller manager component.
+func NewControllerManager(cfg *Config) *ControllerManager {
+	return &ControllerManager{Config: cfg, ready: make(chan struct{})}
+}
+
+// Name implements component.Component.
+func (m *ControllerManager) Name() string { return "kube-controller-manager" }
+
+func (m *ControllerManager) args() []string {
+	c, f := m.Config, m.Config.Files
+	kubeconfig := f.Kubeconfig("controller")
+	return []string{
+		flag("kubeconfig", kubeconfig),
+		flag("authentication-kubeconfig", kubeconfig),
+		flag("authorization-kubeconfig", kubeconfig),
+		flag("bind-address", "127.0.0.1"),
+		flag("secure-port", 10257),
+		flag("allocate-node-cidrs", true),
+		flag("cluster-cidr", c.ClusterCIDR),
+		flag("service-cluster-ip-range", c.ServiceCIDR),
+		flag("configure-cloud-routes", false),
+		flag("root-ca-file", f.ServerCA()),
+		flag("service-account-private-key-file", f.ServiceAccountKey()),
+		flag("use-service-account-credentials", true),
+		// Kubelet serving certificates chain to the server CA, client
+		// certificates to the client CA.
+		flag("cluster-signing-kubelet-serving-cert-file", f.ServerCA()),
+		flag("cluster-signing-kubelet-serving-key-file", f.ServerCAKey()),
+		flag("cluster-signing-kubelet-client-cert-file", f.ClientCA()),
+		flag("cluster-signing-kubelet-client-key-file", f.ClientCAKey()),
+		flag("cluster-signing-kube-apiserver-client-cert-file", f.ClientCA()),
+		flag("cluster-signing-kube-apiserver-client-key-file", f.ClientCAKey()),
+		flag("cluster-signing-legacy-unknown-cert-file", f.ServerCA()),
+		flag("cluster-signing-legacy-unknown-key-file", f.ServerCAKey()),
+		flag("controllers", "*,tokencleaner"),
+		flag("leader-elect", c.LeaderElect),
+		flag("profiling", false),
+		flag("v", c.Verbosity),
+	}
+}
+
+// Run implements component.Component.
+func (m *ControllerManager) Run(ctx context.Context) error {
+	s, err := options.NewKubeControllerManagerOptions()
+	if err != nil {
+		return err
+	}
+	known, disabled, aliases := app.KnownControllers(), app.ControllersDisabledByDefault(), app.ControllerAliases()
+	fss := s.Flags(known, disabled, aliases)
+	s.ParsedFlags = &fss
+	if err := parseFlags("kube-controller-manager", fss, m.args(), m.Config.ControllerManagerArgs); err != nil {
+		return err
+	}
+	if err := s.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	rest.SetDefaultWarningHandler(rest.NoWarnings{})
+	if err := logsapi.ValidateAndApply(s.Logs, utilfeature.DefaultFeatureGate); err != nil {
+		return err
+	}
+	c, err := s.Config(ctx, known, disabled, aliases)
+	if err != nil {
+		return err
+	}
+	m.once.Do(func() { close(m.ready) })
+	if c.ComponentConfig.Generic.LeaderElection.LeaderElect {
+		return detach(ctx, func(ctx context.Context) error { return app.Run(ctx, c.Complete()) })
+	}
+	return app.Run(ctx, c.Complete())
+}
+
+// Ready implements component.Component: the controller manager is ready once
+// it is configured and connected; its controllers start on their own.
+func (m *ControllerManager) Ready(ctx context.Context) error {
+	select {
+	case <-m.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

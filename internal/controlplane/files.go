@@ -1,0 +1,38 @@
+// Package controlplane runs the upstream kube-apiserver, kube-controller-manager
+// and kube-scheduler in the skiff process, each configured through its own
+// options and flags.
+package controlplane
+
+import "path/filepath"
+
+// Files names the certificates, keys and kubeconfigs of the control plane,
+// all under one directory (<data-dir>/server/tls).
+type Files struct{ Dir string }
+
+func (f Files) path(name string) string { return filepath.Join(f.Dir, name) }
+
+func (f Files) ServerCA() string          { return f.path("server-ca.crt") }
+func (f Files) ServerCAKey() string       { return f.path("server-ca.key") }
+func (f Files) ClientCA() string          { return f.path("client-ca.crt") }
+func (f Files) ClientCAKey() string       { return f.path("client-ca.key") }
+func (f Files) RequestHeaderCA() string   { return f.path("request-header-ca.crt") }
+func (f Files) ServiceAccountKey() string { return f.path("service.key") }
+func (f Files) ServingCert() string       { return f.path("serving-kube-apiserver.crt") }
+func (f Files) ServingKey() string        { return f.path("serving-kube-apiserver.key") }
+func (f Files) APIServerClientCert() string {
+	return f.path("client-kube-apiserver.crt")
+}
+func (f Files) APIServerClientKey() string { return f.path("client-kube-apiserver.key") }
+func (f Files) AuthProxyCert() string      { return f.path("client-auth-proxy.crt") }
+func (f Files) AuthProxyKey() string       { return f.path("client-auth-proxy.key") }
+
+// ClientCert and ClientKey are the certificate files of a named client
+// (admin, controller, scheduler).
+func (f Files) ClientCert(name string) string { return f.path("client-" + name + ".crt") }
+func (f Files) ClientKey(name string) string  { return f.path("client-" + name + ".key") }
+
+// Kubeconfig is the kubeconfig of a named client.
+func (f Files) Kubeconfig(name string) string { return f.path(name + ".kubeconfig") }
+
+// AuthenticationConfig is the API server's structured authentication config.
+func (f Files) AuthenticationConfig() string { return f.path("authentication-config.yaml") }

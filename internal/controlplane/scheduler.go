@@ -1,0 +1,83 @@
+package controlplane
+
+import (
+	"context"
+
+	"k8s.io/client-go/tools/cache"
+	basecompatibility "k8s.io/component-base/compatibility"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+)
+
+// Scheduler runs kube-scheduler.
+type Scheduler struct {
+	Config *Config
+
+	ready chan struct{}
+}
+
+// NewScheduler returns the scheduler component.
+func NewScheduler(cfg *Config) *Scheduler {
+	return &Scheduler{Config: cfg, ready: make(chan struct{})}
+}
+
+// Name implements component.Component.
+func (s *Scheduler) Name() string { return "kube-scheduler" }
+
+func (s *Scheduler) args() []string {
+	kubeconfig := s.Config.Files.Kubeconfig("scheduler")
+	return []string{
+		flag("kubeconfig", kubeconfig),
+		flag("authentication-kubeconfig", kubeconfig),
+		flag("authorization-kubeconfig", kubeconfig),
+		flag("bind-address", "127.0.0.1"),
+		flag("secure-port", 10259),
+		flag("leader-elect", s.Config.LeaderElect),
+		flag("profiling", false),
+		flag("v", s.Config.Verbosity),
+	}
+}
+
+// Run implements component.Component.
+func (s *Scheduler) Run(ctx context.Context) error {
+	opts := options.NewOptions()
+	if err := parseFlags("kube-scheduler", *opts.Flags, s.args(), s.Config.SchedulerArgs); err != nil {
+		return err
+	}
+	if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	fg := opts.ComponentGlobalsRegistry.FeatureGateFor(basecompatibility.DefaultKubeComponent)
+	if err := logsapi.ValidateAndApply(opts.Logs, fg); err != nil {
+		return err
+	}
+	name, err := cache.NewInformerName("kube-scheduler")
+	if err != nil {
+		return err
+	}
+	opts.InformerName = name
+	cc, sched, err := app.Setup(ctx, opts)
+	if err != nil {
+		return err
+	}
+	close(s.ready)
+	if cc.LeaderElection != nil {
+		return detach(ctx, func(ctx context.Context) error { return app.Run(ctx, cc, sched) })
+	}
+	err = app.Run(ctx, cc, sched)
+	if ctx.Err() != nil {
+		return nil // "finished without leader elect" is how it says it stopped
+	}
+	return err
+}
+
+// Ready implements component.Component.
+func (s *Scheduler) Ready(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

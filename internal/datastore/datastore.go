@@ -1,0 +1,155 @@
+// Package datastore runs kine: the etcd API the API server talks to, backed by
+// SQLite in the data dir or by the database a user names.
+package datastore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/k3s-io/kine/pkg/drivers/generic"
+	"github.com/k3s-io/kine/pkg/endpoint"
+)
+
+// Datastore is the kine component.
+type Datastore struct {
+	// Dir holds the SQLite database and kine's socket.
+	Dir string
+	// Endpoint is a kine endpoint (sqlite://, postgres://, mysql://, http(s):// for
+	// etcd); empty means SQLite at Dir/state.db.
+	Endpoint string
+
+	ready chan struct{}
+	etcd  endpoint.ETCDConfig
+}
+
+// New returns the datastore for dir and endpoint.
+func New(dir, ep string) *Datastore {
+	return &Datastore{Dir: dir, Endpoint: ep, ready: make(chan struct{})}
+}
+
+// Name implements component.Component.
+func (d *Datastore) Name() string { return "datastore" }
+
+// DBPath is the SQLite file used when no endpoint is given.
+func (d *Datastore) DBPath() string { return filepath.Join(d.Dir, "state.db") }
+
+// Socket is the unix socket kine serves the etcd API on.
+func (d *Datastore) Socket() string { return filepath.Join(d.Dir, "kine.sock") }
+
+// Embedded says whether this is the SQLite file that only this server uses.
+func (d *Datastore) Embedded() bool {
+	return d.Endpoint == "" || strings.HasPrefix(d.Endpoint, "sqlite://")
+}
+
+// Check refuses a SQLite file that is not a database before anything opens it
+// (SQLite would otherwise add a journal beside it).
+func (d *Datastore) Check() error {
+	if d.Endpoint != "" {
+		return nil
+	}
+	f, err := os.Open(d.DBPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, 16)
+	n, err := io.ReadFull(f, head)
+	if n == 0 && (err == io.EOF || err == nil) {
+		return nil // empty: SQLite makes it a database
+	}
+	if err != nil || !bytes.Equal(head, []byte("SQLite format 3\x00")) {
+		return fmt.Errorf("%s is not a SQLite database (corrupt or overwritten): restore it from a backup, or move it away to start with an empty cluster", d.DBPath())
+	}
+	return nil
+}
+
+// Run implements component.Component.
+func (d *Datastore) Run(ctx context.Context) error {
+	if err := os.MkdirAll(d.Dir, 0o700); err != nil {
+		return err
+	}
+	ep := d.Endpoint
+	if ep == "" {
+		ep = "sqlite://" + d.DBPath() + "?_journal=WAL&_synchronous=NORMAL&_busy_timeout=30000&_txlock=immediate"
+	}
+	// A socket left by a process that was killed blocks the listener.
+	os.Remove(d.Socket())
+
+	var wg sync.WaitGroup
+	kctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Every field is set as kine's own command line defaults do: used as a
+	// library, kine has no defaults of its own.
+	etcd, err := endpoint.Listen(kctx, endpoint.Config{
+		WaitGroup: &wg,
+		Listener:  "unix://" + d.Socket(),
+		Endpoint:  ep,
+		ConnectionPoolConfig: generic.ConnectionPoolConfig{
+			MaxIdle:     2,
+			MaxIdleTime: 2 * time.Minute,
+		},
+		NotifyInterval:      5 * time.Second,
+		EmulatedETCDVersion: "3.6.11",
+		CompactTimeout:      5 * time.Second,
+		CompactMinRetain:    1000,
+		CompactBatchSize:    1000,
+		PollBatchSize:       500,
+		PollInterval:        time.Second,
+		LogFormat:           "plain",
+	})
+	if err != nil {
+		return describe(err, d)
+	}
+	d.etcd = etcd
+	close(d.ready)
+	<-ctx.Done()
+	cancel()
+	// kine closes the database once its server and backend have stopped.
+	waitTimeout(&wg, 20*time.Second)
+	return nil
+}
+
+// Ready implements component.Component.
+func (d *Datastore) Ready(ctx context.Context) error {
+	select {
+	case <-d.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ETCDServers is what the API server's --etcd-servers takes; valid once ready.
+func (d *Datastore) ETCDServers() string { return strings.Join(d.etcd.Endpoints, ",") }
+
+// describe turns kine's start-up errors into what a user can act on.
+func describe(err error, d *Datastore) error {
+	msg := err.Error()
+	if d.Endpoint == "" && (strings.Contains(msg, "file is not a database") || strings.Contains(msg, "malformed")) {
+		return fmt.Errorf("%s is corrupt (%v): restore it from a backup, or move it away to start with an empty cluster", d.DBPath(), err)
+	}
+	if d.Endpoint != "" {
+		return fmt.Errorf("cannot use --datastore-endpoint: %w", err)
+	}
+	return err
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,54 @@
+// Package kubeconfig writes the kubeconfig files skiff hands to its
+// components and to the admin.
+package kubeconfig
+
+import (
+	"os"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/skiff-dev/skiff/internal/pki"
+)
+
+// Files is a kubeconfig that refers to certificate files on disk, so that a
+// renewed certificate is picked up without rewriting the kubeconfig.
+type Files struct {
+	Server   string
+	CAFile   string
+	CertFile string
+	KeyFile  string
+}
+
+// Embedded is a kubeconfig with its certificates inlined, for handing out.
+type Embedded struct {
+	Server string
+	CA     []byte
+	Cert   []byte
+	Key    []byte
+}
+
+// Write writes a file-referencing kubeconfig to path (mode 0600).
+func (f Files) Write(path string) error {
+	return write(path, 0o600, &clientcmdapi.Cluster{Server: f.Server, CertificateAuthority: f.CAFile},
+		&clientcmdapi.AuthInfo{ClientCertificate: f.CertFile, ClientKey: f.KeyFile})
+}
+
+// Write writes a self-contained kubeconfig to path with the given mode.
+func (e Embedded) Write(path string, mode os.FileMode) error {
+	return write(path, mode, &clientcmdapi.Cluster{Server: e.Server, CertificateAuthorityData: e.CA},
+		&clientcmdapi.AuthInfo{ClientCertificateData: e.Cert, ClientKeyData: e.Key})
+}
+
+func write(path string, mode os.FileMode, cluster *clientcmdapi.Cluster, user *clientcmdapi.AuthInfo) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["default"] = cluster
+	cfg.AuthInfos["default"] = user
+	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "default", AuthInfo: "default"}
+	cfg.CurrentContext = "default"
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	return pki.WriteFileMode(path, data, mode)
+}

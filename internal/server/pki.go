@@ -1,0 +1,107 @@
+package server
+
+import (
+	"net"
+	"os"
+	"strings"
+
+	"github.com/skiff-dev/skiff/internal/controlplane"
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
+	"github.com/skiff-dev/skiff/internal/pki"
+)
+
+// clients are the control plane's client identities, signed by the client CA.
+var clients = []struct {
+	name string
+	spec pki.Spec
+}{
+	{"admin", pki.Spec{CommonName: "system:admin", Organization: []string{"system:masters"}}},
+	{"controller", pki.Spec{CommonName: "system:kube-controller-manager"}},
+	{"scheduler", pki.Spec{CommonName: "system:kube-scheduler"}},
+}
+
+// ensurePKI creates what is missing of the cluster's CAs, keys, certificates
+// and kubeconfigs, and renews certificates that are close to expiry or whose
+// names changed. It returns the server CA.
+func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net.IP, serviceIP net.IP) (*pki.CA, error) {
+	f := c.Files
+	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	serverCA, err := pki.LoadOrCreateCA(f.Dir, "server-ca", "skiff-server-ca")
+	if err != nil {
+		return nil, err
+	}
+	clientCA, err := pki.LoadOrCreateCA(f.Dir, "client-ca", "skiff-client-ca")
+	if err != nil {
+		return nil, err
+	}
+	requestHeaderCA, err := pki.LoadOrCreateCA(f.Dir, "request-header-ca", "skiff-request-header-ca")
+	if err != nil {
+		return nil, err
+	}
+	if err := pki.EnsureServiceAccountKey(f.ServiceAccountKey()); err != nil {
+		return nil, err
+	}
+
+	serving := pki.Spec{
+		CommonName: "kube-apiserver",
+		Usage:      pki.Server,
+		DNSNames: []string{
+			"kubernetes", "kubernetes.default", "kubernetes.default.svc",
+			"kubernetes.default.svc." + c.ClusterDomain, "localhost", hostname,
+		},
+		IPs: append([]net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback, serviceIP}, ips...),
+	}
+	for _, san := range sans {
+		if ip := net.ParseIP(san); ip != nil {
+			serving.IPs = append(serving.IPs, ip)
+		} else {
+			serving.DNSNames = append(serving.DNSNames, strings.ToLower(san))
+		}
+	}
+	if _, err := serverCA.EnsureCert(f.ServingCert(), f.ServingKey(), serving); err != nil {
+		return nil, err
+	}
+	// The API server's client identity towards kubelets.
+	if _, err := clientCA.EnsureCert(f.APIServerClientCert(), f.APIServerClientKey(),
+		pki.Spec{CommonName: "system:kube-apiserver", Organization: []string{"system:masters"}}); err != nil {
+		return nil, err
+	}
+	if _, err := requestHeaderCA.EnsureCert(f.AuthProxyCert(), f.AuthProxyKey(),
+		pki.Spec{CommonName: "system:auth-proxy"}); err != nil {
+		return nil, err
+	}
+	server := "https://" + net.JoinHostPort(c.LoopbackAddress(), itoa(c.Port))
+	for _, cl := range clients {
+		if _, err := clientCA.EnsureCert(f.ClientCert(cl.name), f.ClientKey(cl.name), cl.spec); err != nil {
+			return nil, err
+		}
+		kc := kubeconfig.Files{Server: server, CAFile: f.ServerCA(), CertFile: f.ClientCert(cl.name), KeyFile: f.ClientKey(cl.name)}
+		if err := kc.Write(f.Kubeconfig(cl.name)); err != nil {
+			return nil, err
+		}
+	}
+	return serverCA, nil
+}
+
+// writeAdminKubeconfig writes the self-contained admin kubeconfig for users.
+func writeAdminKubeconfig(c *controlplane.Config, path string, mode os.FileMode) error {
+	f := c.Files
+	var e kubeconfig.Embedded
+	var err error
+	e.Server = "https://" + net.JoinHostPort("127.0.0.1", itoa(c.Port))
+	if e.CA, err = os.ReadFile(f.ServerCA()); err != nil {
+		return err
+	}
+	if e.Cert, err = os.ReadFile(f.ClientCert("admin")); err != nil {
+		return err
+	}
+	if e.Key, err = os.ReadFile(f.ClientKey("admin")); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+		return err
+	}
+	return e.Write(path, mode)
+}

@@ -1,0 +1,142 @@
+// Command bench prints skiff's start-up time and memory figures: `make bench`.
+//
+// It starts real servers from the built binary ($SKIFF_BIN) in temp dirs and
+// measures what a user waits for: exec to a ready API, and the server's
+// resident memory once idle.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+var (
+	idle  = flag.Duration("idle", 60*time.Second, "how long the server idles before its memory is read")
+	warms = flag.Int("warm", 3, "warm starts to take the median of")
+)
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	dir, err := os.MkdirTemp("", "skiff-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	s := cluster.New(dir)
+
+	fmt.Printf("machine: %d cores, %s/%s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	cold, p, err := startTimed(s)
+	if err != nil {
+		return err
+	}
+	stop(p)
+	fmt.Printf("server start to /readyz, cold (empty data dir): %.2f s\n", cold.Seconds())
+
+	var times []time.Duration
+	for i := 0; i < *warms; i++ {
+		d, p, err := startTimed(s)
+		if err != nil {
+			return err
+		}
+		times = append(times, d)
+		if i < *warms-1 {
+			stop(p)
+			continue
+		}
+		time.Sleep(*idle) // the figure is memory after this long idle
+		rss, err := rssMB(p.Pid)
+		stop(p)
+		if err != nil {
+			return err
+		}
+		sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
+		fmt.Printf("server start to /readyz, warm (existing data dir): %.2f s median of %d (goal < 4 s)\n", times[len(times)/2].Seconds(), len(times))
+		fmt.Printf("server RSS after %s idle: %d MB (goal < 350 MB)\n", *idle, rss)
+	}
+	return nil
+}
+
+// startTimed starts the server and returns the time from exec to /readyz.
+func startTimed(s *cluster.Server) (time.Duration, *os.Process, error) {
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "bench.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(cluster.Binary(), s.Args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/readyz", s.Port)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(start), cmd.Process, nil
+			}
+		}
+		select {
+		case err := <-exited:
+			return 0, nil, fmt.Errorf("server exited (%v); log in %s", err, logf.Name())
+		case <-ctx.Done():
+			cmd.Process.Kill()
+			return 0, nil, fmt.Errorf("server not ready in 3 minutes")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func stop(p *os.Process) {
+	p.Signal(syscall.SIGTERM)
+	for i := 0; i < 600; i++ {
+		if p.Signal(syscall.Signal(0)) != nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.Kill()
+}
+
+func rssMB(pid int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.Atoi(f[1])
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}

@@ -1,0 +1,239 @@
+// Package cluster starts real skiff servers from the built binary for the
+// end-to-end tests, and talks to them as a user would.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Binary is the skiff binary under test ($SKIFF_BIN, else bin/skiff).
+func Binary() string {
+	if b := os.Getenv("SKIFF_BIN"); b != "" {
+		return b
+	}
+	b, _ := filepath.Abs("../../bin/skiff")
+	return b
+}
+
+// Server is one skiff server process.
+type Server struct {
+	Dir        string // holds the data dir, kubeconfig and log
+	DataDir    string
+	Port       int
+	Kubeconfig string
+	Log        string
+	Args       []string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// FreePort returns a TCP port nothing listens on now.
+func FreePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// New prepares a server in dir (not started) on free ports.
+func New(dir string, extra ...string) *Server {
+	s := &Server{
+		Dir:        dir,
+		DataDir:    filepath.Join(dir, "data"),
+		Port:       FreePort(),
+		Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"),
+		Log:        filepath.Join(dir, "server.log"),
+	}
+	s.Args = append([]string{
+		"server",
+		"--data-dir", s.DataDir,
+		"--https-listen-port", fmt.Sprint(s.Port),
+		"--write-kubeconfig", s.Kubeconfig,
+		"--disable-agent",
+		"--kube-controller-manager-arg", fmt.Sprintf("secure-port=%d", FreePort()),
+		"--kube-scheduler-arg", fmt.Sprintf("secure-port=%d", FreePort()),
+	}, extra...)
+	return s
+}
+
+// Start starts the server process and waits until its API is ready.
+func (s *Server) Start(ctx context.Context) error {
+	logf, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	s.cmd = exec.Command(Binary(), s.Args...)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	s.done = make(chan struct{})
+	go func() {
+		s.err = s.cmd.Wait()
+		logf.Close()
+		close(s.done)
+	}()
+	return s.WaitReady(ctx)
+}
+
+// WaitReady waits for the admin kubeconfig and a ready API.
+func (s *Server) WaitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-s.done:
+			return false, fmt.Errorf("server exited: %v\n%s", s.err, s.LogTail(30))
+		default:
+		}
+		cs, err := s.Client()
+		if err != nil {
+			return false, nil
+		}
+		body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err == nil && string(body) == "ok", nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("server not ready: %v\n%s", err, s.LogTail(30))
+	}
+	return err
+}
+
+// Config is a client config from the admin kubeconfig.
+func (s *Server) Config() (*rest.Config, error) {
+	return clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+}
+
+// Client is an admin clientset.
+func (s *Server) Client() (*kubernetes.Clientset, error) {
+	cfg, err := s.Config()
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// Stop sends SIGTERM and waits for the process to exit; it returns the exit
+// error (nil for a clean exit).
+func (s *Server) Stop() error {
+	return s.signal(syscall.SIGTERM, 90*time.Second)
+}
+
+// Kill kills the process with SIGKILL, as a crash would.
+func (s *Server) Kill() error {
+	s.signal(syscall.SIGKILL, 30*time.Second)
+	return nil
+}
+
+func (s *Server) signal(sig syscall.Signal, timeout time.Duration) error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-s.done:
+		return s.err
+	default:
+	}
+	s.cmd.Process.Signal(sig)
+	select {
+	case <-s.done:
+		return s.err
+	case <-time.After(timeout):
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+		return fmt.Errorf("server did not exit within %s of %s", timeout, sig)
+	}
+}
+
+// Exited reports whether the process has ended.
+func (s *Server) Exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// LogTail returns the last n lines of the server's log.
+func (s *Server) LogTail(n int) string {
+	data, _ := os.ReadFile(s.Log)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Kubectl runs `skiff kubectl` with the server's admin kubeconfig.
+func (s *Server) Kubectl(ctx context.Context, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, Binary(), append([]string{"kubectl", "--kubeconfig", s.Kubeconfig}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// StartT starts an extra server for one test in a temp dir and stops it when
+// the test ends; the log is shown when the test failed.
+func StartT(t *testing.T, extra ...string) *Server {
+	t.Helper()
+	s := New(t.TempDir(), extra...)
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Logf("stopping server: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.LogTail(40))
+		}
+	})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Run runs skiff with args to completion and returns its exit code and
+// combined output.
+func Run(ctx context.Context, env []string, args ...string) (int, string) {
+	cmd := exec.CommandContext(ctx, Binary(), args...)
+	cmd.Env = append(append(os.Environ(), "SKIFF_CONFIG_FILE="), env...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		return -1, err.Error()
+	}
+	return 0, string(out)
+}

@@ -1,0 +1,115 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+// snapshot lists every path under dir with a hash of its content and mode.
+func snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	var lines []string
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, _ := d.Info()
+		line := fmt.Sprintf("%s %v", path, info.Mode())
+		if d.Type().IsRegular() {
+			data, _ := os.ReadFile(path)
+			line += fmt.Sprintf(" %x", sha256.Sum256(data))
+		}
+		lines = append(lines, line)
+		return nil
+	})
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// failsClearly runs skiff and checks it exits non-zero with one error line
+// that contains want, leaving dir as it was.
+func failsClearly(t *testing.T, dir, want string, env []string, args ...string) {
+	t.Helper()
+	before := snapshot(t, dir)
+	code, out := cluster.Run(context.Background(), env, args...)
+	if code == 0 {
+		t.Fatalf("skiff %s: exit 0, want an error\n%s", strings.Join(args, " "), out)
+	}
+	var errLines []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.HasPrefix(l, "skiff: ") {
+			errLines = append(errLines, l)
+		}
+	}
+	if len(errLines) != 1 || !strings.Contains(errLines[0], want) {
+		t.Fatalf("skiff %s: want one line \"skiff: ...%s...\", got:\n%s", strings.Join(args, " "), want, out)
+	}
+	if after := snapshot(t, dir); after != before {
+		t.Fatalf("data dir changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func serverArgs(dataDir string, port int, extra ...string) []string {
+	return append([]string{"server", "--disable-agent", "--data-dir", dataDir,
+		"--https-listen-port", fmt.Sprint(port), "--write-kubeconfig", filepath.Join(dataDir, "..", "kubeconfig.yaml")}, extra...)
+}
+
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	os.MkdirAll(data, 0o700)
+
+	t.Run("unknown flag", func(t *testing.T) {
+		failsClearly(t, data, "flag provided but not defined: -no-such-flag", nil, serverArgs(data, cluster.FreePort(), "--no-such-flag")...)
+	})
+	t.Run("unknown config key", func(t *testing.T) {
+		cfg := filepath.Join(dir, "config.yaml")
+		os.WriteFile(cfg, []byte("data-dir: "+data+"\nno-such-key: 1\n"), 0o600)
+		failsClearly(t, data, `unknown key "no-such-key"`, nil, "server", "--config", cfg)
+	})
+	t.Run("config key from environment file variable", func(t *testing.T) {
+		cfg := filepath.Join(dir, "config-env.yaml")
+		os.WriteFile(cfg, []byte("cluster-cidr: not-a-cidr\n"), 0o600)
+		failsClearly(t, data, `--cluster-cidr "not-a-cidr" is not a CIDR`, []string{"SKIFF_CONFIG_FILE=" + cfg}, serverArgs(data, cluster.FreePort())...)
+	})
+	t.Run("missing config file", func(t *testing.T) {
+		failsClearly(t, data, "no such file", nil, "server", "--config", filepath.Join(dir, "absent.yaml"))
+	})
+	t.Run("unwritable data dir", func(t *testing.T) {
+		file := filepath.Join(dir, "a-file")
+		os.WriteFile(file, []byte("x"), 0o600)
+		failsClearly(t, dir, "cannot be created", nil, serverArgs(filepath.Join(file, "data"), cluster.FreePort())...)
+	})
+	t.Run("port in use", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "0.0.0.0:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		port := ln.Addr().(*net.TCPAddr).Port
+		failsClearly(t, data, fmt.Sprintf("port %d is already in use", port), nil, serverArgs(data, port)...)
+	})
+	t.Run("corrupt state.db", func(t *testing.T) {
+		db := filepath.Join(data, "server", "db")
+		os.MkdirAll(db, 0o700)
+		os.WriteFile(filepath.Join(db, "state.db"), []byte(strings.Repeat("not a database\n", 100)), 0o600)
+		failsClearly(t, data, "state.db is not a SQLite database", nil, serverArgs(data, cluster.FreePort())...)
+	})
+	t.Run("agent not available", func(t *testing.T) {
+		args := serverArgs(data, cluster.FreePort())
+		failsClearly(t, data, "--disable-agent", nil, append([]string{args[0]}, args[2:]...)...)
+	})
+	t.Run("bad pass-through flag", func(t *testing.T) {
+		failsClearly(t, data, "--kube-apiserver-arg: unknown flag: --no-such-flag", nil, serverArgs(data, cluster.FreePort(), "--kube-apiserver-arg", "no-such-flag=1")...)
+	})
+}
