@@ -48,11 +48,14 @@ func Run(ctx context.Context, components []Component, onReady func()) error {
 		r := start(c, failed)
 		started = append(started, r)
 		if err = waitReady(ctx, r, failed); err != nil {
+			if ctx.Err() != nil {
+				err = nil // asked to stop while starting
+			}
 			break
 		}
 		klog.V(1).InfoS("component ready", "component", c.Name())
 	}
-	if err == nil {
+	if err == nil && ctx.Err() == nil {
 		if onReady != nil {
 			onReady()
 		}

@@ -65,11 +65,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	store := datastore.New(filepath.Join(dataDir, "server", "db"), o.DatastoreEndpoint)
-	if err := store.Check(); err != nil {
+	if err := checkWritable(dataDir); err != nil {
 		return err
 	}
-	if err := checkWritable(dataDir); err != nil {
+	store := datastore.New(filepath.Join(dataDir, "server", "db"), o.DatastoreEndpoint)
+	if err := store.Check(); err != nil {
 		return err
 	}
 	advertise, ips, err := addresses(o)

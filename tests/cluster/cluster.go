@@ -124,7 +124,14 @@ func (s *Server) WaitReady(ctx context.Context) error {
 
 // Config is a client config from the admin kubeconfig.
 func (s *Server) Config() (*rest.Config, error) {
-	return clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	// client-go's default of 5 requests a second would make the tests wait
+	// on the client, not on the server.
+	cfg.QPS, cfg.Burst = 500, 1000
+	return cfg, nil
 }
 
 // Client is an admin clientset.
@@ -209,8 +216,8 @@ func StartT(t *testing.T, extra ...string) *Server {
 	t.Helper()
 	s := New(t.TempDir(), extra...)
 	t.Cleanup(func() {
-		if err := s.Stop(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			t.Logf("stopping server: %v", err)
+		if err := s.Stop(); err != nil {
+			t.Errorf("stopping the server with SIGTERM: %v", err)
 		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.LogTail(40))

@@ -150,7 +150,7 @@ spec:
   template:
     spec:
       restartPolicy: Never
-      containers: [{name: c, image: busybox, command: [true]}]
+      containers: [{name: c, image: busybox, command: ["true"]}]
 ---
 apiVersion: batch/v1
 kind: CronJob
@@ -162,7 +162,7 @@ spec:
       template:
         spec:
           restartPolicy: Never
-          containers: [{name: c, image: busybox, command: [true]}]
+          containers: [{name: c, image: busybox, command: ["true"]}]
 `, "apply", "-n", ns, "-f", "-")
 	if err != nil {
 		t.Fatal(err)

@@ -100,6 +100,7 @@ func TestBadInput(t *testing.T) {
 		failsClearly(t, data, fmt.Sprintf("port %d is already in use", port), nil, serverArgs(data, port)...)
 	})
 	t.Run("corrupt state.db", func(t *testing.T) {
+		data := filepath.Join(dir, "corrupt")
 		db := filepath.Join(data, "server", "db")
 		os.MkdirAll(db, 0o700)
 		os.WriteFile(filepath.Join(db, "state.db"), []byte(strings.Repeat("not a database\n", 100)), 0o600)
