@@ -1,0 +1,63 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	// The daemon's plugins, exactly as upstream containerd registers them.
+	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins"
+	"github.com/containerd/containerd/v2/cmd/containerd/command"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/plugin"
+	"github.com/containerd/plugin/registry"
+)
+
+// ShimName is the name containerd looks the runc shim up by.
+const ShimName = "containerd-shim-runc-v2"
+
+// IsShim says whether this process was started as the runc shim: by its
+// name, or re-executed by the shim itself, which passes only its flags.
+func IsShim(args []string) bool {
+	return filepath.Base(args[0]) == ShimName || len(args) > 1 && args[1] == "-namespace"
+}
+
+// Main runs the containerd daemon with args (the program name first).
+func Main(args []string) int {
+	if err := command.App().Run(context.Background(), args); err != nil {
+		fmt.Fprintf(os.Stderr, "containerd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// ShimMain runs the runc shim v2. It never returns.
+func ShimMain() {
+	// The daemon's plugins are registered in this binary too; a shim loads
+	// every registered plugin, so it starts from an empty registry and adds
+	// its task service, as the upstream shim binary's own plugin does.
+	registry.Reset()
+	registry.Register(&plugin.Registration{
+		Type:     plugins.TTRPCPlugin,
+		ID:       "task",
+		Requires: []plugin.Type{plugins.EventPlugin, plugins.InternalPlugin},
+		InitFn: func(ic *plugin.InitContext) (any, error) {
+			pp, err := ic.GetByID(plugins.EventPlugin, "publisher")
+			if err != nil {
+				return nil, err
+			}
+			sd, err := ic.GetByID(plugins.InternalPlugin, "shutdown")
+			if err != nil {
+				return nil, err
+			}
+			return task.NewTaskService(ic.Context, pp.(shim.Publisher), sd.(shutdown.Service))
+		},
+	})
+	shim.RunShim(context.Background(), manager.NewShimManager("io.containerd.runc.v2"))
+	os.Exit(0)
+}
