@@ -24,18 +24,27 @@ LDFLAGS := -s -w \
 RELEASE_ARCHES := amd64 arm64 arm
 DATA_DIR ?= /var/lib/skiff
 
-.PHONY: build run test unit e2e bench release clean
+CNI_PLUGINS := $(shell sed -n 's/^\t\(github.com\/containernetworking\/plugins\/.*\)/\1/p' go.mod)
 
-build:
+.PHONY: build assets run test unit e2e bench release clean
+
+build: assets
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+# Programs embedded in skiff, built for the target architecture: the
+# upstream CNI plugins and the pod sandbox (pause) process.
+assets:
+	mkdir -p internal/cni/bin internal/pause/bin
+	$(GO) build -ldflags '-s -w' -o internal/cni/bin/ $(CNI_PLUGINS)
+	$(GO) build -ldflags '-s -w' -o internal/pause/bin/pause ./internal/pause/cmd
 
 # A single-node cluster on the embedded SQLite default, in the foreground.
 run: build
-	$(BIN) server --data-dir $(DATA_DIR) --disable-agent
+	$(BIN) server --data-dir $(DATA_DIR)
 
 test: unit e2e
 
-unit:
+unit: assets
 	$(GO) test -count=1 ./internal/...
 
 # End-to-end tests start real servers from the built binary, one test
@@ -49,8 +58,10 @@ bench: build
 release:
 	mkdir -p dist
 	for arch in $(RELEASE_ARCHES); do \
-		GOOS=linux GOARCH=$$arch GOARM=7 $(GO) build -ldflags '$(LDFLAGS)' -o dist/skiff-$$arch . || exit 1; \
+		export GOOS=linux GOARCH=$$arch GOARM=7; \
+		$(MAKE) assets && $(GO) build -ldflags '$(LDFLAGS)' -o dist/skiff-$$arch . || exit 1; \
 	done
+	$(MAKE) assets
 	cd dist && sha256sum skiff-* > sha256sums.txt
 
 clean:

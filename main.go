@@ -9,13 +9,27 @@ import (
 	"path/filepath"
 
 	"github.com/skiff-dev/skiff/internal/cli"
+	"github.com/skiff-dev/skiff/internal/containerd"
 	"github.com/skiff-dev/skiff/internal/kubectl"
 )
 
 func main() {
-	switch filepath.Base(os.Args[0]) {
+	// The runc shim first: it parses the process's global flags itself.
+	if containerd.IsShim(os.Args) {
+		containerd.ShimMain()
+	}
+	name := filepath.Base(os.Args[0])
+	if name == "skiff" && len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "containerd", "kubectl":
+			name, os.Args = os.Args[1], os.Args[1:]
+		}
+	}
+	switch name {
 	case "kubectl":
 		os.Exit(kubectl.Main(os.Args[1:]))
+	case "containerd":
+		os.Exit(containerd.Main(os.Args))
 	}
 	os.Exit(cli.Main(os.Args))
 }

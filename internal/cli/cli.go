@@ -79,6 +79,11 @@ func serverCommand() *cli.Command {
 			&cli.IntFlag{Name: "https-listen-port", Value: 6443, Destination: &o.HTTPSPort, Usage: "API server port"},
 			&cli.StringFlag{Name: "advertise-address", Destination: &o.AdvertiseAddress, Usage: "IP the API server advertises to the cluster (default: node IP)"},
 			&cli.StringFlag{Name: "node-ip", Destination: &o.NodeIP, Usage: "this node's IP (default: the address of the default route's interface)"},
+			&cli.StringFlag{Name: "node-name", Destination: &o.NodeName, EnvVars: []string{"SKIFF_NODE_NAME"}, Usage: "node name (default: the host name)"},
+			&cli.StringSliceFlag{Name: "node-label", Usage: "label the node registers with, key=value"},
+			&cli.StringSliceFlag{Name: "node-taint", Usage: "taint the node registers with, key=value:Effect"},
+			&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra kubelet flag, name=value"},
+			&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &o.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
 			&cli.StringSliceFlag{Name: "tls-san", Usage: "extra host name or IP for the API server's certificate"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", Destination: &o.ClusterCIDR, Usage: "pod network"},
 			&cli.StringFlag{Name: "service-cidr", Value: "10.43.0.0/16", Destination: &o.ServiceCIDR, Usage: "Service network"},
@@ -106,6 +111,9 @@ func serverCommand() *cli.Command {
 			o.APIServerArgs = c.StringSlice("kube-apiserver-arg")
 			o.ControllerManagerArgs = c.StringSlice("kube-controller-manager-arg")
 			o.SchedulerArgs = c.StringSlice("kube-scheduler-arg")
+			o.NodeLabels = c.StringSlice("node-label")
+			o.NodeTaints = c.StringSlice("node-taint")
+			o.KubeletArgs = c.StringSlice("kubelet-arg")
 			// Logging is configured once for the whole process; the
 			// components' own identical configurations are then accepted.
 			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged

@@ -74,6 +74,9 @@ func (a *APIServer) args() []string {
 		flag("enable-aggregator-routing", true),
 		flag("cert-dir", c.DataDir+"/server/tls/temporary-certs"),
 		flag("profiling", false),
+		// The in-process kubelet keeps its watches open until the process
+		// ends: close them at shutdown instead of waiting for them.
+		flag("shutdown-watch-termination-grace-period", "2s"),
 		flag("v", c.Verbosity),
 	}
 }

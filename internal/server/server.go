@@ -17,6 +17,7 @@ import (
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/klog/v2"
 
+	"github.com/skiff-dev/skiff/internal/agent"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
@@ -29,6 +30,11 @@ type Options struct {
 	HTTPSPort                int
 	AdvertiseAddress         string
 	NodeIP                   string
+	NodeName                 string
+	NodeLabels               []string
+	NodeTaints               []string
+	KubeletArgs              []string
+	ContainerRuntimeEndpoint string
 	TLSSANs                  []string
 	ClusterCIDR              string
 	ServiceCIDR              string
@@ -50,9 +56,6 @@ type Options struct {
 // Run runs the server until ctx ends or a component fails. Every check that
 // can fail on bad input runs before anything is written to the data dir.
 func Run(ctx context.Context, o Options) error {
-	if !o.DisableAgent {
-		return errors.New("this skiff cannot run a node yet: start the server with --disable-agent")
-	}
 	mode, err := strconv.ParseUint(o.WriteKubeconfigMode, 8, 32)
 	if err != nil || mode > 0o777 {
 		return fmt.Errorf("--write-kubeconfig-mode %q is not an octal file mode such as 0600 or 0644", o.WriteKubeconfigMode)
@@ -102,8 +105,23 @@ func Run(ctx context.Context, o Options) error {
 	if err := cfg.CheckArgs(); err != nil {
 		return err
 	}
-	if _, err := ensurePKI(cfg, strings.ToLower(hostname), o.TLSSANs, ips, serviceIP); err != nil {
+	nodeName := o.NodeName
+	if nodeName == "" {
+		nodeName = strings.ToLower(hostname)
+	}
+	clientCA, serverCA, err := ensurePKI(cfg, strings.ToLower(hostname), o.TLSSANs, ips, serviceIP)
+	if err != nil {
 		return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
+	}
+	var node []component.Component
+	if !o.DisableAgent {
+		ncfg, err := nodeConfig(cfg, o, nodeName, ips[0], clientCA, serverCA)
+		if err != nil {
+			return fmt.Errorf("node certificates: %w", err)
+		}
+		if node, err = agent.Components(ncfg); err != nil {
+			return err
+		}
 	}
 
 	components := []component.Component{store, controlplane.NewAPIServer(cfg, ln, store.ETCDServers)}
@@ -113,6 +131,7 @@ func Run(ctx context.Context, o Options) error {
 	if !o.DisableScheduler {
 		components = append(components, controlplane.NewScheduler(cfg))
 	}
+	components = append(components, node...)
 	var readyErr error
 	err = component.Run(ctx, components, func() {
 		if o.WriteKubeconfig != "" {

@@ -39,6 +39,8 @@ type Server struct {
 	Kubeconfig string
 	Log        string
 	Args       []string
+	// CgroupRoot is set for a node: the kubelet's cgroup root.
+	CgroupRoot string
 
 	cmd  *exec.Cmd
 	done chan struct{}

@@ -1,0 +1,115 @@
+// Package agent assembles a node: containerd, the pod network and the
+// kubelet, as an ordered list of components. `skiff server` runs it in the
+// same process unless --disable-agent is given.
+package agent
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/kubernetes/pkg/util/taints"
+
+	"github.com/skiff-dev/skiff/internal/cni"
+	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/containerd"
+	"github.com/skiff-dev/skiff/internal/kubelet"
+	"github.com/skiff-dev/skiff/internal/pause"
+)
+
+// DefaultDataDir is the data dir whose runtime state lives in /run/skiff.
+const DefaultDataDir = "/var/lib/skiff"
+
+// Config is a node's settings.
+type Config struct {
+	DataDir                  string
+	NodeName                 string
+	NodeIP                   string
+	Labels                   []string // key=value
+	Taints                   []string // key=value:Effect
+	KubeletArgs              []string
+	ContainerRuntimeEndpoint string
+	ClusterDNS               string
+	ClusterDomain            string
+	// The kubelet's credentials.
+	Kubeconfig  string
+	ClientCA    string
+	ServingCert string
+	ServingKey  string
+}
+
+// RunDir is where a node keeps runtime state (sockets, runc state, pod
+// network namespaces): /run/skiff for the default data dir, else a directory
+// named after the data dir, so that several nodes can share a host.
+func RunDir(dataDir string) string {
+	if dataDir == DefaultDataDir {
+		return "/run/skiff"
+	}
+	return fmt.Sprintf("/run/skiff-%x", sha256.Sum256([]byte(dataDir)))[:len("/run/skiff-")+8]
+}
+
+// Components returns the node's components in start order. It checks the
+// configuration first, so that bad input fails before anything starts.
+func Components(cfg Config) ([]component.Component, error) {
+	labels := map[string]string{}
+	for _, l := range cfg.Labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--node-label %q is not key=value", l)
+		}
+		labels[k] = v
+	}
+	add, _, err := taints.ParseTaints(cfg.Taints)
+	if err != nil {
+		return nil, fmt.Errorf("--node-taint: %w (want key=value:NoSchedule)", err)
+	}
+	endpoint := cfg.ContainerRuntimeEndpoint
+	var runtime *containerd.Containerd
+	if endpoint == "" {
+		if err := containerd.CheckRunc(); err != nil {
+			return nil, err
+		}
+		runtime = containerd.New(cfg.DataDir, RunDir(cfg.DataDir))
+		runtime.SandboxImage = pause.Image
+		runtime.SandboxTarball = pause.Tarball
+		endpoint = runtime.Endpoint()
+	}
+	k, err := kubelet.New(&kubelet.Config{
+		NodeName:      cfg.NodeName,
+		NodeIP:        cfg.NodeIP,
+		Labels:        labels,
+		Taints:        add,
+		Kubeconfig:    cfg.Kubeconfig,
+		ClientCA:      cfg.ClientCA,
+		ServingCert:   cfg.ServingCert,
+		ServingKey:    cfg.ServingKey,
+		CRIEndpoint:   endpoint,
+		ClusterDNS:    cfg.ClusterDNS,
+		ClusterDomain: cfg.ClusterDomain,
+		DataDir:       cfg.DataDir,
+		ExtraArgs:     cfg.KubeletArgs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, err
+	}
+	var out []component.Component
+	if runtime != nil {
+		out = append(out, runtime)
+	}
+	network := cni.NewNetwork(cfg.NodeName, client,
+		filepath.Join(cfg.DataDir, "data", "bin"),
+		filepath.Join(cfg.DataDir, "agent", "etc", "cni", "net.d"),
+		filepath.Join(cfg.DataDir, "agent", "cni", "networks"))
+	return append(out, network, k), nil
+}

@@ -1,0 +1,151 @@
+// Package cni installs the standard CNI plugins built into skiff and writes
+// the node's pod network configuration once the node has its pod CIDR.
+package cni
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/skiff-dev/skiff/internal/pki"
+)
+
+// The upstream containernetworking plugins, built by the Makefile for the
+// target architecture.
+//
+//go:embed bin
+var plugins embed.FS
+
+// Bridge is the bridge the node's pods are attached to.
+const Bridge = "cni0"
+
+// Install writes the plugins into dir, leaving identical files untouched.
+func Install(dir string) error {
+	return fs.WalkDir(plugins, "bin", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := plugins.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, d.Name())
+		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
+			return nil
+		}
+		return pki.WriteFileMode(dst, data, 0o755)
+	})
+}
+
+// Config renders the pod network configuration for podCIDR.
+func Config(podCIDR, ipamDir string) ([]byte, error) {
+	conf := map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "skiff",
+		"plugins": []any{
+			map[string]any{
+				"type":        "bridge",
+				"bridge":      Bridge,
+				"isGateway":   true,
+				"hairpinMode": true,
+				"ipam": map[string]any{
+					"type":    "host-local",
+					"ranges":  [][]map[string]string{{{"subnet": podCIDR}}},
+					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"dataDir": ipamDir,
+				},
+			},
+			map[string]any{"type": "portmap", "backend": "nftables", "capabilities": map[string]bool{"portMappings": true}},
+		},
+	}
+	return json.MarshalIndent(conf, "", "  ")
+}
+
+// Network is the component that writes the configuration: it waits for the
+// controller manager to give the node its pod CIDR.
+type Network struct {
+	NodeName string
+	Client   kubernetes.Interface
+	BinDir   string
+	ConfDir  string
+	IPAMDir  string
+
+	ready chan struct{}
+}
+
+// NewNetwork returns the pod network component.
+func NewNetwork(node string, client kubernetes.Interface, binDir, confDir, ipamDir string) *Network {
+	return &Network{NodeName: node, Client: client, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir, ready: make(chan struct{})}
+}
+
+// Name implements component.Component.
+func (n *Network) Name() string { return "pod network" }
+
+// Run implements component.Component.
+func (n *Network) Run(ctx context.Context) error {
+	if err := Install(n.BinDir); err != nil {
+		return err
+	}
+	close(n.ready) // the kubelet may start: it waits for the config itself
+	sel := fields.OneTermEqualSelector("metadata.name", n.NodeName).String()
+	lw := &cache.ListWatch{
+		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return n.Client.CoreV1().Nodes().List(ctx, o)
+		},
+		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return n.Client.CoreV1().Nodes().Watch(ctx, o)
+		},
+	}
+	var cidr string
+	_, err := watchtools.UntilWithSync(ctx, lw, &v1.Node{}, nil, func(e watch.Event) (bool, error) {
+		if node, ok := e.Object.(*v1.Node); ok && node.Spec.PodCIDR != "" {
+			cidr = node.Spec.PodCIDR
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("waiting for node %s's pod CIDR: %w", n.NodeName, err)
+	}
+	conf, err := Config(cidr, n.IPAMDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(n.ConfDir, 0o700); err != nil {
+		return err
+	}
+	if err := pki.WriteFileMode(filepath.Join(n.ConfDir, "10-skiff.conflist"), conf, 0o644); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// Ready implements component.Component.
+func (n *Network) Ready(ctx context.Context) error {
+	select {
+	case <-n.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,29 @@
+// Package pause holds the pod sandbox image built into skiff.
+package pause
+
+import (
+	"bytes"
+	_ "embed"
+
+	"github.com/skiff-dev/skiff/internal/ociimage"
+)
+
+// Image is the sandbox image's name; containerd's CRI is told to use it and
+// never pulls it.
+const Image = "registry.local/skiff/pause:1"
+
+// binary is built by the Makefile from ./cmd for the target architecture.
+//
+//go:embed bin/pause
+var binary []byte
+
+// Tarball returns the sandbox image as an OCI image layout tarball.
+func Tarball() ([]byte, error) {
+	var buf bytes.Buffer
+	err := ociimage.Write(&buf, ociimage.Image{
+		Name:       Image,
+		Files:      []ociimage.File{{Path: "pause", Mode: 0o755, Data: binary}},
+		Entrypoint: []string{"/pause"},
+	})
+	return buf.Bytes(), err
+}

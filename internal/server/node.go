@@ -1,0 +1,48 @@
+package server
+
+import (
+	"net"
+	"path/filepath"
+
+	"github.com/skiff-dev/skiff/internal/agent"
+	"github.com/skiff-dev/skiff/internal/controlplane"
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
+	"github.com/skiff-dev/skiff/internal/pki"
+)
+
+// nodeConfig issues the in-process node's kubelet certificates from the
+// cluster CAs and returns its settings.
+func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP, clientCA, serverCA *pki.CA) (agent.Config, error) {
+	dir := filepath.Join(c.DataDir, "agent")
+	cfg := agent.Config{
+		DataDir:                  c.DataDir,
+		NodeName:                 name,
+		NodeIP:                   nodeIP.String(),
+		Labels:                   o.NodeLabels,
+		Taints:                   o.NodeTaints,
+		KubeletArgs:              o.KubeletArgs,
+		ContainerRuntimeEndpoint: o.ContainerRuntimeEndpoint,
+		ClusterDNS:               o.ClusterDNS,
+		ClusterDomain:            o.ClusterDomain,
+		Kubeconfig:               filepath.Join(dir, "kubelet.kubeconfig"),
+		ClientCA:                 c.Files.ClientCA(),
+		ServingCert:              filepath.Join(dir, "serving-kubelet.crt"),
+		ServingKey:               filepath.Join(dir, "serving-kubelet.key"),
+	}
+	clientCert, clientKey := filepath.Join(dir, "client-kubelet.crt"), filepath.Join(dir, "client-kubelet.key")
+	if _, err := clientCA.EnsureCert(clientCert, clientKey, pki.Spec{
+		CommonName: "system:node:" + name, Organization: []string{"system:nodes"},
+	}); err != nil {
+		return cfg, err
+	}
+	if _, err := serverCA.EnsureCert(cfg.ServingCert, cfg.ServingKey, pki.Spec{
+		CommonName: name, Usage: pki.Server,
+		DNSNames: []string{name, "localhost"},
+		IPs:      []net.IP{nodeIP, net.ParseIP("127.0.0.1")},
+	}); err != nil {
+		return cfg, err
+	}
+	server := "https://" + net.JoinHostPort(c.LoopbackAddress(), itoa(c.Port))
+	kc := kubeconfig.Files{Server: server, CAFile: c.Files.ServerCA(), CertFile: clientCert, KeyFile: clientKey}
+	return cfg, kc.Write(cfg.Kubeconfig)
+}

@@ -1,0 +1,203 @@
+package cluster
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/skiff-dev/skiff/internal/ociimage"
+)
+
+// BusyboxImage is the test image: Debian's busybox-static in an OCI tarball.
+const BusyboxImage = "skiff.test/busybox:1"
+
+// WriteBusyboxImage writes the test image into dir (an air-gap folder).
+func WriteBusyboxImage(dir string) error {
+	bin, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		return fmt.Errorf("the tests need Debian's busybox-static (apt-get install busybox-static): %w", err)
+	}
+	files := []ociimage.File{{Path: "bin/busybox", Mode: 0o755, Data: bin}}
+	for _, applet := range []string{"sh", "sleep", "echo", "cat", "ls", "wget", "nc", "httpd", "nslookup", "hostname", "true", "false", "env", "ps", "ip", "ping", "dd", "tail", "head", "grep", "id", "mkdir", "touch", "date", "seq"} {
+		files = append(files, ociimage.File{Path: "bin/" + applet, Link: "busybox"})
+	}
+	files = append(files, ociimage.File{Path: "tmp/.keep", Mode: 0o644})
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, "busybox.tar"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return ociimage.Write(f, ociimage.Image{
+		Name:  BusyboxImage,
+		Files: files,
+		Cmd:   []string{"sh"},
+		Env:   []string{"PATH=/bin"},
+	})
+}
+
+// NewNode prepares a server that is also a node, with its own cgroup root and
+// kubelet root, and the test image in its air-gap folder.
+func NewNode(dir string, extra ...string) (*Server, error) {
+	var b [4]byte
+	rand.Read(b[:])
+	cgroupRoot := "/skiff-test-" + hex.EncodeToString(b[:])
+	s := New(dir, append([]string{
+		"--kubelet-arg", "cgroup-root=" + cgroupRoot,
+		"--kubelet-arg", "root-dir=" + filepath.Join(dir, "kubelet"),
+	}, extra...)...)
+	// New added --disable-agent: a node must not have it.
+	for i, a := range s.Args {
+		if a == "--disable-agent" {
+			s.Args = append(s.Args[:i], s.Args[i+1:]...)
+			break
+		}
+	}
+	s.CgroupRoot = cgroupRoot
+	return s, WriteBusyboxImage(filepath.Join(s.DataDir, "agent", "images"))
+}
+
+// Teardown removes what a stopped node left on the host: its pods'
+// processes, mounts, cgroups, the pod bridge and its runtime state dir.
+func (s *Server) Teardown() error {
+	if s.CgroupRoot == "" {
+		return nil
+	}
+	var errs []string
+	// Pods and their shims outlive the server on purpose; end them.
+	for i := 0; i < 50; i++ {
+		pids := cgroupPids(s.CgroupRoot)
+		pids = append(pids, shimPids(s.DataDir)...)
+		if len(pids) == 0 {
+			break
+		}
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond) // the kernel takes a moment to empty the cgroups
+	}
+	for _, m := range mountsUnder(s.Dir, runDir(s.DataDir)) {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Sprintf("unmount %s: %v", m, err))
+		}
+	}
+	for _, hier := range cgroupHierarchies() {
+		removeCgroupTree(filepath.Join(hier, s.CgroupRoot))
+	}
+	exec.Command("ip", "link", "delete", "cni0").Run()
+	os.RemoveAll(runDir(s.DataDir))
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// runDir is where skiff keeps the runtime state of a node with a
+// non-default data dir (see agent.RunDir).
+func runDir(dataDir string) string {
+	return fmt.Sprintf("/run/skiff-%x", sha256.Sum256([]byte(dataDir)))[:len("/run/skiff-")+8]
+}
+
+func cgroupHierarchies() []string {
+	var out []string
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, filepath.Join("/sys/fs/cgroup", e.Name()))
+		}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		out = append(out, "/sys/fs/cgroup")
+	}
+	return out
+}
+
+func cgroupPids(root string) []int {
+	var pids []int
+	for _, hier := range cgroupHierarchies() {
+		filepath.Walk(filepath.Join(hier, root), func(path string, info os.FileInfo, err error) error {
+			if err == nil && info.Name() == "cgroup.procs" {
+				data, _ := os.ReadFile(path)
+				for _, f := range strings.Fields(string(data)) {
+					var p int
+					fmt.Sscan(f, &p)
+					pids = append(pids, p)
+				}
+			}
+			return nil
+		})
+	}
+	return pids
+}
+
+// shimPids finds the runc shims of a node: they run from the node's shim link.
+func shimPids(dataDir string) []int {
+	var pids []int
+	self, _ := os.Executable()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(data), "\x00")
+		if len(args) > 2 && args[1] == "-namespace" && strings.Contains(string(data), runDir(dataDir)) {
+			var pid int
+			fmt.Sscan(strings.Split(p, "/")[2], &pid)
+			if pid != os.Getpid() && !strings.Contains(args[0], self) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+func mountsUnder(dirs ...string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := fields[4]
+		for _, d := range dirs {
+			if mp == d || strings.HasPrefix(mp, d+"/") {
+				out = append(out, mp)
+			}
+		}
+	}
+	// Deepest first.
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+func removeCgroupTree(dir string) {
+	var dirs []string
+	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && info.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	for _, d := range dirs {
+		os.Remove(d)
+	}
+}

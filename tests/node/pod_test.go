@@ -1,0 +1,165 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func client(t *testing.T) *kubernetes.Clientset {
+	t.Helper()
+	cs, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func kubectl(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, err := srv.Kubectl(ctxT(t), stdin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// namespace creates a namespace for one test and deletes it afterwards.
+func namespace(t *testing.T) string {
+	t.Helper()
+	cs := client(t)
+	name := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
+	})
+	return name
+}
+
+// waitPod waits until cond holds for the pod.
+func waitPod(t *testing.T, ns, name string, what string, cond func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	cs := client(t)
+	var last *corev1.Pod
+	err := wait.PollUntilContextCancel(ctxT(t), 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = p
+		return cond(p), nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s/%s never %s: last status %+v", ns, name, what, last.Status)
+	}
+	return last
+}
+
+func running(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func TestNodeReadyWithDetails(t *testing.T) {
+	out := kubectl(t, "", "get", "nodes", "-o", "wide", "--no-headers")
+	fields := strings.Fields(out)
+	if len(fields) < 10 || fields[1] != "Ready" {
+		t.Fatalf("kubectl get nodes -o wide: %q", out)
+	}
+	if net.ParseIP(fields[5]) == nil {
+		t.Errorf("INTERNAL-IP %q is not an IP", fields[5])
+	}
+	for _, want := range []string{"Debian", "containerd://"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl get nodes -o wide: %q lacks %q", out, want)
+		}
+	}
+	kernel, _ := exec.Command("uname", "-r").Output()
+	if !strings.Contains(out, strings.TrimSpace(string(kernel))) {
+		t.Errorf("kubectl get nodes -o wide: %q lacks the kernel %s", out, kernel)
+	}
+}
+
+const webPod = `
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  containers:
+  - name: web
+    image: ` + cluster.BusyboxImage + `
+    command: [sh, -c, 'echo hello from skiff; mkdir -p /www; echo served > /www/index.html; exec httpd -f -p 8080 -h /www']
+    ports: [{containerPort: 8080}]
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+`
+
+func TestPodLogsExecPortForward(t *testing.T) {
+	ns := namespace(t)
+	kubectl(t, webPod, "apply", "-n", ns, "-f", "-")
+	waitPod(t, ns, "web", "running and ready", running)
+
+	if out := kubectl(t, "", "logs", "-n", ns, "web"); !strings.Contains(out, "hello from skiff") {
+		t.Errorf("kubectl logs: %q", out)
+	}
+	if out := kubectl(t, "", "exec", "-n", ns, "web", "--", "cat", "/www/index.html"); out != "served\n" {
+		t.Errorf("kubectl exec: %q", out)
+	}
+
+	port := cluster.FreePort()
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	pf := exec.CommandContext(ctx, cluster.Binary(), "kubectl", "--kubeconfig", srv.Kubeconfig, "port-forward", "-n", ns, "pod/web", fmt.Sprintf("%d:8080", port))
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Wait()
+	defer cancel()
+	var body string
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return true, nil
+	})
+	if err != nil || body != "served\n" {
+		t.Fatalf("port-forward: %q, %v", body, err)
+	}
+}
