@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/kubernetes/pkg/util/taints"
 
 	"github.com/skiff-dev/skiff/internal/cni"
@@ -52,7 +50,8 @@ func RunDir(dataDir string) string {
 }
 
 // Components returns the node's components in start order. It checks the
-// configuration first, so that bad input fails before anything starts.
+// configuration and writes nothing, so that bad input fails before anything
+// is written; the kubelet's credentials must exist once they run.
 func Components(cfg Config) ([]component.Component, error) {
 	labels := map[string]string{}
 	for _, l := range cfg.Labels {
@@ -95,19 +94,11 @@ func Components(cfg Config) ([]component.Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return nil, err
-	}
 	var out []component.Component
 	if runtime != nil {
 		out = append(out, runtime)
 	}
-	network := cni.NewNetwork(cfg.NodeName, client,
+	network := cni.NewNetwork(cfg.NodeName, cfg.Kubeconfig,
 		filepath.Join(cfg.DataDir, "data", "bin"),
 		filepath.Join(cfg.DataDir, "agent", "etc", "cni", "net.d"),
 		filepath.Join(cfg.DataDir, "agent", "cni", "networks"))

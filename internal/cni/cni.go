@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/skiff-dev/skiff/internal/pki"
@@ -78,18 +79,18 @@ func Config(podCIDR, ipamDir string) ([]byte, error) {
 // Network is the component that writes the configuration: it waits for the
 // controller manager to give the node its pod CIDR.
 type Network struct {
-	NodeName string
-	Client   kubernetes.Interface
-	BinDir   string
-	ConfDir  string
-	IPAMDir  string
+	NodeName   string
+	Kubeconfig string
+	BinDir     string
+	ConfDir    string
+	IPAMDir    string
 
 	ready chan struct{}
 }
 
 // NewNetwork returns the pod network component.
-func NewNetwork(node string, client kubernetes.Interface, binDir, confDir, ipamDir string) *Network {
-	return &Network{NodeName: node, Client: client, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir, ready: make(chan struct{})}
+func NewNetwork(node, kubeconfig, binDir, confDir, ipamDir string) *Network {
+	return &Network{NodeName: node, Kubeconfig: kubeconfig, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir, ready: make(chan struct{})}
 }
 
 // Name implements component.Component.
@@ -101,19 +102,27 @@ func (n *Network) Run(ctx context.Context) error {
 		return err
 	}
 	close(n.ready) // the kubelet may start: it waits for the config itself
+	restCfg, err := clientcmd.BuildConfigFromFlags("", n.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
 	sel := fields.OneTermEqualSelector("metadata.name", n.NodeName).String()
 	lw := &cache.ListWatch{
 		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
-			return n.Client.CoreV1().Nodes().List(ctx, o)
+			return client.CoreV1().Nodes().List(ctx, o)
 		},
 		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
-			return n.Client.CoreV1().Nodes().Watch(ctx, o)
+			return client.CoreV1().Nodes().Watch(ctx, o)
 		},
 	}
 	var cidr string
-	_, err := watchtools.UntilWithSync(ctx, lw, &v1.Node{}, nil, func(e watch.Event) (bool, error) {
+	_, err = watchtools.UntilWithSync(ctx, lw, &v1.Node{}, nil, func(e watch.Event) (bool, error) {
 		if node, ok := e.Object.(*v1.Node); ok && node.Spec.PodCIDR != "" {
 			cidr = node.Spec.PodCIDR
 			return true, nil

@@ -10,11 +10,10 @@ import (
 	"github.com/skiff-dev/skiff/internal/pki"
 )
 
-// nodeConfig issues the in-process node's kubelet certificates from the
-// cluster CAs and returns its settings.
-func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP, clientCA, serverCA *pki.CA) (agent.Config, error) {
+// nodeConfig returns the in-process node's settings.
+func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP) agent.Config {
 	dir := filepath.Join(c.DataDir, "agent")
-	cfg := agent.Config{
+	return agent.Config{
 		DataDir:                  c.DataDir,
 		NodeName:                 name,
 		NodeIP:                   nodeIP.String(),
@@ -29,20 +28,26 @@ func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP, c
 		ServingCert:              filepath.Join(dir, "serving-kubelet.crt"),
 		ServingKey:               filepath.Join(dir, "serving-kubelet.key"),
 	}
+}
+
+// ensureNodeCerts issues the in-process node's kubelet certificates from the
+// cluster CAs, and its kubeconfig.
+func ensureNodeCerts(c *controlplane.Config, cfg agent.Config, nodeIP net.IP, clientCA, serverCA *pki.CA) error {
+	name, dir := cfg.NodeName, filepath.Dir(cfg.Kubeconfig)
 	clientCert, clientKey := filepath.Join(dir, "client-kubelet.crt"), filepath.Join(dir, "client-kubelet.key")
 	if _, err := clientCA.EnsureCert(clientCert, clientKey, pki.Spec{
 		CommonName: "system:node:" + name, Organization: []string{"system:nodes"},
 	}); err != nil {
-		return cfg, err
+		return err
 	}
 	if _, err := serverCA.EnsureCert(cfg.ServingCert, cfg.ServingKey, pki.Spec{
 		CommonName: name, Usage: pki.Server,
 		DNSNames: []string{name, "localhost"},
 		IPs:      []net.IP{nodeIP, net.ParseIP("127.0.0.1")},
 	}); err != nil {
-		return cfg, err
+		return err
 	}
 	server := "https://" + net.JoinHostPort(c.LoopbackAddress(), itoa(c.Port))
 	kc := kubeconfig.Files{Server: server, CAFile: c.Files.ServerCA(), CertFile: clientCert, KeyFile: clientKey}
-	return cfg, kc.Write(cfg.Kubeconfig)
+	return kc.Write(cfg.Kubeconfig)
 }

@@ -109,18 +109,20 @@ func Run(ctx context.Context, o Options) error {
 	if nodeName == "" {
 		nodeName = strings.ToLower(hostname)
 	}
+	var node []component.Component
+	ncfg := nodeConfig(cfg, o, nodeName, ips[0])
+	if !o.DisableAgent {
+		if node, err = agent.Components(ncfg); err != nil {
+			return err
+		}
+	}
 	clientCA, serverCA, err := ensurePKI(cfg, strings.ToLower(hostname), o.TLSSANs, ips, serviceIP)
 	if err != nil {
 		return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
 	}
-	var node []component.Component
 	if !o.DisableAgent {
-		ncfg, err := nodeConfig(cfg, o, nodeName, ips[0], clientCA, serverCA)
-		if err != nil {
+		if err := ensureNodeCerts(cfg, ncfg, ips[0], clientCA, serverCA); err != nil {
 			return fmt.Errorf("node certificates: %w", err)
-		}
-		if node, err = agent.Components(ncfg); err != nil {
-			return err
 		}
 	}
 

@@ -106,9 +106,13 @@ func TestBadInput(t *testing.T) {
 		os.WriteFile(filepath.Join(db, "state.db"), []byte(strings.Repeat("not a database\n", 100)), 0o600)
 		failsClearly(t, data, "state.db is not a SQLite database", nil, serverArgs(data, cluster.FreePort())...)
 	})
-	t.Run("agent not available", func(t *testing.T) {
-		args := serverArgs(data, cluster.FreePort())
-		failsClearly(t, data, "--disable-agent", nil, append([]string{args[0]}, args[2:]...)...)
+	t.Run("bad node label", func(t *testing.T) {
+		args := serverArgs(data, cluster.FreePort(), "--node-label", "no-equals-sign")
+		failsClearly(t, data, `--node-label "no-equals-sign" is not key=value`, nil, append([]string{args[0]}, args[2:]...)...)
+	})
+	t.Run("bad kubelet flag", func(t *testing.T) {
+		args := serverArgs(data, cluster.FreePort(), "--kubelet-arg", "no-such-flag=1")
+		failsClearly(t, data, "--kubelet-arg: unknown flag: --no-such-flag", nil, append([]string{args[0]}, args[2:]...)...)
 	})
 	t.Run("bad pass-through flag", func(t *testing.T) {
 		failsClearly(t, data, "--kube-apiserver-arg: unknown flag: --no-such-flag", nil, serverArgs(data, cluster.FreePort(), "--kube-apiserver-arg", "no-such-flag=1")...)
