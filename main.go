@@ -21,7 +21,7 @@ func main() {
 	name := filepath.Base(os.Args[0])
 	if name == "skiff" && len(os.Args) > 1 {
 		switch os.Args[1] {
-		case "containerd", "kubectl":
+		case "containerd", "kubectl", "ctr":
 			name, os.Args = os.Args[1], os.Args[1:]
 		}
 	}
@@ -30,6 +30,8 @@ func main() {
 		os.Exit(kubectl.Main(os.Args[1:]))
 	case "containerd":
 		os.Exit(containerd.Main(os.Args))
+	case "ctr":
+		os.Exit(containerd.CtrMain(os.Args))
 	}
 	os.Exit(cli.Main(os.Args))
 }

@@ -44,7 +44,7 @@ type Config struct {
 // named after the data dir, so that several nodes can share a host.
 func RunDir(dataDir string) string {
 	if dataDir == DefaultDataDir {
-		return "/run/skiff"
+		return containerd.DefaultRunDir
 	}
 	return fmt.Sprintf("/run/skiff-%x", sha256.Sum256([]byte(dataDir)))[:len("/run/skiff-")+8]
 }

@@ -28,7 +28,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), kubectlCommand()},
+		Commands:             []*cli.Command{serverCommand(), kubectlCommand(), ctrCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
@@ -58,6 +58,11 @@ func kubectlCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// ctrCommand is listed for help only: main runs ctr before the CLI parses.
+func ctrCommand() *cli.Command {
+	return &cli.Command{Name: "ctr", Usage: "run containerd's ctr against the node's containerd", SkipFlagParsing: true}
 }
 
 func configFlag() cli.Flag {

@@ -11,12 +11,16 @@ import (
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
 	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins"
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
+	ctr "github.com/containerd/containerd/v2/cmd/ctr/app"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
 )
+
+// DefaultRunDir holds the runtime state of the node with the default data dir.
+const DefaultRunDir = "/run/skiff"
 
 // ShimName is the name containerd looks the runc shim up by.
 const ShimName = "containerd-shim-runc-v2"
@@ -60,4 +64,20 @@ func ShimMain() {
 	})
 	shim.RunShim(context.Background(), manager.NewShimManager("io.containerd.runc.v2"))
 	os.Exit(0)
+}
+
+// CtrMain runs the upstream ctr against the node's containerd (the default
+// data dir's socket, in the CRI namespace) unless told otherwise.
+func CtrMain(args []string) int {
+	if os.Getenv("CONTAINERD_ADDRESS") == "" {
+		os.Setenv("CONTAINERD_ADDRESS", filepath.Join(DefaultRunDir, "containerd", "containerd.sock"))
+	}
+	if os.Getenv("CONTAINERD_NAMESPACE") == "" {
+		os.Setenv("CONTAINERD_NAMESPACE", Namespace)
+	}
+	if err := ctr.New().Run(context.Background(), args); err != nil {
+		fmt.Fprintln(os.Stderr, "ctr:", err)
+		return 1
+	}
+	return 0
 }

@@ -177,6 +177,9 @@ func (s *Server) signal(sig syscall.Signal, timeout time.Duration) error {
 	}
 }
 
+// Pid is the server's process ID.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Exited reports whether the process has ended.
 func (s *Server) Exited() bool {
 	select {

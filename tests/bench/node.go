@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+// benchNode measures a server that is also a node: start to node Ready and to
+// a first pod Running (warm data dir), 30 pods of one Deployment, and the
+// idle memory of skiff and its containerd.
+func benchNode() error {
+	dir, err := os.MkdirTemp("", "skiff-bench-node-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	s, err := cluster.NewNode(dir)
+	if err != nil {
+		return err
+	}
+	defer s.Teardown()
+	defer s.Stop()
+	ctx := context.Background()
+	// A first start fills the data dir; the figures are for a warm start.
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	if err := s.Stop(); err != nil {
+		return err
+	}
+
+	start := time.Now()
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	cs, err := s.Client()
+	if err != nil {
+		return err
+	}
+	if err := poll(ctx, func(ctx context.Context) bool {
+		n, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		return err == nil && len(n.Items) == 1 && nodeReady(&n.Items[0])
+	}); err != nil {
+		return fmt.Errorf("node not ready: %w", err)
+	}
+	fmt.Printf("node start to Ready, warm: %.2f s (goal < 10 s)\n", time.Since(start).Seconds())
+	if err := runPods(ctx, cs, "first", 1); err != nil {
+		return err
+	}
+	fmt.Printf("node start to a first pod Running, warm: %.2f s\n", time.Since(start).Seconds())
+
+	t := time.Now()
+	if err := runPods(ctx, cs, "thirty", 30); err != nil {
+		return err
+	}
+	fmt.Printf("30 pods of one Deployment Running: %.2f s (goal < 30 s)\n", time.Since(t).Seconds())
+
+	for _, name := range []string{"first", "thirty"} {
+		cs.AppsV1().Deployments("default").Delete(ctx, name, metav1.DeleteOptions{})
+	}
+	if err := poll(ctx, func(ctx context.Context) bool {
+		p, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		return err == nil && len(p.Items) == 0
+	}); err != nil {
+		return err
+	}
+	time.Sleep(*idle) // the figure is memory after this long idle
+	skiff, ctrd, err := nodeRSS(s)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("RSS after %s idle, no workload: skiff %d MB + containerd %d MB = %d MB (goal < 500 MB)\n", *idle, skiff, ctrd, skiff+ctrd)
+	return nil
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// runPods creates a Deployment of n pods and waits for all to run.
+func runPods(ctx context.Context, cs *kubernetes.Clientset, name string, n int32) error {
+	labels := map[string]string{"app": name}
+	_, err := cs.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(n),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To[int64](0),
+					Containers:                    []corev1.Container{{Name: "c", Image: cluster.BusyboxImage, Command: []string{"sleep", "3600"}}},
+				},
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	return poll(ctx, func(ctx context.Context) bool {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+		if err != nil || int32(len(pods.Items)) != n {
+			return false
+		}
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodRunning {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func poll(ctx context.Context, cond func(context.Context) bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		return cond(ctx), nil
+	})
+}
+
+// nodeRSS returns the resident memory of the server process and of its
+// containerd child, in MB.
+func nodeRSS(s *cluster.Server) (int, int, error) {
+	pid := s.Pid()
+	skiff, err := rssMB(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		if len(fields) > 1 && fields[1] == fmt.Sprint(pid) {
+			cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
+			if strings.Contains(string(cmdline), "containerd\x00--config") {
+				var child int
+				fmt.Sscan(strings.Split(p, "/")[2], &child)
+				c, err := rssMB(child)
+				return skiff, c, err
+			}
+		}
+	}
+	return skiff, 0, fmt.Errorf("no containerd child of pid %d", pid)
+}
