@@ -3,6 +3,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,8 @@ import (
 	"github.com/urfave/cli/v2"
 	logsapi "k8s.io/component-base/logs/api/v1"
 
+	"github.com/skiff-dev/skiff/internal/agent"
+	"github.com/skiff-dev/skiff/internal/checkconfig"
 	"github.com/skiff-dev/skiff/internal/config"
 	"github.com/skiff-dev/skiff/internal/kubectl"
 	"github.com/skiff-dev/skiff/internal/server"
@@ -28,7 +31,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), kubectlCommand(), ctrCommand()},
+		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), checkConfigCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
@@ -55,6 +58,56 @@ func kubectlCommand() *cli.Command {
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
 			os.Exit(kubectl.Main(c.Args().Slice()))
+			return nil
+		},
+	}
+}
+
+func agentCommand() *cli.Command {
+	var o agent.Options
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run a node that joins a server",
+		Flags: []cli.Flag{
+			configFlag(),
+			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"SKIFF_URL"}, Destination: &o.Server, Usage: "the server, https://SERVER:6443"},
+			&cli.StringFlag{Name: "kubeconfig", Destination: &o.UserConfig, Usage: "kubeconfig with rights to create and approve certificate requests (e.g. the server's admin kubeconfig)"},
+			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "join token (not yet available: use --kubeconfig)"},
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: agent.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
+			&cli.StringFlag{Name: "node-name", Destination: &o.NodeName, EnvVars: []string{"SKIFF_NODE_NAME"}, Usage: "node name (default: the host name)"},
+			&cli.StringFlag{Name: "node-ip", Destination: &o.NodeIPFlag, Usage: "this node's IP (default: the address of the default route's interface)"},
+			&cli.StringSliceFlag{Name: "node-label", Usage: "label the node registers with, key=value"},
+			&cli.StringSliceFlag{Name: "node-taint", Usage: "taint the node registers with, key=value:Effect"},
+			&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra kubelet flag, name=value"},
+			&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &o.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
+			&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP"},
+			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
+		},
+		Before:       config.Apply,
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() > 0 {
+				return fmt.Errorf("agent takes no arguments, got %q: flags start with --", c.Args().First())
+			}
+			o.Labels = c.StringSlice("node-label")
+			o.Taints = c.StringSlice("node-taint")
+			o.KubeletArgs = c.StringSlice("kubelet-arg")
+			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return agent.Run(ctx, o)
+		},
+	}
+}
+
+func checkConfigCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "check-config",
+		Usage: "check that this host can run a skiff node, and say how to fix what is missing",
+		Action: func(c *cli.Context) error {
+			if !checkconfig.Run(os.Stdout, checkconfig.Host([]int{6443, 10250})) {
+				return errors.New("this host cannot run a skiff node yet: fix what is MISSING above")
+			}
 			return nil
 		},
 	}

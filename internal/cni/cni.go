@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/pki"
 )
 
@@ -85,12 +86,12 @@ type Network struct {
 	ConfDir    string
 	IPAMDir    string
 
-	ready chan struct{}
+	component.Latch
 }
 
 // NewNetwork returns the pod network component.
 func NewNetwork(node, kubeconfig, binDir, confDir, ipamDir string) *Network {
-	return &Network{NodeName: node, Kubeconfig: kubeconfig, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir, ready: make(chan struct{})}
+	return &Network{NodeName: node, Kubeconfig: kubeconfig, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir}
 }
 
 // Name implements component.Component.
@@ -101,7 +102,7 @@ func (n *Network) Run(ctx context.Context) error {
 	if err := Install(n.BinDir); err != nil {
 		return err
 	}
-	close(n.ready) // the kubelet may start: it waits for the config itself
+	n.SetReady() // the kubelet may start: it waits for the config itself
 	restCfg, err := clientcmd.BuildConfigFromFlags("", n.Kubeconfig)
 	if err != nil {
 		return err
@@ -147,14 +148,4 @@ func (n *Network) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return nil
-}
-
-// Ready implements component.Component.
-func (n *Network) Ready(ctx context.Context) error {
-	select {
-	case <-n.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

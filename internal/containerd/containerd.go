@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
+	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/pki"
 )
 
@@ -40,7 +41,7 @@ type Containerd struct {
 	SandboxTarball func() ([]byte, error)
 	SystemdCgroup  bool
 
-	ready chan struct{}
+	component.Latch
 }
 
 // New returns the component for a node whose data dir is dataDir and whose
@@ -54,7 +55,6 @@ func New(dataDir, runDir string) *Containerd {
 		CNIConfDir: filepath.Join(dataDir, "agent", "etc", "cni", "net.d"),
 		ImagesDir:  filepath.Join(dataDir, "agent", "images"),
 		LogFile:    filepath.Join(dataDir, "agent", "containerd", "containerd.log"),
-		ready:      make(chan struct{}),
 	}
 }
 
@@ -262,18 +262,7 @@ func (c *Containerd) importWhenServing(ctx context.Context) {
 		klog.ErrorS(err, "importing the sandbox image")
 		return
 	}
-	close(c.ready)
-}
-
-// Ready implements component.Component: containerd serves and the images are
-// imported.
-func (c *Containerd) Ready(ctx context.Context) error {
-	select {
-	case <-c.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	c.SetReady()
 }
 
 func filterEnv(env []string, drop ...string) []string {

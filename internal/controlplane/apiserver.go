@@ -18,6 +18,8 @@ import (
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+
+	"github.com/skiff-dev/skiff/internal/component"
 )
 
 // APIServer runs kube-apiserver.
@@ -29,12 +31,12 @@ type APIServer struct {
 	// ETCDServers gives the datastore's address once it is ready.
 	ETCDServers func() string
 
-	ready chan struct{}
+	component.Latch
 }
 
 // NewAPIServer returns the API server component.
 func NewAPIServer(cfg *Config, ln net.Listener, etcdServers func() string) *APIServer {
-	return &APIServer{Config: cfg, Listener: ln, ETCDServers: etcdServers, ready: make(chan struct{})}
+	return &APIServer{Config: cfg, Listener: ln, ETCDServers: etcdServers}
 }
 
 // Name implements component.Component.
@@ -135,17 +137,7 @@ func (a *APIServer) waitReady(ctx context.Context) {
 		return resp.StatusCode == http.StatusOK, nil
 	})
 	if err == nil {
-		close(a.ready)
-	}
-}
-
-// Ready implements component.Component.
-func (a *APIServer) Ready(ctx context.Context) error {
-	select {
-	case <-a.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+		a.SetReady()
 	}
 }
 

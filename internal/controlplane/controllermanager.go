@@ -2,26 +2,26 @@ package controlplane
 
 import (
 	"context"
-	"sync"
 
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/rest"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+
+	"github.com/skiff-dev/skiff/internal/component"
 )
 
 // ControllerManager runs kube-controller-manager.
 type ControllerManager struct {
 	Config *Config
 
-	once  sync.Once
-	ready chan struct{}
+	component.Latch
 }
 
 // NewControllerManager returns the controller manager component.
 func NewControllerManager(cfg *Config) *ControllerManager {
-	return &ControllerManager{Config: cfg, ready: make(chan struct{})}
+	return &ControllerManager{Config: cfg}
 }
 
 // Name implements component.Component.
@@ -83,20 +83,9 @@ func (m *ControllerManager) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.once.Do(func() { close(m.ready) })
+	m.SetReady()
 	if c.ComponentConfig.Generic.LeaderElection.LeaderElect {
 		return detach(ctx, func(ctx context.Context) error { return app.Run(ctx, c.Complete()) })
 	}
 	return app.Run(ctx, c.Complete())
-}
-
-// Ready implements component.Component: the controller manager is ready once
-// it is configured and connected; its controllers start on their own.
-func (m *ControllerManager) Ready(ctx context.Context) error {
-	select {
-	case <-m.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

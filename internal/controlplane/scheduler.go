@@ -8,18 +8,20 @@ import (
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+
+	"github.com/skiff-dev/skiff/internal/component"
 )
 
 // Scheduler runs kube-scheduler.
 type Scheduler struct {
 	Config *Config
 
-	ready chan struct{}
+	component.Latch
 }
 
 // NewScheduler returns the scheduler component.
 func NewScheduler(cfg *Config) *Scheduler {
-	return &Scheduler{Config: cfg, ready: make(chan struct{})}
+	return &Scheduler{Config: cfg}
 }
 
 // Name implements component.Component.
@@ -61,7 +63,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	close(s.ready)
+	s.SetReady()
 	if cc.LeaderElection != nil {
 		return detach(ctx, func(ctx context.Context) error { return app.Run(ctx, cc, sched) })
 	}
@@ -70,14 +72,4 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return nil // "finished without leader elect" is how it says it stopped
 	}
 	return err
-}
-
-// Ready implements component.Component.
-func (s *Scheduler) Ready(ctx context.Context) error {
-	select {
-	case <-s.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/k3s-io/kine/pkg/drivers/generic"
 	"github.com/k3s-io/kine/pkg/endpoint"
+
+	"github.com/skiff-dev/skiff/internal/component"
 )
 
 // Datastore is the kine component.
@@ -26,13 +28,13 @@ type Datastore struct {
 	// etcd); empty means SQLite at Dir/state.db.
 	Endpoint string
 
-	ready chan struct{}
-	etcd  endpoint.ETCDConfig
+	component.Latch
+	etcd endpoint.ETCDConfig
 }
 
 // New returns the datastore for dir and endpoint.
 func New(dir, ep string) *Datastore {
-	return &Datastore{Dir: dir, Endpoint: ep, ready: make(chan struct{})}
+	return &Datastore{Dir: dir, Endpoint: ep}
 }
 
 // Name implements component.Component.
@@ -112,22 +114,12 @@ func (d *Datastore) Run(ctx context.Context) error {
 		return describe(err, d)
 	}
 	d.etcd = etcd
-	close(d.ready)
+	d.SetReady()
 	<-ctx.Done()
 	cancel()
 	// kine closes the database once its server and backend have stopped.
 	waitTimeout(&wg, 20*time.Second)
 	return nil
-}
-
-// Ready implements component.Component.
-func (d *Datastore) Ready(ctx context.Context) error {
-	select {
-	case <-d.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // ETCDServers is what the API server's --etcd-servers takes; valid once ready.

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 
-	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/agent"
@@ -105,10 +104,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := cfg.CheckArgs(); err != nil {
 		return err
 	}
-	nodeName := o.NodeName
-	if nodeName == "" {
-		nodeName = strings.ToLower(hostname)
-	}
+	nodeName := agent.NodeName(o.NodeName)
 	var node []component.Component
 	ncfg := nodeConfig(cfg, o, nodeName, ips[0])
 	if !o.DisableAgent {
@@ -181,16 +177,9 @@ func checkNetworks(o Options) (net.IP, error) {
 // addresses returns the IP to advertise and the node's IPs for the serving
 // certificate.
 func addresses(o Options) (net.IP, []net.IP, error) {
-	var node net.IP
-	if o.NodeIP != "" {
-		if node = net.ParseIP(o.NodeIP); node == nil {
-			return nil, nil, fmt.Errorf("--node-ip %q is not an IP address", o.NodeIP)
-		}
-	} else {
-		var err error
-		if node, err = utilnet.ChooseHostInterface(); err != nil {
-			return nil, nil, fmt.Errorf("cannot find this host's IP (%v): give it with --node-ip", err)
-		}
+	node, err := agent.NodeIP(o.NodeIP)
+	if err != nil {
+		return nil, nil, err
 	}
 	advertise := node
 	if o.AdvertiseAddress != "" {

@@ -80,6 +80,14 @@ func New(dir string, extra ...string) *Server {
 
 // Start starts the server process and waits until its API is ready.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.StartProcess(); err != nil {
+		return err
+	}
+	return s.WaitReady(ctx)
+}
+
+// StartProcess starts the process with s.Args and does not wait.
+func (s *Server) StartProcess() error {
 	logf, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -98,7 +106,7 @@ func (s *Server) Start(ctx context.Context) error {
 		logf.Close()
 		close(s.done)
 	}()
-	return s.WaitReady(ctx)
+	return nil
 }
 
 // WaitReady waits for the admin kubeconfig and a ready API.

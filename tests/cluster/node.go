@@ -68,6 +68,28 @@ func NewNode(dir string, extra ...string) (*Server, error) {
 	return s, WriteBusyboxImage(filepath.Join(s.DataDir, "agent", "images"))
 }
 
+// NewAgent prepares `skiff agent` in dir, joining server with its admin
+// kubeconfig, with its own cgroup root, kubelet root and the test image.
+func NewAgent(dir string, server *Server, extra ...string) (*Server, error) {
+	var b [4]byte
+	rand.Read(b[:])
+	a := &Server{
+		Dir:        dir,
+		DataDir:    filepath.Join(dir, "data"),
+		Log:        filepath.Join(dir, "agent.log"),
+		CgroupRoot: "/skiff-test-" + hex.EncodeToString(b[:]),
+	}
+	a.Args = append([]string{
+		"agent",
+		"--server", fmt.Sprintf("https://127.0.0.1:%d", server.Port),
+		"--kubeconfig", server.Kubeconfig,
+		"--data-dir", a.DataDir,
+		"--kubelet-arg", "cgroup-root=" + a.CgroupRoot,
+		"--kubelet-arg", "root-dir=" + filepath.Join(dir, "kubelet"),
+	}, extra...)
+	return a, WriteBusyboxImage(filepath.Join(a.DataDir, "agent", "images"))
+}
+
 // Teardown removes what a stopped node left on the host: its pods'
 // processes, mounts, cgroups, the pod bridge and its runtime state dir.
 func (s *Server) Teardown() error {

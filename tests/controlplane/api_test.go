@@ -16,22 +16,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return cluster.Context(t) }
 
-func client(t *testing.T) *kubernetes.Clientset {
-	t.Helper()
-	cs, err := srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
+func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
 
 func TestReadyzAndNamespaces(t *testing.T) {
 	ctx := ctxT(t)
@@ -243,20 +234,4 @@ func TestAnonymousOnlyHealth(t *testing.T) {
 	}
 }
 
-// namespace creates a namespace for one test and deletes it afterwards.
-func namespace(t *testing.T) string {
-	t.Helper()
-	cs := client(t)
-	name := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
-	if len(name) > 50 {
-		name = name[:50]
-	}
-	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cs.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
-	})
-	return name
-}
+func namespace(t *testing.T) string { return srv.Namespace(t) }

@@ -114,6 +114,10 @@ func TestBadInput(t *testing.T) {
 		args := serverArgs(data, cluster.FreePort(), "--kubelet-arg", "no-such-flag=1")
 		failsClearly(t, data, "--kubelet-arg: unknown flag: --no-such-flag", nil, append([]string{args[0]}, args[2:]...)...)
 	})
+	t.Run("missing runc", func(t *testing.T) {
+		args := serverArgs(data, cluster.FreePort())
+		failsClearly(t, data, "runc is not installed: install it with", []string{"PATH=" + t.TempDir()}, append([]string{args[0]}, args[2:]...)...)
+	})
 	t.Run("bad pass-through flag", func(t *testing.T) {
 		failsClearly(t, data, "--kube-apiserver-arg: unknown flag: --no-such-flag", nil, serverArgs(data, cluster.FreePort(), "--kube-apiserver-arg", "no-such-flag=1")...)
 	})

@@ -15,25 +15,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return cluster.Context(t) }
 
-func client(t *testing.T) *kubernetes.Clientset {
-	t.Helper()
-	cs, err := srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
+func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
 
 func kubectl(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
@@ -44,22 +32,7 @@ func kubectl(t *testing.T, stdin string, args ...string) string {
 	return out
 }
 
-// namespace creates a namespace for one test and deletes it afterwards.
-func namespace(t *testing.T) string {
-	t.Helper()
-	cs := client(t)
-	name := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
-	if len(name) > 50 {
-		name = name[:50]
-	}
-	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cs.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
-	})
-	return name
-}
+func namespace(t *testing.T) string { return srv.Namespace(t) }
 
 // waitPod waits until cond holds for the pod.
 func waitPod(t *testing.T, ns, name string, what string, cond func(*corev1.Pod) bool) *corev1.Pod {
