@@ -10,6 +10,7 @@ import (
 
 	"github.com/skiff-dev/skiff/internal/cli"
 	"github.com/skiff-dev/skiff/internal/containerd"
+	"github.com/skiff-dev/skiff/internal/crictl"
 	"github.com/skiff-dev/skiff/internal/kubectl"
 )
 
@@ -21,7 +22,7 @@ func main() {
 	name := filepath.Base(os.Args[0])
 	if name == "skiff" && len(os.Args) > 1 {
 		switch os.Args[1] {
-		case "containerd", "kubectl", "ctr":
+		case "containerd", "kubectl", "ctr", "crictl":
 			name, os.Args = os.Args[1], os.Args[1:]
 		}
 	}
@@ -32,6 +33,8 @@ func main() {
 		os.Exit(containerd.Main(os.Args))
 	case "ctr":
 		os.Exit(containerd.CtrMain(os.Args))
+	case "crictl":
+		os.Exit(crictl.Main(os.Args))
 	}
 	os.Exit(cli.Main(os.Args))
 }

@@ -31,7 +31,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), checkConfigCommand()},
+		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
@@ -113,9 +113,14 @@ func checkConfigCommand() *cli.Command {
 	}
 }
 
-// ctrCommand is listed for help only: main runs ctr before the CLI parses.
+// ctrCommand and crictlCommand are listed for help only: main runs them
+// before the CLI parses.
 func ctrCommand() *cli.Command {
 	return &cli.Command{Name: "ctr", Usage: "run containerd's ctr against the node's containerd", SkipFlagParsing: true}
+}
+
+func crictlCommand() *cli.Command {
+	return &cli.Command{Name: "crictl", Usage: "list the node's containers, pods and images (ps, pods, images, version)", SkipFlagParsing: true}
 }
 
 func configFlag() cli.Flag {

@@ -223,3 +223,14 @@ func removeCgroupTree(dir string) {
 		os.Remove(d)
 	}
 }
+
+// CRIEndpoint is the node's containerd socket.
+func (s *Server) CRIEndpoint() string {
+	return "unix://" + filepath.Join(runDir(s.DataDir), "containerd", "containerd.sock")
+}
+
+// Crictl runs `skiff crictl` against the node's containerd.
+func (s *Server) Crictl(args ...string) (string, error) {
+	out, err := exec.Command(Binary(), append([]string{"crictl", "--runtime-endpoint", s.CRIEndpoint()}, args...)...).CombinedOutput()
+	return string(out), err
+}

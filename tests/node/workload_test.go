@@ -363,3 +363,59 @@ func TestBrokenAirGapTarballIsSkipped(t *testing.T) {
 		t.Fatalf("the server log does not mention the broken air-gap tarball")
 	}
 }
+
+func TestDeletedPodsLeaveNoContainers(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	kubectl(t, fmt.Sprintf(`
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: brief}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: brief}}
+  template:
+    metadata: {labels: {app: brief}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: %s, command: [sleep, "3600"]}]
+`, image), "apply", "-n", ns, "-f", "-")
+	var pods []corev1.Pod
+	waitFor(t, "2 running pods", func(ctx context.Context) (bool, error) {
+		pods = runningPods(t, ns, "app=brief")
+		return len(pods) == 2, nil
+	})
+	crictl := func(args ...string) string {
+		out, err := srv.Crictl(args...)
+		if err != nil {
+			t.Fatalf("crictl %v: %v: %s", args, err, out)
+		}
+		return out
+	}
+	all := crictl("ps", "-a", "-q")
+	for _, p := range pods {
+		id := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://")
+		if !strings.Contains(all, id) {
+			t.Fatalf("crictl ps -a does not list running container %s:\n%s", id, all)
+		}
+	}
+	if out := crictl("pods"); !strings.Contains(out, pods[0].Name) {
+		t.Fatalf("crictl pods does not list %s:\n%s", pods[0].Name, out)
+	}
+
+	kubectl(t, "", "delete", "-n", ns, "deployment/brief")
+	waitFor(t, "the pods' containers and sandboxes gone", func(ctx context.Context) (bool, error) {
+		list, err := client(t).CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=brief"})
+		if err != nil || len(list.Items) != 0 {
+			return false, nil
+		}
+		containers, sandboxes := crictl("ps", "-a", "-q"), crictl("pods")
+		for _, p := range pods {
+			id := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://")
+			if strings.Contains(containers, id) || strings.Contains(sandboxes, p.Name) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
