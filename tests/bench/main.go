@@ -70,13 +70,14 @@ func run() error {
 		}
 		time.Sleep(*idle) // the figure is memory after this long idle
 		rss, err := rssMB(p.Pid)
+		pss, _ := pssMB(p.Pid)
 		stop(p)
 		if err != nil {
 			return err
 		}
 		sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
 		fmt.Printf("server start to /readyz, warm (existing data dir): %.2f s median of %d (goal < 4 s)\n", times[len(times)/2].Seconds(), len(times))
-		fmt.Printf("server RSS after %s idle: %d MB (goal < 350 MB)\n", *idle, rss)
+		fmt.Printf("server RSS after %s idle: %d MB (goal < 350 MB); PSS %d MB\n", *idle, rss, pss)
 	}
 	return nil
 }
@@ -132,15 +133,25 @@ func stop(p *os.Process) {
 }
 
 func rssMB(pid int) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return statusMB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
+}
+
+// pssMB is the proportional set size: shared pages (the skiff binary's text,
+// mapped by the server and its containerd alike) split between the sharers.
+func pssMB(pid int) (int, error) {
+	return statusMB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+}
+
+func statusMB(path, key string) (int, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
 			kb, err := strconv.Atoi(f[1])
 			return kb / 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	return 0, fmt.Errorf("no %s in %s", key, path)
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -79,11 +76,21 @@ func benchNode() error {
 		return err
 	}
 	time.Sleep(*idle) // the figure is memory after this long idle
-	skiff, ctrd, err := nodeRSS(s)
+	pids, err := nodePids(s)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("RSS after %s idle, no workload: skiff %d MB + containerd %d MB = %d MB (goal < 500 MB)\n", *idle, skiff, ctrd, skiff+ctrd)
+	var rss, pss [2]int
+	for i, pid := range pids {
+		if rss[i], err = rssMB(pid); err != nil {
+			return err
+		}
+		if pss[i], err = pssMB(pid); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("RSS after %s idle, no workload: skiff %d MB + containerd %d MB = %d MB (goal < 500 MB); PSS %d + %d = %d MB\n",
+		*idle, rss[0], rss[1], rss[0]+rss[1], pss[0], pss[1], pss[0]+pss[1])
 	return nil
 }
 
@@ -138,30 +145,11 @@ func poll(ctx context.Context, cond func(context.Context) bool) error {
 	})
 }
 
-// nodeRSS returns the resident memory of the server process and of its
-// containerd child, in MB.
-func nodeRSS(s *cluster.Server) (int, int, error) {
-	pid := s.Pid()
-	skiff, err := rssMB(pid)
-	if err != nil {
-		return 0, 0, err
+// nodePids returns the server's pid and its containerd child's.
+func nodePids(s *cluster.Server) ([2]int, error) {
+	child := s.ContainerdPid()
+	if child == 0 {
+		return [2]int{}, fmt.Errorf("no containerd child of pid %d", s.Pid())
 	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-		if len(fields) > 1 && fields[1] == fmt.Sprint(pid) {
-			cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
-			if strings.Contains(string(cmdline), "containerd\x00--config") {
-				var child int
-				fmt.Sscan(strings.Split(p, "/")[2], &child)
-				c, err := rssMB(child)
-				return skiff, c, err
-			}
-		}
-	}
-	return skiff, 0, fmt.Errorf("no containerd child of pid %d", pid)
+	return [2]int{s.Pid(), child}, nil
 }

@@ -234,3 +234,26 @@ func (s *Server) Crictl(args ...string) (string, error) {
 	out, err := exec.Command(Binary(), append([]string{"crictl", "--runtime-endpoint", s.CRIEndpoint()}, args...)...).CombinedOutput()
 	return string(out), err
 }
+
+// ContainerdPid is the pid of the node's containerd: the server's child
+// running `skiff containerd`, or 0.
+func (s *Server) ContainerdPid() int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		data, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// The fields after the command name; the fourth of stat is the parent.
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(fields) < 2 || fields[1] != fmt.Sprint(s.Pid()) {
+			continue
+		}
+		if cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(st), "cmdline")); strings.Contains(string(cmdline), "containerd\x00--config") {
+			var pid int
+			fmt.Sscan(filepath.Base(filepath.Dir(st)), &pid)
+			return pid
+		}
+	}
+	return 0
+}
