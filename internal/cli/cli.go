@@ -68,36 +68,45 @@ func agentCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "agent",
 		Usage: "run a node that joins a server",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			configFlag(),
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"SKIFF_URL"}, Destination: &o.Server, Usage: "the server, https://SERVER:6443"},
 			&cli.StringFlag{Name: "kubeconfig", Destination: &o.UserConfig, Usage: "kubeconfig with rights to create and approve certificate requests (e.g. the server's admin kubeconfig)"},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "join token (not yet available: use --kubeconfig)"},
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: agent.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
-			&cli.StringFlag{Name: "node-name", Destination: &o.NodeName, EnvVars: []string{"SKIFF_NODE_NAME"}, Usage: "node name (default: the host name)"},
-			&cli.StringFlag{Name: "node-ip", Destination: &o.NodeIPFlag, Usage: "this node's IP (default: the address of the default route's interface)"},
-			&cli.StringSliceFlag{Name: "node-label", Usage: "label the node registers with, key=value"},
-			&cli.StringSliceFlag{Name: "node-taint", Usage: "taint the node registers with, key=value:Effect"},
-			&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra kubelet flag, name=value"},
-			&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &o.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
-			&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP"},
-			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
-		},
+		}, nodeFlags(&o.NodeName, &o.NodeIPFlag, &o.ContainerRuntimeEndpoint, &o.ClusterDNS, &o.ClusterDomain)...),
 		Before:       config.Apply,
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
 				return fmt.Errorf("agent takes no arguments, got %q: flags start with --", c.Args().First())
 			}
-			o.Labels = c.StringSlice("node-label")
-			o.Taints = c.StringSlice("node-taint")
-			o.KubeletArgs = c.StringSlice("kubelet-arg")
+			o.Labels, o.Taints, o.KubeletArgs = nodeSlices(c)
 			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return agent.Run(ctx, o)
 		},
 	}
+}
+
+// nodeFlags are the flags of a node, shared by server and agent.
+func nodeFlags(name, ip, endpoint, dns, domain *string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "node-name", Destination: name, EnvVars: []string{"SKIFF_NODE_NAME"}, Usage: "node name (default: the host name)"},
+		&cli.StringFlag{Name: "node-ip", Destination: ip, Usage: "this node's IP (default: the address of the default route's interface)"},
+		&cli.StringSliceFlag{Name: "node-label", Usage: "label the node registers with, key=value"},
+		&cli.StringSliceFlag{Name: "node-taint", Usage: "taint the node registers with, key=value:Effect"},
+		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra kubelet flag, name=value"},
+		&cli.StringFlag{Name: "container-runtime-endpoint", Destination: endpoint, Usage: "use this CRI socket instead of the built-in containerd"},
+		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: dns, Usage: "cluster DNS Service IP"},
+		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: domain, Usage: "cluster DNS domain"},
+	}
+}
+
+// nodeSlices returns the node's list flags: labels, taints, kubelet args.
+func nodeSlices(c *cli.Context) (labels, taints, kubeletArgs []string) {
+	return c.StringSlice("node-label"), c.StringSlice("node-taint"), c.StringSlice("kubelet-arg")
 }
 
 func checkConfigCommand() *cli.Command {
@@ -135,23 +144,15 @@ func serverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "server",
 		Usage: "run the control plane (and the node)",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			configFlag(),
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/skiff", Destination: &o.DataDir, Usage: "where skiff keeps its state"},
 			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Destination: &o.BindAddress, Usage: "address the API server listens on"},
 			&cli.IntFlag{Name: "https-listen-port", Value: 6443, Destination: &o.HTTPSPort, Usage: "API server port"},
 			&cli.StringFlag{Name: "advertise-address", Destination: &o.AdvertiseAddress, Usage: "IP the API server advertises to the cluster (default: node IP)"},
-			&cli.StringFlag{Name: "node-ip", Destination: &o.NodeIP, Usage: "this node's IP (default: the address of the default route's interface)"},
-			&cli.StringFlag{Name: "node-name", Destination: &o.NodeName, EnvVars: []string{"SKIFF_NODE_NAME"}, Usage: "node name (default: the host name)"},
-			&cli.StringSliceFlag{Name: "node-label", Usage: "label the node registers with, key=value"},
-			&cli.StringSliceFlag{Name: "node-taint", Usage: "taint the node registers with, key=value:Effect"},
-			&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra kubelet flag, name=value"},
-			&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &o.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
 			&cli.StringSliceFlag{Name: "tls-san", Usage: "extra host name or IP for the API server's certificate"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", Destination: &o.ClusterCIDR, Usage: "pod network"},
 			&cli.StringFlag{Name: "service-cidr", Value: "10.43.0.0/16", Destination: &o.ServiceCIDR, Usage: "Service network"},
-			&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP"},
-			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
 			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Destination: &o.ServiceNodePortRange, Usage: "NodePort range"},
 			&cli.StringFlag{Name: "datastore-endpoint", Destination: &o.DatastoreEndpoint, Usage: "kine endpoint (postgres://, mysql://, https:// etcd, sqlite://); default SQLite in the data dir"},
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
@@ -163,7 +164,7 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra kube-controller-manager flag, name=value"},
 			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra kube-scheduler flag, name=value"},
 			&cli.IntFlag{Name: "v", Destination: &o.Verbosity, Usage: "log verbosity (klog level)"},
-		},
+		}, nodeFlags(&o.NodeName, &o.NodeIP, &o.ContainerRuntimeEndpoint, &o.ClusterDNS, &o.ClusterDomain)...),
 		Before:       config.Apply,
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
@@ -174,9 +175,7 @@ func serverCommand() *cli.Command {
 			o.APIServerArgs = c.StringSlice("kube-apiserver-arg")
 			o.ControllerManagerArgs = c.StringSlice("kube-controller-manager-arg")
 			o.SchedulerArgs = c.StringSlice("kube-scheduler-arg")
-			o.NodeLabels = c.StringSlice("node-label")
-			o.NodeTaints = c.StringSlice("node-taint")
-			o.KubeletArgs = c.StringSlice("kubelet-arg")
+			o.NodeLabels, o.NodeTaints, o.KubeletArgs = nodeSlices(c)
 			// Logging is configured once for the whole process; the
 			// components' own identical configurations are then accepted.
 			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
