@@ -146,7 +146,7 @@ func serverCommand() *cli.Command {
 		Usage: "run the control plane (and the node)",
 		Flags: append([]cli.Flag{
 			configFlag(),
-			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/skiff", Destination: &o.DataDir, Usage: "where skiff keeps its state"},
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: agent.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
 			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Destination: &o.BindAddress, Usage: "address the API server listens on"},
 			&cli.IntFlag{Name: "https-listen-port", Value: 6443, Destination: &o.HTTPSPort, Usage: "API server port"},
 			&cli.StringFlag{Name: "advertise-address", Destination: &o.AdvertiseAddress, Usage: "IP the API server advertises to the cluster (default: node IP)"},

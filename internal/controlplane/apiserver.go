@@ -20,6 +20,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/pki"
 )
 
 // APIServer runs kube-apiserver.
@@ -150,5 +151,5 @@ func writeAuthenticationConfig(path string) error {
 	for _, p := range paths {
 		fmt.Fprintf(&b, "  - path: %s\n", p)
 	}
-	return writeFile(path, []byte(b.String()))
+	return pki.WriteFile(path, []byte(b.String()))
 }

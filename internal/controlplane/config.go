@@ -3,8 +3,6 @@ package controlplane
 import (
 	"context"
 	"net"
-
-	"github.com/skiff-dev/skiff/internal/pki"
 )
 
 // Config is what the control plane components are built from.
@@ -29,8 +27,6 @@ type Config struct {
 
 // LoopbackAddress is where the components reach the API server.
 func (c *Config) LoopbackAddress() string { return "127.0.0.1" }
-
-func writeFile(path string, data []byte) error { return pki.WriteFile(path, data) }
 
 // detach runs fn, which returns only when its context ends, and returns once
 // ctx ends. Upstream components that run a leader election exit the process

@@ -3,6 +3,7 @@ package server
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/skiff-dev/skiff/internal/controlplane"
@@ -100,7 +101,7 @@ func writeAdminKubeconfig(c *controlplane.Config, path string, mode os.FileMode)
 	if e.Key, err = os.ReadFile(f.ClientKey("admin")); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	return e.Write(path, mode)

@@ -228,5 +228,3 @@ func unwrapPath(err error) error {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
-func dirOf(path string) string { return filepath.Dir(path) }

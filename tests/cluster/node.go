@@ -166,7 +166,6 @@ func cgroupPids(root string) []int {
 // shimPids finds the runc shims of a node: they run from the node's shim link.
 func shimPids(dataDir string) []int {
 	var pids []int
-	self, _ := os.Executable()
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		data, err := os.ReadFile(p)
@@ -177,7 +176,7 @@ func shimPids(dataDir string) []int {
 		if len(args) > 2 && args[1] == "-namespace" && strings.Contains(string(data), runDir(dataDir)) {
 			var pid int
 			fmt.Sscan(strings.Split(p, "/")[2], &pid)
-			if pid != os.Getpid() && !strings.Contains(args[0], self) {
+			if pid != os.Getpid() {
 				pids = append(pids, pid)
 			}
 		}
