@@ -180,13 +180,20 @@ func (c *Containerd) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	go c.importWhenServing(ctx)
+	// A failed image import ends the component instead of leaving it
+	// never ready.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	go c.importWhenServing(ctx, fail)
 
 	backoff := time.Second
 	for {
 		started := time.Now()
 		err := c.runOnce(ctx, self)
 		if ctx.Err() != nil {
+			if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+				return cause
+			}
 			return nil
 		}
 		if time.Since(started) > time.Minute {
@@ -195,7 +202,7 @@ func (c *Containerd) Run(ctx context.Context) error {
 		klog.ErrorS(err, "containerd exited; restarting", "in", backoff, "log", c.LogFile)
 		select {
 		case <-ctx.Done():
-			return nil
+			return context.Cause(ctx)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
@@ -241,7 +248,7 @@ func (c *Containerd) runOnce(ctx context.Context, self string) error {
 
 // importWhenServing waits for containerd, imports the images, then reports
 // the component ready.
-func (c *Containerd) importWhenServing(ctx context.Context) {
+func (c *Containerd) importWhenServing(ctx context.Context, fail context.CancelCauseFunc) {
 	var cl *client.Client
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		var err error
@@ -259,7 +266,7 @@ func (c *Containerd) importWhenServing(ctx context.Context) {
 	}
 	defer cl.Close()
 	if err := importImages(ctx, cl, c); err != nil {
-		klog.ErrorS(err, "importing the sandbox image")
+		fail(fmt.Errorf("importing the built-in sandbox image: %w", err))
 		return
 	}
 	c.SetReady()
