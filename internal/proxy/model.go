@@ -1,0 +1,745 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base32"
+	"net"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// This file turns Services and EndpointSlices into the description of the
+// table (a ruleset). It is pure: no kernel access.
+//
+// Layout of the table (names are stable; per-Service names are hashes):
+//
+//	nat-prerouting, nat-output (nat, -100)  -> services
+//	nat-postrouting (nat, 100)              -> masquerading; pod egress masquerade
+//	filter-input, -forward, -output (-110)  ct state new -> no-endpoints-check
+//	services             daddr . proto . port vmap @service-ips,
+//	                     local daddr: proto . port vmap @service-nodeports
+//	no-endpoints-check   the same keys in @no-endpoint-ips / @no-endpoint-nodeports -> reject-new
+//	svc-H  all endpoints:   clusterIP masquerade, affinity, numgen random mod N vmap @svc-H
+//	map svc-H              number -> goto ep-H (maps and chains have separate names)
+//	lcl-H  node-local endpoints, the same (chain and map)
+//	ext-H  NodePort / LoadBalancer / externalIP entry: masquerade or source shortcuts, then svc-H or lcl-H
+//	ep-H   hairpin masquerade, affinity update, dnat
+//	aff-H  per-endpoint dynamic set of client addresses (sessionAffinity ClientIP)
+
+// Names of the table's fixed chains and maps.
+const (
+	chainNatPrerouting  = "nat-prerouting"
+	chainNatOutput      = "nat-output"
+	chainNatPostrouting = "nat-postrouting"
+	chainFilterInput    = "filter-input"
+	chainFilterForward  = "filter-forward"
+	chainFilterOutput   = "filter-output"
+	chainServices       = "services"
+	chainNoEndpoints    = "no-endpoints-check"
+	chainMarkMasq       = "mark-for-masquerade"
+	chainMasquerading   = "masquerading"
+	chainReject         = "reject-new"
+
+	mapServiceIPs       = "service-ips"
+	mapServiceNodePorts = "service-nodeports"
+	mapNoEndpointIPs    = "no-endpoint-ips"
+	mapNoEndpointPorts  = "no-endpoint-nodeports"
+
+	// defaultAffinityTimeout is the Kubernetes default of
+	// sessionAffinityConfig.clientIP.timeoutSeconds.
+	defaultAffinityTimeout = 10800 * time.Second
+)
+
+// settings are the parts of Config the rules depend on, parsed.
+type settings struct {
+	fam           *family
+	table         string
+	node          string
+	clusterCIDR   *net.IPNet
+	nodePortCIDRs []*net.IPNet // nil: every local address but loopback
+	bridge        string
+	dnsService    types.NamespacedName
+}
+
+// ruleset describes the whole table.
+type ruleset struct {
+	fam      *family
+	table    string
+	chains   []*chain // fixed chains, base chains first
+	sets     []*set   // fixed maps; their elements come from the services
+	services []*svcRules
+	// conflicts are the addresses Services claimed that another one had.
+	conflicts []string
+}
+
+// svcRules is what one Service port adds to the table: the unit of partial
+// syncs.
+type svcRules struct {
+	key      string // namespace/name/protocol/port name or number
+	chains   []*chain
+	sets     []*set
+	elements []element
+}
+
+type chain struct {
+	name    string
+	comment string // for listings
+	typ     nftables.ChainType
+	hook    *nftables.ChainHook // nil: a regular chain
+	prio    *nftables.ChainPriority
+	rules   []rule
+	sig     string // equal sig, equal rules
+}
+
+type rule struct {
+	exprs []expr.Any
+}
+
+type set struct {
+	name    string
+	key     nftables.SetDatatype
+	isMap   bool          // verdict map
+	timeout time.Duration // > 0: elements are added by the packet path and expire
+}
+
+// element is an element of a verdict map: key goes to chain.
+type element struct {
+	set   string
+	key   string
+	chain string
+}
+
+// endpoint is one usable backend of a Service port.
+type endpoint struct {
+	ip    net.IP
+	port  uint16
+	local bool
+	addr  string // ip:port
+}
+
+func newEndpoint(ip net.IP, port uint16, local bool) endpoint {
+	return endpoint{ip: ip, port: port, local: local, addr: net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))}
+}
+
+func (e endpoint) String() string { return e.addr }
+
+// hashName is prefix followed by 16 base32 characters of a hash of prefix
+// and s: short, stable chain and set names.
+func hashName(prefix, s string) string {
+	sum := sha256.Sum256([]byte(prefix + s))
+	return prefix + base32.StdEncoding.EncodeToString(sum[:10])
+}
+
+// modelCache keeps each Service's rules between syncs, with what they were
+// computed from.
+type modelCache map[types.NamespacedName]*cacheEntry
+
+type cacheEntry struct {
+	svc    *v1.Service
+	rv     string
+	slices []*discoveryv1.EndpointSlice
+	dns    string
+	out    []*svcRules
+}
+
+// same tells whether e was computed from the same objects as o. Objects
+// are compared by identity (and resource version): like informers' caches,
+// Sync's callers never modify an object they passed, they pass a new one.
+func (e *cacheEntry) same(o *cacheEntry) bool {
+	if e.svc != o.svc || e.rv != o.rv || e.dns != o.dns || len(e.slices) != len(o.slices) {
+		return false
+	}
+	for i := range e.slices {
+		if e.slices[i] != o.slices[i] || e.slices[i].ResourceVersion != o.slices[i].ResourceVersion {
+			return false
+		}
+	}
+	return true
+}
+
+// buildRuleset computes the table for services and slices. dnsAddr is the
+// node's DNS address, or nil while it is unknown. With a cache, the rules
+// of Services whose objects did not change since the last call are reused.
+func buildRuleset(st *settings, services []*v1.Service, epSlices []*discoveryv1.EndpointSlice, dnsAddr net.IP, cache *modelCache) *ruleset {
+	rs := &ruleset{fam: st.fam, table: st.table}
+	rs.chains, rs.sets = fixedChains(st)
+
+	bySvc := map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
+	for _, s := range epSlices {
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name == "" || s.AddressType != addressType(st.fam) {
+			continue
+		}
+		k := types.NamespacedName{Namespace: s.Namespace, Name: name}
+		bySvc[k] = append(bySvc[k], s)
+	}
+	for _, list := range bySvc {
+		if len(list) > 1 { // listers list in no particular order
+			sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+		}
+	}
+	if dnsAddr != nil {
+		dnsAddr = st.fam.addr(dnsAddr)
+	}
+	var next modelCache
+	if cache != nil {
+		next = make(modelCache, len(services))
+	}
+	for _, svc := range services {
+		k := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+		dns := st.dnsService.Name != "" && k == st.dnsService
+		in := cacheEntry{svc: svc, rv: svc.ResourceVersion, slices: bySvc[k]}
+		if dns {
+			in.slices, in.dns = nil, dnsAddr.String()
+		}
+		var old *cacheEntry
+		if cache != nil {
+			old = (*cache)[k]
+		}
+		if old != nil && old.same(&in) {
+			in.out = old.out
+		} else {
+			in.out = serviceRules(st, svc, in.slices, dns, dnsAddr)
+		}
+		if cache != nil {
+			next[k] = &in
+		}
+		rs.services = append(rs.services, in.out...)
+	}
+	if cache != nil {
+		*cache = next
+	}
+	sort.Slice(rs.services, func(i, j int) bool { return rs.services[i].key < rs.services[j].key })
+	rs.conflicts = dedupe(rs)
+	return rs
+}
+
+// dedupe drops the map elements a Service port shares with one before it
+// (two Services with the same external IP and port, say): the kernel would
+// refuse the duplicate, and with it the whole sync. The first in key order
+// keeps the address. It returns what it dropped, for logs.
+func dedupe(rs *ruleset) []string {
+	var dropped []string
+	seen := make(map[string]string, 2*len(rs.services)) // map group and key: owner
+	for i, sv := range rs.services {
+		var keep []element
+		copied := false
+		for j, e := range sv.elements {
+			var group string
+			switch e.set {
+			case mapServiceIPs, mapNoEndpointIPs: // one address goes to one place
+				group = "ip"
+			case mapServiceNodePorts, mapNoEndpointPorts:
+				group = "port"
+			}
+			if group != "" {
+				k := group + e.key
+				if owner, ok := seen[k]; ok {
+					if !copied {
+						keep, copied = slices.Clone(sv.elements[:j]), true
+					}
+					dropped = append(dropped, sv.key+": "+formatKey(rs.fam, fixedSetKey(rs, e.set), []byte(e.key))+" (taken by "+owner+")")
+					continue
+				}
+				seen[k] = sv.key
+			}
+			if copied {
+				keep = append(keep, e)
+			}
+		}
+		if copied { // a copy: the original may be in the model cache
+			c := *sv
+			c.elements = keep
+			rs.services[i] = &c
+		}
+	}
+	return dropped
+}
+
+func fixedSetKey(rs *ruleset, name string) nftables.SetDatatype {
+	for _, s := range rs.sets {
+		if s.name == name {
+			return s.key
+		}
+	}
+	return nftables.TypeInvalid
+}
+
+func addressType(f *family) discoveryv1.AddressType {
+	if f.addrLen == 4 {
+		return discoveryv1.AddressTypeIPv4
+	}
+	return discoveryv1.AddressTypeIPv6
+}
+
+func newChain(name, comment string, rules ...rule) *chain {
+	c := &chain{name: name, comment: comment, rules: rules}
+	c.sig = chainSig(c)
+	return c
+}
+
+func baseChain(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio int32, rules ...rule) *chain {
+	c := newChain(name, "", rules...)
+	c.typ, c.hook, c.prio = typ, hook, nftables.ChainPriorityRef(nftables.ChainPriority(prio))
+	return c
+}
+
+func r(parts ...[]expr.Any) rule {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return rule{exprs: out}
+}
+
+func x(e ...expr.Any) []expr.Any { return e }
+
+// fixedChains are the chains and maps that do not depend on Services.
+func fixedChains(st *settings) ([]*chain, []*set) {
+	f := st.fam
+	var nodePorts, noEndpointPorts []rule
+	if st.nodePortCIDRs == nil {
+		nodePorts = append(nodePorts, r(fibLocal(true), f.daddrIn(f.loopback, true), lookupProtoPort(mapServiceNodePorts)))
+		noEndpointPorts = append(noEndpointPorts, r(fibLocal(true), f.daddrIn(f.loopback, true), lookupProtoPort(mapNoEndpointPorts)))
+	}
+	for _, n := range st.nodePortCIDRs {
+		nodePorts = append(nodePorts, r(fibLocal(true), f.daddrIn(n, false), lookupProtoPort(mapServiceNodePorts)))
+		noEndpointPorts = append(noEndpointPorts, r(fibLocal(true), f.daddrIn(n, false), lookupProtoPort(mapNoEndpointPorts)))
+	}
+	checkNew := r(ctStateNew(), x(jump(chainNoEndpoints)))
+	chains := []*chain{
+		baseChain(chainNatPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100, r(x(jump(chainServices)))),
+		baseChain(chainNatOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, -100, r(x(jump(chainServices)))),
+		baseChain(chainNatPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100,
+			r(x(jump(chainMasquerading))),
+			// Pod egress: pods leaving the cluster network look like the node.
+			r(f.saddrIn(st.clusterCIDR, false), f.daddrIn(st.clusterCIDR, true),
+				x(&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1}, cmpNeq(reg1, ifname(st.bridge)),
+					&expr.Masq{FullyRandom: true}))),
+		// Reject is only allowed in input, forward and output; -110 runs
+		// before nat output (-100), so the node's own connections are
+		// rejected before anything rewrites them.
+		baseChain(chainFilterInput, nftables.ChainTypeFilter, nftables.ChainHookInput, -110, checkNew),
+		baseChain(chainFilterForward, nftables.ChainTypeFilter, nftables.ChainHookForward, -110, checkNew),
+		baseChain(chainFilterOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, -110, checkNew),
+		newChain(chainServices, "", append([]rule{r(f.lookupIPProtoPort(mapServiceIPs))}, nodePorts...)...),
+		newChain(chainNoEndpoints, "", append([]rule{r(f.lookupIPProtoPort(mapNoEndpointIPs))}, noEndpointPorts...)...),
+		newChain(chainMarkMasq, "", r(setMark(true))),
+		newChain(chainMasquerading, "",
+			r(x(&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+				&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: native32(markMasq), Xor: native32(0)},
+				cmpEq(reg1, native32(0)), verdict(expr.VerdictReturn))),
+			r(setMark(false)),
+			r(x(&expr.Masq{FullyRandom: true}))),
+		newChain(chainReject, "",
+			r(x(loadL4proto(reg1), cmpEq(reg1, []byte{protoTCP}), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
+			r(x(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.portUnreach}))),
+	}
+	ipKey := typeIPProtoPort
+	if f.addrLen != 4 {
+		ipKey = nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService)
+	}
+	sets := []*set{
+		{name: mapServiceIPs, key: ipKey, isMap: true},
+		{name: mapServiceNodePorts, key: typeProtoPort, isMap: true},
+		{name: mapNoEndpointIPs, key: ipKey, isMap: true},
+		{name: mapNoEndpointPorts, key: typeProtoPort, isMap: true},
+	}
+	return chains, sets
+}
+
+// serviceRules computes the rules of each port of svc.
+func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.EndpointSlice, dns bool, dnsAddr net.IP) []*svcRules {
+	f := st.fam
+	if svc.Spec.Type == v1.ServiceTypeExternalName || svc.Spec.ClusterIP == v1.ClusterIPNone {
+		return nil
+	}
+	var clusterIP net.IP
+	for _, s := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
+		if ip := f.addr(net.ParseIP(s)); ip != nil {
+			clusterIP = ip
+			break
+		}
+	}
+	if clusterIP == nil {
+		return nil // not of this family, or not allocated yet
+	}
+	var extIPs []net.IP
+	addExt := func(s string) {
+		if ip := f.addr(net.ParseIP(s)); ip != nil && !slices.ContainsFunc(extIPs, ip.Equal) {
+			extIPs = append(extIPs, ip)
+		}
+	}
+	for _, s := range svc.Spec.ExternalIPs {
+		addExt(s)
+	}
+	if svc.Spec.Type == v1.ServiceTypeLoadBalancer {
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			// ipMode Proxy means the load balancer delivers to the node
+			// with its own destination: the proxy must not capture the IP.
+			if in.IPMode != nil && *in.IPMode == v1.LoadBalancerIPModeProxy {
+				continue
+			}
+			addExt(in.IP)
+		}
+	}
+	var affinity time.Duration
+	if svc.Spec.SessionAffinity == v1.ServiceAffinityClientIP {
+		affinity = defaultAffinityTimeout
+		if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
+		}
+	}
+	localExternal := svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
+	localInternal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == v1.ServiceInternalTrafficPolicyLocal
+
+	var out []*svcRules
+	for _, sp := range svc.Spec.Ports {
+		proto, ok := protocolNumber(sp.Protocol)
+		if !ok {
+			continue
+		}
+		var eps []candidate
+		if dns {
+			// The cluster DNS runs on every node: each node sends its
+			// pods' queries to its own, whatever the API says.
+			if dnsAddr != nil {
+				port := sp.Port
+				if sp.TargetPort.Type == intstr.Int && sp.TargetPort.IntVal != 0 {
+					port = sp.TargetPort.IntVal
+				}
+				eps = []candidate{{endpoint: newEndpoint(dnsAddr, uint16(port), true), ready: true}}
+			}
+		} else {
+			eps = endpointsFor(st, epSlices, sp)
+		}
+		p := &portRules{
+			st: st, key: portKey(svc, sp), name: svc.Namespace + "/" + svc.Name + ":" + portName(sp) + "/" + strings.ToLower(string(sp.Protocol)),
+			proto: proto, port: uint16(sp.Port), nodePort: uint16(sp.NodePort),
+			clusterIP: clusterIP, extIPs: extIPs, affinity: affinity,
+			localInternal: localInternal, localExternal: localExternal,
+		}
+		p.all, p.local = usable(eps)
+		out = append(out, p.build())
+	}
+	return out
+}
+
+func protocolNumber(p v1.Protocol) (uint8, bool) {
+	switch p {
+	case v1.ProtocolTCP, "":
+		return protoTCP, true
+	case v1.ProtocolUDP:
+		return protoUDP, true
+	case v1.ProtocolSCTP:
+		return protoSCTP, true
+	}
+	return 0, false
+}
+
+func portName(sp v1.ServicePort) string {
+	if sp.Name != "" {
+		return sp.Name
+	}
+	return strconv.Itoa(int(sp.Port))
+}
+
+func portKey(svc *v1.Service, sp v1.ServicePort) string {
+	return svc.Namespace + "/" + svc.Name + "/" + string(sp.Protocol) + "/" + portName(sp)
+}
+
+// candidate is an endpoint with its conditions.
+type candidate struct {
+	endpoint
+	ready, servingTerminating bool
+}
+
+// endpointsFor collects the endpoints of service port sp from its slices.
+// An address listed twice (slices overlap while they are rewritten) counts
+// once, with the best of its conditions.
+func endpointsFor(st *settings, epSlices []*discoveryv1.EndpointSlice, sp v1.ServicePort) []candidate {
+	seen := map[string]int{}
+	var out []candidate
+	for _, s := range epSlices {
+		var port *int32
+		for _, p := range s.Ports {
+			pproto := v1.ProtocolTCP
+			if p.Protocol != nil {
+				pproto = *p.Protocol
+			}
+			sproto := sp.Protocol
+			if sproto == "" {
+				sproto = v1.ProtocolTCP
+			}
+			if p.Port != nil && ptrString(p.Name) == sp.Name && pproto == sproto {
+				port = p.Port
+				break
+			}
+		}
+		if port == nil || *port <= 0 || *port > 65535 {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+			serving := ready
+			if e.Conditions.Serving != nil {
+				serving = *e.Conditions.Serving
+			}
+			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
+			local := e.NodeName != nil && *e.NodeName == st.node
+			for _, a := range e.Addresses {
+				ip := st.fam.addr(net.ParseIP(a))
+				if ip == nil {
+					continue
+				}
+				c := candidate{endpoint: newEndpoint(ip, uint16(*port), local),
+					ready: ready, servingTerminating: serving && terminating}
+				if i, ok := seen[c.addr]; ok {
+					out[i].ready = out[i].ready || c.ready
+					out[i].servingTerminating = out[i].servingTerminating || c.servingTerminating
+					out[i].local = out[i].local || c.local
+					continue
+				}
+				seen[c.addr] = len(out)
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+func ptrString(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// usable picks the endpoints traffic may go to: the ready ones, or if there
+// are none, those that still serve while terminating. The node-local ones
+// are picked the same way among themselves.
+func usable(in []candidate) (all, local []endpoint) {
+	pick := func(onlyLocal bool) []endpoint {
+		var ready, term []endpoint
+		for _, c := range in {
+			if onlyLocal && !c.local {
+				continue
+			}
+			if c.ready {
+				ready = append(ready, c.endpoint)
+			} else if c.servingTerminating {
+				term = append(term, c.endpoint)
+			}
+		}
+		if len(ready) == 0 {
+			ready = term
+		}
+		sort.Slice(ready, func(i, j int) bool {
+			if c := bytes.Compare(ready[i].ip, ready[j].ip); c != 0 {
+				return c < 0
+			}
+			return ready[i].port < ready[j].port
+		})
+		return ready
+	}
+	return pick(false), pick(true)
+}
+
+// Prefixes of the endpoint selection chains.
+const (
+	svcPrefix = "svc-"
+	lclPrefix = "lcl-"
+)
+
+// portRules builds the rules of one Service port.
+type portRules struct {
+	st                           *settings
+	key, name                    string
+	proto                        uint8
+	port, nodePort               uint16
+	clusterIP                    net.IP
+	extIPs                       []net.IP
+	affinity                     time.Duration
+	localInternal, localExternal bool
+	all, local                   []endpoint
+	out                          *svcRules
+	eps                          map[string]string // endpoint chains made, by address
+}
+
+func (p *portRules) build() *svcRules {
+	p.out = &svcRules{key: p.key}
+	p.eps = make(map[string]string, len(p.all))
+	svcChain, lclChain, extChain := hashName(svcPrefix, p.key), hashName(lclPrefix, p.key), hashName("ext-", p.key)
+
+	// Internal traffic: the ClusterIP.
+	internal, internalChain := p.all, svcChain
+	if p.localInternal {
+		internal, internalChain = p.local, lclChain
+	}
+	clusterKey := ipProtoPortKey(p.clusterIP, p.proto, p.port)
+	if len(internal) == 0 {
+		p.elem(mapNoEndpointIPs, clusterKey, chainReject)
+	} else {
+		p.elem(mapServiceIPs, clusterKey, internalChain)
+	}
+
+	// External traffic: node ports, load balancer and external IPs.
+	external := p.nodePort != 0 || len(p.extIPs) > 0
+	if external {
+		target := extChain
+		m, mp := mapServiceIPs, mapServiceNodePorts
+		if len(p.all) == 0 {
+			target, m, mp = chainReject, mapNoEndpointIPs, mapNoEndpointPorts
+		}
+		for _, ip := range p.extIPs {
+			p.elem(m, ipProtoPortKey(ip, p.proto, p.port), target)
+		}
+		if p.nodePort != 0 {
+			p.elem(mp, protoPortKey(p.proto, p.nodePort), target)
+		}
+	}
+	external = external && len(p.all) > 0
+
+	// Endpoint selection chains, made when something goes to them.
+	needSvc := len(p.all) > 0 && ((!p.localInternal) || external)
+	needLcl := len(p.local) > 0 && (p.localInternal || (external && p.localExternal))
+	if needSvc {
+		p.selectChain(svcPrefix, "all endpoints", p.all, !p.localInternal)
+	}
+	if needLcl {
+		p.selectChain(lclPrefix, "node-local endpoints", p.local, p.localInternal)
+	}
+	if external {
+		f := p.st.fam
+		var rules []rule
+		if !p.localExternal {
+			rules = append(rules, r(x(jump(chainMarkMasq))), r(x(goTo(svcChain))))
+		} else {
+			// Pods and the node itself reach external addresses like
+			// the ClusterIP; only outside clients are kept on this node,
+			// with their source address.
+			rules = append(rules,
+				r(f.saddrIn(p.st.clusterCIDR, false), x(goTo(svcChain))),
+				r(fibLocal(false), x(jump(chainMarkMasq))),
+				r(fibLocal(false), x(goTo(svcChain))))
+			if len(p.local) > 0 {
+				rules = append(rules, r(x(goTo(lclChain))))
+			} else {
+				rules = append(rules, r(x(verdict(expr.VerdictDrop))))
+			}
+		}
+		p.out.chains = append(p.out.chains, newChain(extChain, p.name+" external", rules...))
+	}
+	// Entry chains first, then endpoints, for listings.
+	rank := func(c *chain) int {
+		switch c.name[:3] {
+		case "ext":
+			return 0
+		case "svc":
+			return 1
+		case "lcl":
+			return 2
+		}
+		return 3
+	}
+	sort.Slice(p.out.chains, func(i, j int) bool {
+		a, b := p.out.chains[i], p.out.chains[j]
+		if ra, rb := rank(a), rank(b); ra != rb {
+			return ra < rb
+		}
+		return a.name < b.name
+	})
+	sort.Slice(p.out.sets, func(i, j int) bool { return p.out.sets[i].name < p.out.sets[j].name })
+	sort.Slice(p.out.elements, func(i, j int) bool {
+		a, b := p.out.elements[i], p.out.elements[j]
+		if a.set != b.set {
+			return a.set < b.set
+		}
+		return a.key < b.key
+	})
+	return p.out
+}
+
+func (p *portRules) elem(set, key, chain string) {
+	p.out.elements = append(p.out.elements, element{set: set, key: key, chain: chain})
+}
+
+// selectChain makes a chain that picks one of eps at random (sticking to
+// the client's previous choice with session affinity). If internal, it is
+// where the ClusterIP leads: connections from outside the cluster network
+// (the node itself, hostNetwork pods) are masqueraded.
+func (p *portRules) selectChain(prefix, what string, eps []endpoint, internal bool) {
+	name := hashName(prefix, p.key)
+	f := p.st.fam
+	var rules []rule
+	if internal {
+		rules = append(rules, r(
+			x(f.loadDaddr(reg1), cmpEq(reg1, p.clusterIP), loadL4proto(reg1), cmpEq(reg1, []byte{p.proto}),
+				loadDport(reg1), cmpEq(reg1, port16(p.port))),
+			f.saddrIn(p.st.clusterCIDR, true),
+			x(jump(chainMarkMasq))))
+	}
+	targets := make([]string, len(eps))
+	for i, e := range eps {
+		targets[i] = p.endpointChain(e)
+	}
+	if p.affinity > 0 {
+		for i, e := range eps {
+			rules = append(rules, r(x(f.loadSaddr(reg1),
+				&expr.Lookup{SourceRegister: reg1, SetName: p.affinitySet(e)},
+				goTo(targets[i]))))
+		}
+	}
+	// The choice: a random number, looked up in the chain's own verdict
+	// map (named like the chain). Not an anonymous map as nft would make:
+	// the kernel takes twice as long to create those.
+	p.out.sets = append(p.out.sets, &set{name: name, key: nftables.TypeInteger, isMap: true})
+	rules = append(rules, r(x(&expr.Numgen{Register: reg1, Modulus: uint32(len(eps)), Type: unix.NFT_NG_RANDOM},
+		&expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: regVerdict, SetName: name})))
+	for i, t := range targets {
+		p.elem(name, string(native32(uint32(i))), t)
+	}
+	p.out.chains = append(p.out.chains, newChain(name, p.name+" "+what, rules...))
+}
+
+func (p *portRules) affinitySet(e endpoint) string {
+	return hashName("aff-", p.key+"/"+e.String()+"/"+strconv.FormatInt(int64(p.affinity/time.Second), 10))
+}
+
+// endpointChain makes (once) the chain that sends a connection to e.
+func (p *portRules) endpointChain(e endpoint) string {
+	if name, ok := p.eps[e.addr]; ok {
+		return name
+	}
+	name := hashName("ep-", p.key+"/"+e.addr)
+	p.eps[e.addr] = name
+	f := p.st.fam
+	rules := []rule{
+		// Hairpin: an endpoint reaching itself through the Service.
+		r(x(f.loadSaddr(reg1), cmpEq(reg1, e.ip), jump(chainMarkMasq))),
+	}
+	if p.affinity > 0 {
+		aff := p.affinitySet(e)
+		p.out.sets = append(p.out.sets, &set{name: aff, key: f.addrType, timeout: p.affinity})
+		rules = append(rules, r(x(f.loadSaddr(reg1),
+			&expr.Dynset{SrcRegKey: reg1, SetName: aff, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: p.affinity})))
+	}
+	rules = append(rules, r(x(loadL4proto(reg1), cmpEq(reg1, []byte{p.proto}),
+		&expr.Immediate{Register: reg1, Data: e.ip},
+		&expr.Immediate{Register: reg2, Data: port16(e.port)},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.nfproto, RegAddrMin: reg1, RegProtoMin: reg2, Specified: true})))
+	p.out.chains = append(p.out.chains, newChain(name, p.name+" endpoint "+e.String(), rules...))
+	return name
+}

@@ -1,0 +1,483 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// This file lists a ruleset in an nft-like syntax, for golden tests and for
+// reading. It decompiles the expressions the proxy emits (and only those):
+// each load names the register it fills, comparisons and lookups print what
+// the registers hold, so a listing shows what the kernel gets, not what the
+// model meant.
+
+// render lists the whole table.
+func render(rs *ruleset) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s %s {\n", rs.fam.name, rs.table)
+	keys := setKeys(rs)
+	elems := map[string][]element{}
+	for _, s := range rs.services {
+		for _, e := range s.elements {
+			elems[e.set] = append(elems[e.set], e)
+		}
+	}
+	for _, s := range rs.sets {
+		writeSet(&b, "\t", rs.fam, s, elems[s.name])
+	}
+	for _, c := range rs.chains {
+		writeChain(&b, "\t", rs.fam, keys, c)
+	}
+	for _, s := range rs.services {
+		b.WriteString("\n")
+		writeService(&b, "\t", rs, keys, s)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// renderServices lists only what the Services add to the table.
+func renderServices(rs *ruleset) string {
+	var b strings.Builder
+	keys := setKeys(rs)
+	for i, s := range rs.services {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		writeService(&b, "", rs, keys, s)
+	}
+	for _, c := range rs.conflicts {
+		fmt.Fprintf(&b, "# dropped: %s\n", c)
+	}
+	return b.String()
+}
+
+func setKeys(rs *ruleset) map[string]*set {
+	keys := map[string]*set{}
+	for _, s := range rs.sets {
+		keys[s.name] = s
+	}
+	for _, sv := range rs.services {
+		for _, s := range sv.sets {
+			keys[s.name] = s
+		}
+	}
+	return keys
+}
+
+func writeService(b *strings.Builder, in string, rs *ruleset, keys map[string]*set, s *svcRules) {
+	fmt.Fprintf(b, "%s# %s\n", in, s.key)
+	for _, st := range s.sets {
+		writeSet(b, in, rs.fam, st, nil)
+	}
+	for _, e := range s.elements {
+		fmt.Fprintf(b, "%sadd element %s %s %s { %s : goto %s }\n", in, rs.fam.name, rs.table, e.set,
+			formatKey(rs.fam, keys[e.set].key, []byte(e.key)), e.chain)
+	}
+	for _, c := range s.chains {
+		writeChain(b, in, rs.fam, keys, c)
+	}
+}
+
+func writeSet(b *strings.Builder, in string, fam *family, s *set, elems []element) {
+	kind := "set"
+	typ := s.key.Name
+	if s.isMap {
+		kind, typ = "map", typ+" : verdict"
+	}
+	fmt.Fprintf(b, "%s%s %s {\n%s\ttype %s\n", in, kind, s.name, in, typ)
+	if s.timeout > 0 {
+		fmt.Fprintf(b, "%s\tflags dynamic,timeout\n%s\ttimeout %s\n", in, in, seconds(s.timeout))
+	}
+	if len(elems) > 0 {
+		fmt.Fprintf(b, "%s\telements = {\n", in)
+		for _, e := range elems {
+			fmt.Fprintf(b, "%s\t\t%s : goto %s,\n", in, formatKey(fam, s.key, []byte(e.key)), e.chain)
+		}
+		fmt.Fprintf(b, "%s\t}\n", in)
+	}
+	fmt.Fprintf(b, "%s}\n", in)
+}
+
+var hookNames = map[nftables.ChainHook]string{
+	unix.NF_INET_PRE_ROUTING: "prerouting", unix.NF_INET_LOCAL_IN: "input", unix.NF_INET_FORWARD: "forward",
+	unix.NF_INET_LOCAL_OUT: "output", unix.NF_INET_POST_ROUTING: "postrouting",
+}
+
+func writeChain(b *strings.Builder, in string, fam *family, keys map[string]*set, c *chain) {
+	fmt.Fprintf(b, "%schain %s {", in, c.name)
+	if c.comment != "" {
+		fmt.Fprintf(b, " # %s", c.comment)
+	}
+	b.WriteString("\n")
+	if c.hook != nil {
+		fmt.Fprintf(b, "%s\ttype %s hook %s priority %d; policy accept;\n", in, c.typ, hookNames[*c.hook], *c.prio)
+	}
+	for _, r := range c.rules {
+		fmt.Fprintf(b, "%s\t%s\n", in, renderRule(fam, keys, r))
+	}
+	fmt.Fprintf(b, "%s}\n", in)
+}
+
+func seconds(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) + "s" }
+
+// kind says how to print a value compared with an operand.
+type kind int
+
+const (
+	kRaw kind = iota
+	kAddr
+	kProto
+	kPort
+	kMark
+	kCtState
+	kAddrType
+	kInt
+	kIfname
+)
+
+// operand is what a register holds, symbolically.
+type operand struct {
+	text   string
+	kind   kind
+	len    uint32
+	prefix int    // kAddr after a prefix mask: its length
+	mask   []byte // kCtState after a mask
+	masked bool   // text is an expression: comparisons print "=="
+	data   []byte // immediate data
+}
+
+// regIndex is the 32-bit register index of a register number: NFT_REG_1..4
+// are 16 bytes wide, NFT_REG32_00 (8) and up 4 bytes.
+func regIndex(r uint32) uint32 {
+	if r >= 8 {
+		return r - 8
+	}
+	return (r - 1) * 4
+}
+
+func renderRule(fam *family, keys map[string]*set, rl rule) string {
+	var words []string
+	regs := map[uint32]operand{}
+	get := func(r uint32) operand {
+		o, ok := regs[regIndex(r)]
+		if !ok {
+			return operand{text: fmt.Sprintf("reg%d", r)}
+		}
+		return o
+	}
+	for _, e := range rl.exprs {
+		switch e := e.(type) {
+		case *expr.Payload:
+			regs[regIndex(e.DestRegister)] = payloadOperand(fam, e)
+		case *expr.Meta:
+			if e.SourceRegister {
+				words = append(words, fmt.Sprintf("meta %s set %s", metaName(e.Key), get(e.Register).text))
+				continue
+			}
+			o := operand{text: "meta " + metaName(e.Key), len: 4}
+			switch e.Key {
+			case expr.MetaKeyL4PROTO:
+				o.kind, o.len = kProto, 1
+			case expr.MetaKeyMARK:
+				o.kind = kMark
+			case expr.MetaKeyOIFNAME, expr.MetaKeyIIFNAME:
+				o.text, o.kind, o.len = metaName(e.Key), kIfname, unix.IFNAMSIZ
+			}
+			regs[regIndex(e.Register)] = o
+		case *expr.Ct:
+			o := operand{text: fmt.Sprintf("ct key%d", e.Key), len: 4}
+			if e.Key == expr.CtKeySTATE {
+				o.text, o.kind = "ct state", kCtState
+			}
+			regs[regIndex(e.Register)] = o
+		case *expr.Fib:
+			dir := "daddr"
+			if e.FlagSADDR {
+				dir = "saddr"
+			}
+			o := operand{text: "fib " + dir, len: 4}
+			if e.ResultADDRTYPE {
+				o.text, o.kind = o.text+" type", kAddrType
+			}
+			regs[regIndex(e.Register)] = o
+		case *expr.Numgen:
+			kind := "random"
+			if e.Type != unix.NFT_NG_RANDOM {
+				kind = "inc"
+			}
+			regs[regIndex(e.Register)] = operand{text: fmt.Sprintf("numgen %s mod %d", kind, e.Modulus), kind: kInt, len: 4}
+		case *expr.Bitwise:
+			regs[regIndex(e.DestRegister)] = bitwiseOperand(get(e.SourceRegister), e)
+		case *expr.Cmp:
+			words = append(words, cmpText(fam, get(e.Register), e))
+		case *expr.Lookup:
+			name := "@" + e.SetName
+			keyLen := uint32(4)
+			if s, ok := keys[e.SetName]; ok {
+				keyLen = s.key.Bytes
+			}
+			var parts []string
+			for at, end := regIndex(e.SourceRegister), regIndex(e.SourceRegister)+keyLen/4; at < end; {
+				o, ok := regs[at]
+				if !ok {
+					parts = append(parts, fmt.Sprintf("reg32_%d", at))
+					at++
+					continue
+				}
+				parts = append(parts, o.text)
+				at += (o.len + 3) / 4
+			}
+			switch {
+			case e.IsDestRegSet && e.DestRegister == regVerdict:
+				words = append(words, strings.Join(parts, " . ")+" vmap "+name)
+			case e.Invert:
+				words = append(words, strings.Join(parts, " . ")+" != "+name)
+			default:
+				words = append(words, strings.Join(parts, " . ")+" "+name)
+			}
+		case *expr.Dynset:
+			op := map[uint32]string{unix.NFT_DYNSET_OP_ADD: "add", unix.NFT_DYNSET_OP_UPDATE: "update", 2: "delete"}[e.Operation]
+			t := ""
+			if e.Timeout > 0 {
+				t = " timeout " + seconds(e.Timeout)
+			}
+			words = append(words, fmt.Sprintf("%s @%s { %s%s }", op, e.SetName, get(e.SrcRegKey).text, t))
+		case *expr.Immediate:
+			regs[regIndex(e.Register)] = operand{text: fmt.Sprintf("0x%x", e.Data), data: e.Data, len: uint32(len(e.Data))}
+		case *expr.Verdict:
+			words = append(words, verdictText(e))
+		case *expr.NAT:
+			typ := "snat"
+			if e.Type == expr.NATTypeDestNAT {
+				typ = "dnat"
+			}
+			to := net.IP(get(e.RegAddrMin).data).String()
+			if e.RegProtoMin != 0 {
+				to += ":" + strconv.Itoa(int(binary.BigEndian.Uint16(get(e.RegProtoMin).data)))
+			}
+			words = append(words, typ+" to "+to)
+		case *expr.Masq:
+			w := "masquerade"
+			if e.FullyRandom {
+				w += " fully-random"
+			}
+			words = append(words, w)
+		case *expr.Reject:
+			switch e.Type {
+			case unix.NFT_REJECT_TCP_RST:
+				words = append(words, "reject with tcp reset")
+			case unix.NFT_REJECT_ICMP_UNREACH:
+				if e.Code == fam.portUnreach {
+					words = append(words, "reject with icmp port-unreachable")
+				} else {
+					words = append(words, fmt.Sprintf("reject with icmp %d", e.Code))
+				}
+			default:
+				words = append(words, fmt.Sprintf("reject type %d code %d", e.Type, e.Code))
+			}
+		case *expr.Counter:
+			words = append(words, "counter")
+		default:
+			words = append(words, fmt.Sprintf("<%T>", e))
+		}
+	}
+	return strings.Join(words, " ")
+}
+
+func payloadOperand(fam *family, e *expr.Payload) operand {
+	switch {
+	case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == fam.saddrOff && e.Len == fam.addrLen:
+		return operand{text: fam.name + " saddr", kind: kAddr, len: e.Len, prefix: -1}
+	case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == fam.daddrOff && e.Len == fam.addrLen:
+		return operand{text: fam.name + " daddr", kind: kAddr, len: e.Len, prefix: -1}
+	case e.Base == expr.PayloadBaseTransportHeader && e.Offset == 2 && e.Len == 2:
+		return operand{text: "th dport", kind: kPort, len: 2}
+	}
+	return operand{text: fmt.Sprintf("payload base %d offset %d len %d", e.Base, e.Offset, e.Len), len: e.Len}
+}
+
+func metaName(k expr.MetaKey) string {
+	switch k {
+	case expr.MetaKeyL4PROTO:
+		return "l4proto"
+	case expr.MetaKeyMARK:
+		return "mark"
+	case expr.MetaKeyOIFNAME:
+		return "oifname"
+	case expr.MetaKeyIIFNAME:
+		return "iifname"
+	}
+	return fmt.Sprintf("key%d", k)
+}
+
+func bitwiseOperand(src operand, e *expr.Bitwise) operand {
+	zeroXor := allZero(e.Xor)
+	if src.kind == kAddr && zeroXor {
+		if ones, bits := net.IPMask(e.Mask).Size(); bits != 0 {
+			src.prefix = ones
+			return src
+		}
+	}
+	if src.kind == kCtState && zeroXor {
+		src.mask = e.Mask
+		return src
+	}
+	if len(e.Mask) == 4 && len(e.Xor) == 4 {
+		m, x := binaryutil.NativeEndian.Uint32(e.Mask), binaryutil.NativeEndian.Uint32(e.Xor)
+		src.masked = true
+		switch {
+		case x == 0:
+			src.text = fmt.Sprintf("%s & 0x%x", src.text, m)
+		case m == ^x:
+			src.text = fmt.Sprintf("%s | 0x%x", src.text, x)
+		default:
+			src.text = fmt.Sprintf("(%s & 0x%x) ^ 0x%x", src.text, m, x)
+		}
+		return src
+	}
+	src.text = fmt.Sprintf("(%s & 0x%x) ^ 0x%x", src.text, e.Mask, e.Xor)
+	src.kind, src.masked = kRaw, true
+	return src
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func cmpText(fam *family, o operand, e *expr.Cmp) string {
+	op := map[expr.CmpOp]string{expr.CmpOpEq: "", expr.CmpOpNeq: "!= ", expr.CmpOpLt: "< ",
+		expr.CmpOpLte: "<= ", expr.CmpOpGt: "> ", expr.CmpOpGte: ">= "}[e.Op]
+	if o.kind == kCtState && o.mask != nil && allZero(e.Data) && len(o.mask) == 4 {
+		states := ctStates(binaryutil.NativeEndian.Uint32(o.mask))
+		if e.Op == expr.CmpOpNeq {
+			return o.text + " " + states
+		}
+		return o.text + " != " + states
+	}
+	if op == "" && o.masked {
+		op = "== "
+	}
+	return o.text + " " + op + formatValue(fam, o, e.Data)
+}
+
+func ctStates(mask uint32) string {
+	var s []string
+	for _, st := range []struct {
+		bit  uint32
+		name string
+	}{{expr.CtStateBitINVALID, "invalid"}, {expr.CtStateBitESTABLISHED, "established"},
+		{expr.CtStateBitRELATED, "related"}, {expr.CtStateBitNEW, "new"}, {expr.CtStateBitUNTRACKED, "untracked"}} {
+		if mask&st.bit != 0 {
+			s = append(s, st.name)
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+func formatValue(fam *family, o operand, d []byte) string {
+	switch o.kind {
+	case kAddr:
+		if o.prefix >= 0 && o.prefix != len(d)*8 {
+			return fmt.Sprintf("%s/%d", net.IP(d), o.prefix)
+		}
+		return net.IP(d).String()
+	case kProto:
+		if len(d) == 1 {
+			return protoName(d[0])
+		}
+	case kPort:
+		if len(d) == 2 {
+			return strconv.Itoa(int(binary.BigEndian.Uint16(d)))
+		}
+	case kMark:
+		if len(d) == 4 {
+			return fmt.Sprintf("0x%x", binaryutil.NativeEndian.Uint32(d))
+		}
+	case kAddrType:
+		if len(d) == 4 {
+			if v := binaryutil.NativeEndian.Uint32(d); v == unix.RTN_LOCAL {
+				return "local"
+			} else {
+				return strconv.Itoa(int(v))
+			}
+		}
+	case kInt:
+		if len(d) == 4 {
+			return strconv.Itoa(int(binaryutil.NativeEndian.Uint32(d)))
+		}
+	case kIfname:
+		return strconv.Quote(strings.TrimRight(string(d), "\x00"))
+	}
+	return fmt.Sprintf("0x%x", d)
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case protoTCP:
+		return "tcp"
+	case protoUDP:
+		return "udp"
+	case protoSCTP:
+		return "sctp"
+	}
+	return strconv.Itoa(int(p))
+}
+
+func verdictText(v *expr.Verdict) string {
+	switch v.Kind {
+	case expr.VerdictAccept:
+		return "accept"
+	case expr.VerdictDrop:
+		return "drop"
+	case expr.VerdictReturn:
+		return "return"
+	case expr.VerdictContinue:
+		return "continue"
+	case expr.VerdictJump:
+		return "jump " + v.Chain
+	case expr.VerdictGoto:
+		return "goto " + v.Chain
+	}
+	return fmt.Sprintf("verdict %d", v.Kind)
+}
+
+// formatKey prints a set key of type typ field by field.
+func formatKey(fam *family, typ nftables.SetDatatype, k []byte) string {
+	var parts []string
+	for _, t := range nftables.ConcatSetTypeElements(typ) {
+		n := int(t.Bytes)
+		if n > len(k) {
+			return fmt.Sprintf("0x%x", k)
+		}
+		v := k[:n]
+		switch t.Name {
+		case nftables.TypeIPAddr.Name, nftables.TypeIP6Addr.Name:
+			parts = append(parts, net.IP(v).String())
+		case nftables.TypeInetProto.Name:
+			parts = append(parts, protoName(v[0]))
+		case nftables.TypeInetService.Name:
+			parts = append(parts, strconv.Itoa(int(binary.BigEndian.Uint16(v))))
+		case nftables.TypeInteger.Name:
+			parts = append(parts, strconv.Itoa(int(binaryutil.NativeEndian.Uint32(v))))
+		default:
+			parts = append(parts, fmt.Sprintf("0x%x", v))
+		}
+		k = k[(n+3)/4*4:]
+	}
+	return strings.Join(parts, " . ")
+}
