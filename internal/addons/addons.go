@@ -1,0 +1,171 @@
+// Package addons applies the manifests embedded in skiff (package manifests)
+// with server-side apply at every server start, so that a newer skiff
+// updates them and a user's deletion of a disabled one sticks.
+package addons
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"text/template"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/manifests"
+)
+
+// FieldManager owns the fields skiff applies.
+const FieldManager = "skiff"
+
+// Disableable lists what --disable accepts: the optional manifests, and the
+// built-in load balancer controller.
+var Disableable = []string{"dns", "servicelb"}
+
+// CheckDisable validates --disable's names.
+func CheckDisable(names []string) error {
+	for _, n := range names {
+		if !slices.Contains(Disableable, n) {
+			return fmt.Errorf("--disable %q is not something skiff can disable: pick from %s", n, strings.Join(Disableable, ", "))
+		}
+	}
+	return nil
+}
+
+// Render returns the objects of every manifest not disabled, in file order.
+func Render(v manifests.Values, disabled []string) ([]*unstructured.Unstructured, error) {
+	files, err := fs.Glob(manifests.FS, "*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	var out []*unstructured.Unstructured
+	for _, f := range files {
+		if slices.Contains(disabled, strings.TrimSuffix(path.Base(f), ".yaml")) {
+			continue
+		}
+		objs, err := renderFile(f, v)
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s: %w", f, err)
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+func renderFile(name string, v manifests.Values) ([]*unstructured.Unstructured, error) {
+	raw, err := manifests.FS.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := template.New(name).Option("missingkey=error").Parse(string(raw))
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := tmpl.Execute(&b, v); err != nil {
+		return nil, err
+	}
+	dec := yaml.NewYAMLOrJSONDecoder(&b, 4096)
+	var out []*unstructured.Unstructured
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return out, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.GetKind() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("an object without kind or name")
+		}
+		out = append(out, u)
+	}
+}
+
+// Addons is the component that applies the manifests once the API server
+// answers. It is ready when all are applied.
+type Addons struct {
+	kubeconfig string
+	objects    []*unstructured.Unstructured
+	component.Latch
+}
+
+// New renders the manifests; an error here is a broken manifest.
+func New(kubeconfig string, v manifests.Values, disabled []string) (*Addons, error) {
+	objs, err := Render(v, disabled)
+	if err != nil {
+		return nil, err
+	}
+	return &Addons{kubeconfig: kubeconfig, objects: objs}, nil
+}
+
+// Name implements component.Component.
+func (a *Addons) Name() string { return "add-ons" }
+
+// Run implements component.Component.
+func (a *Addons) Run(ctx context.Context) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+	apply := func(u *unstructured.Unstructured) error {
+		gvk := u.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			mapper.Reset()
+			return err
+		}
+		_, err = dyn.Resource(m.Resource).Namespace(u.GetNamespace()).Apply(ctx, u.GetName(), u,
+			metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		return err
+	}
+	for _, u := range a.objects {
+		var last error
+		// The API server may still be installing its own defaults: retry
+		// for a while before giving up on a start.
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			last = apply(u)
+			return last == nil, nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("applying %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), last)
+		}
+	}
+	klog.V(1).InfoS("add-ons applied", "objects", len(a.objects))
+	a.SetReady()
+	<-ctx.Done()
+	return nil
+}
