@@ -6,24 +6,28 @@ package agent
 import (
 	"crypto/sha256"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/kubernetes/pkg/util/taints"
 
 	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/containerd"
+	"github.com/skiff-dev/skiff/internal/dns"
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/pause"
+	"github.com/skiff-dev/skiff/internal/proxy"
 )
 
 // DefaultDataDir is the data dir whose runtime state lives in /run/skiff.
 const DefaultDataDir = "/var/lib/skiff"
 
-// Config is a node's settings.
-type Config struct {
-	DataDir                  string
+// NodeOptions are a node's flags, the same for server and agent.
+type NodeOptions struct {
 	NodeName                 string
 	NodeIP                   string
 	Labels                   []string // key=value
@@ -32,6 +36,17 @@ type Config struct {
 	ContainerRuntimeEndpoint string
 	ClusterDNS               string
 	ClusterDomain            string
+	ResolvConf               string
+	DisableProxy             bool
+}
+
+// Config is a node's settings.
+type Config struct {
+	NodeOptions
+	DataDir           string
+	ClusterCIDR       string
+	NodePortAddresses []string
+	DisableDNS        bool
 	// The kubelet's credentials.
 	Kubeconfig  string
 	ClientCA    string
@@ -76,6 +91,11 @@ func Components(cfg Config) ([]component.Component, error) {
 		runtime.SandboxTarball = pause.Tarball
 		endpoint = runtime.Endpoint()
 	}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = kubelet.DefaultResolvConf()
+	} else if _, err := os.Stat(cfg.ResolvConf); err != nil {
+		return nil, fmt.Errorf("--resolv-conf: %w", err)
+	}
 	k, err := kubelet.New(&kubelet.Config{
 		NodeName:      cfg.NodeName,
 		NodeIP:        cfg.NodeIP,
@@ -88,6 +108,7 @@ func Components(cfg Config) ([]component.Component, error) {
 		CRIEndpoint:   endpoint,
 		ClusterDNS:    cfg.ClusterDNS,
 		ClusterDomain: cfg.ClusterDomain,
+		ResolvConf:    cfg.ResolvConf,
 		DataDir:       cfg.DataDir,
 		ExtraArgs:     cfg.KubeletArgs,
 	})
@@ -102,5 +123,33 @@ func Components(cfg Config) ([]component.Component, error) {
 		filepath.Join(cfg.DataDir, "data", "bin"),
 		filepath.Join(cfg.DataDir, "agent", "etc", "cni", "net.d"),
 		filepath.Join(cfg.DataDir, "agent", "cni", "networks"))
-	return append(out, network, k), nil
+	out = append(out, network, k)
+	// The kubelet registers the node, which then gets its pod CIDR: the
+	// proxy and the DNS start after it, and the DNS listens on the pod
+	// bridge once the network has it.
+	if !cfg.DisableProxy {
+		p, err := proxy.New(proxy.Config{
+			NodeName:          cfg.NodeName,
+			Kubeconfig:        cfg.Kubeconfig,
+			ClusterCIDR:       cfg.ClusterCIDR,
+			NodePortAddresses: cfg.NodePortAddresses,
+			Bridge:            cni.Bridge,
+			DNSService:        types.NamespacedName{Namespace: metav1.NamespaceSystem, Name: "kube-dns"},
+			DNSAddress:        network.Gateway,
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	if !cfg.DisableDNS {
+		out = append(out, dns.New(dns.Config{
+			Kubeconfig:    cfg.Kubeconfig,
+			ClusterDomain: cfg.ClusterDomain,
+			ResolvConf:    cfg.ResolvConf,
+			Dir:           filepath.Join(cfg.DataDir, "agent", "etc", "coredns"),
+			Address:       network.Gateway,
+		}))
+	}
+	return out, nil
 }

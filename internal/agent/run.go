@@ -47,7 +47,6 @@ type Options struct {
 	Server     string
 	UserConfig string // a kubeconfig that may create and approve CSRs
 	Token      string
-	NodeIPFlag string
 }
 
 // Run runs a standalone node joined to the server until ctx ends.
@@ -68,7 +67,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(filepath.Join(dataDir, "agent"), 0o700); err != nil {
 		return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", dataDir, err)
 	}
-	ip, err := NodeIP(o.NodeIPFlag)
+	ip, err := NodeIP(o.NodeIP)
 	if err != nil {
 		return err
 	}

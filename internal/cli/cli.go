@@ -74,14 +74,14 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "kubeconfig", Destination: &o.UserConfig, Usage: "kubeconfig with rights to create and approve certificate requests (e.g. the server's admin kubeconfig)"},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "join token (not yet available: use --kubeconfig)"},
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: agent.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
-		}, nodeFlags(&o.NodeName, &o.NodeIPFlag, &o.ContainerRuntimeEndpoint, &o.ClusterDNS, &o.ClusterDomain)...),
+		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
 				return fmt.Errorf("agent takes no arguments, got %q: flags start with --", c.Args().First())
 			}
-			o.Labels, o.Taints, o.KubeletArgs = nodeSlices(c)
+			nodeSlices(c, &o.NodeOptions)
 			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -91,22 +91,24 @@ func agentCommand() *cli.Command {
 }
 
 // nodeFlags are the flags of a node, shared by server and agent.
-func nodeFlags(name, ip, endpoint, dns, domain *string) []cli.Flag {
+func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "node-name", Destination: name, EnvVars: []string{"SKIFF_NODE_NAME"}, Usage: "node name (default: the host name)"},
-		&cli.StringFlag{Name: "node-ip", Destination: ip, Usage: "this node's IP (default: the address of the default route's interface)"},
+		&cli.StringFlag{Name: "node-name", Destination: &n.NodeName, EnvVars: []string{"SKIFF_NODE_NAME"}, Usage: "node name (default: the host name)"},
+		&cli.StringFlag{Name: "node-ip", Destination: &n.NodeIP, Usage: "this node's IP (default: the address of the default route's interface)"},
 		&cli.StringSliceFlag{Name: "node-label", Usage: "label the node registers with, key=value"},
 		&cli.StringSliceFlag{Name: "node-taint", Usage: "taint the node registers with, key=value:Effect"},
 		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra kubelet flag, name=value"},
-		&cli.StringFlag{Name: "container-runtime-endpoint", Destination: endpoint, Usage: "use this CRI socket instead of the built-in containerd"},
-		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: dns, Usage: "cluster DNS Service IP"},
-		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: domain, Usage: "cluster DNS domain"},
+		&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &n.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
+		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: &n.ClusterDNS, Usage: "cluster DNS Service IP"},
+		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &n.ClusterDomain, Usage: "cluster DNS domain"},
+		&cli.StringFlag{Name: "resolv-conf", Destination: &n.ResolvConf, Usage: "resolver file for pods' default DNS and for names outside the cluster (default: /etc/resolv.conf, or systemd-resolved's upstream file)"},
+		&cli.BoolFlag{Name: "disable-proxy", Destination: &n.DisableProxy, Usage: "do not run the built-in Service proxy (bring your own)"},
 	}
 }
 
-// nodeSlices returns the node's list flags: labels, taints, kubelet args.
-func nodeSlices(c *cli.Context) (labels, taints, kubeletArgs []string) {
-	return c.StringSlice("node-label"), c.StringSlice("node-taint"), c.StringSlice("kubelet-arg")
+// nodeSlices reads the node's list flags: labels, taints, kubelet args.
+func nodeSlices(c *cli.Context, n *agent.NodeOptions) {
+	n.Labels, n.Taints, n.KubeletArgs = c.StringSlice("node-label"), c.StringSlice("node-taint"), c.StringSlice("kubelet-arg")
 }
 
 func checkConfigCommand() *cli.Command {
@@ -158,13 +160,14 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Destination: &o.WriteKubeconfigMode, Usage: "file mode of the admin kubeconfig"},
 			&cli.BoolFlag{Name: "disable-agent", Destination: &o.DisableAgent, Usage: "run the control plane only, no node"},
+			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, servicelb"},
 			&cli.BoolFlag{Name: "disable-scheduler", Destination: &o.DisableScheduler, Usage: "do not run kube-scheduler"},
 			&cli.BoolFlag{Name: "disable-controller-manager", Destination: &o.DisableControllerManager, Usage: "do not run kube-controller-manager"},
 			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra kube-apiserver flag, name=value"},
 			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra kube-controller-manager flag, name=value"},
 			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra kube-scheduler flag, name=value"},
 			&cli.IntFlag{Name: "v", Destination: &o.Verbosity, Usage: "log verbosity (klog level)"},
-		}, nodeFlags(&o.NodeName, &o.NodeIP, &o.ContainerRuntimeEndpoint, &o.ClusterDNS, &o.ClusterDomain)...),
+		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
@@ -175,7 +178,8 @@ func serverCommand() *cli.Command {
 			o.APIServerArgs = c.StringSlice("kube-apiserver-arg")
 			o.ControllerManagerArgs = c.StringSlice("kube-controller-manager-arg")
 			o.SchedulerArgs = c.StringSlice("kube-scheduler-arg")
-			o.NodeLabels, o.NodeTaints, o.KubeletArgs = nodeSlices(c)
+			nodeSlices(c, &o.NodeOptions)
+			o.Disable = c.StringSlice("disable")
 			// Logging is configured once for the whole process; the
 			// components' own identical configurations are then accepted.
 			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -87,11 +88,25 @@ type Network struct {
 	IPAMDir    string
 
 	component.Latch
+	gateway chan struct{}
+	gw      net.IP
 }
 
 // NewNetwork returns the pod network component.
 func NewNetwork(node, kubeconfig, binDir, confDir, ipamDir string) *Network {
-	return &Network{NodeName: node, Kubeconfig: kubeconfig, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir}
+	return &Network{NodeName: node, Kubeconfig: kubeconfig, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir,
+		gateway: make(chan struct{})}
+}
+
+// Gateway blocks until the pod bridge is up and returns its address, the
+// node's own address on the pod network.
+func (n *Network) Gateway(ctx context.Context) (net.IP, error) {
+	select {
+	case <-n.gateway:
+		return n.gw, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Name implements component.Component.
@@ -146,6 +161,10 @@ func (n *Network) Run(ctx context.Context) error {
 	if err := pki.WriteFileMode(filepath.Join(n.ConfDir, "10-skiff.conflist"), conf, 0o644); err != nil {
 		return err
 	}
+	if n.gw, err = ensureBridge(cidr); err != nil {
+		return err
+	}
+	close(n.gateway)
 	<-ctx.Done()
 	return nil
 }

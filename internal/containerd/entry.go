@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,6 +63,10 @@ func ShimMain() {
 			return task.NewTaskService(ic.Context, pp.(shim.Publisher), sd.(shutdown.Service))
 		},
 	})
+	// The shim defines its flags on the process-wide flag set, where
+	// libraries linked into skiff (CoreDNS) registered theirs at init: start
+	// it from an empty one.
+	flag.CommandLine = flag.NewFlagSet(os.Args[0], flag.ExitOnError)
 	shim.RunShim(context.Background(), manager.NewShimManager("io.containerd.runc.v2"))
 	os.Exit(0)
 }

@@ -36,6 +36,7 @@ type Config struct {
 	CRIEndpoint   string
 	ClusterDNS    string
 	ClusterDomain string
+	ResolvConf    string
 	DataDir       string
 	// ExtraArgs are the user's pass-through kubelet flags, name=value.
 	ExtraArgs []string
@@ -65,7 +66,7 @@ func New(cfg *Config) (*Kubelet, error) {
 	kc.RegisterWithTaints = cfg.Taints
 	kc.ClusterDNS = []string{cfg.ClusterDNS}
 	kc.ClusterDomain = cfg.ClusterDomain
-	kc.ResolverConfig = resolvConf()
+	kc.ResolverConfig = cfg.ResolvConf
 	kc.StaticPodPath = filepath.Join(cfg.DataDir, "agent", "pod-manifests")
 	kc.TLSCertFile, kc.TLSPrivateKeyFile = cfg.ServingCert, cfg.ServingKey
 	kc.Authentication.Anonymous.Enabled = false
@@ -164,9 +165,10 @@ func (k *Kubelet) Ready(ctx context.Context) error {
 	})
 }
 
-// resolvConf is the host's resolver file the pods inherit, skipping a stub
-// resolver on loopback that pods could not reach.
-func resolvConf() string {
+// DefaultResolvConf is the host's resolver file that pods inherit and the
+// cluster DNS forwards to, skipping a stub resolver on loopback that pods
+// could not reach.
+func DefaultResolvConf() string {
 	const resolved = "/run/systemd/resolve/resolv.conf"
 	data, err := os.ReadFile("/etc/resolv.conf")
 	if err == nil && strings.Contains(string(data), "nameserver 127.") {

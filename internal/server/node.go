@@ -3,6 +3,7 @@ package server
 import (
 	"net"
 	"path/filepath"
+	"slices"
 
 	"github.com/skiff-dev/skiff/internal/agent"
 	"github.com/skiff-dev/skiff/internal/controlplane"
@@ -13,21 +14,18 @@ import (
 // nodeConfig returns the in-process node's settings.
 func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP) agent.Config {
 	dir := filepath.Join(c.DataDir, "agent")
-	return agent.Config{
-		DataDir:                  c.DataDir,
-		NodeName:                 name,
-		NodeIP:                   nodeIP.String(),
-		Labels:                   o.NodeLabels,
-		Taints:                   o.NodeTaints,
-		KubeletArgs:              o.KubeletArgs,
-		ContainerRuntimeEndpoint: o.ContainerRuntimeEndpoint,
-		ClusterDNS:               o.ClusterDNS,
-		ClusterDomain:            o.ClusterDomain,
-		Kubeconfig:               filepath.Join(dir, "kubelet.kubeconfig"),
-		ClientCA:                 c.Files.ClientCA(),
-		ServingCert:              filepath.Join(dir, "serving-kubelet.crt"),
-		ServingKey:               filepath.Join(dir, "serving-kubelet.key"),
+	cfg := agent.Config{
+		DataDir:     c.DataDir,
+		NodeOptions: o.NodeOptions,
+		ClusterCIDR: o.ClusterCIDR,
+		DisableDNS:  slices.Contains(o.Disable, "dns"),
+		Kubeconfig:  filepath.Join(dir, "kubelet.kubeconfig"),
+		ClientCA:    c.Files.ClientCA(),
+		ServingCert: filepath.Join(dir, "serving-kubelet.crt"),
+		ServingKey:  filepath.Join(dir, "serving-kubelet.key"),
 	}
+	cfg.NodeName, cfg.NodeIP = name, nodeIP.String()
+	return cfg
 }
 
 // ensureNodeCerts issues the in-process node's kubelet certificates from the

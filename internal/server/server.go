@@ -6,44 +6,42 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"k8s.io/klog/v2"
 
+	"github.com/skiff-dev/skiff/internal/addons"
 	"github.com/skiff-dev/skiff/internal/agent"
+	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
+	"github.com/skiff-dev/skiff/internal/servicelb"
+	"github.com/skiff-dev/skiff/manifests"
 )
 
 // Options are the server's settings, one per flag.
 type Options struct {
+	agent.NodeOptions
 	DataDir                  string
 	BindAddress              string
 	HTTPSPort                int
 	AdvertiseAddress         string
-	NodeIP                   string
-	NodeName                 string
-	NodeLabels               []string
-	NodeTaints               []string
-	KubeletArgs              []string
-	ContainerRuntimeEndpoint string
 	TLSSANs                  []string
 	ClusterCIDR              string
 	ServiceCIDR              string
-	ClusterDNS               string
-	ClusterDomain            string
 	ServiceNodePortRange     string
 	DatastoreEndpoint        string
 	WriteKubeconfig          string
 	WriteKubeconfigMode      string
 	DisableAgent             bool
+	Disable                  []string
 	DisableScheduler         bool
 	DisableControllerManager bool
 	APIServerArgs            []string
@@ -58,6 +56,9 @@ func Run(ctx context.Context, o Options) error {
 	mode, err := strconv.ParseUint(o.WriteKubeconfigMode, 8, 32)
 	if err != nil || mode > 0o777 {
 		return fmt.Errorf("--write-kubeconfig-mode %q is not an octal file mode such as 0600 or 0644", o.WriteKubeconfigMode)
+	}
+	if err := addons.CheckDisable(o.Disable); err != nil {
+		return err
 	}
 	serviceIP, err := checkNetworks(o)
 	if err != nil {
@@ -129,6 +130,14 @@ func Run(ctx context.Context, o Options) error {
 	if !o.DisableScheduler {
 		components = append(components, controlplane.NewScheduler(cfg))
 	}
+	addOns, err := addons.New(cfg.Files.Kubeconfig("admin"), manifests.Values{ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain}, o.Disable)
+	if err != nil {
+		return err
+	}
+	components = append(components, addOns)
+	if !slices.Contains(o.Disable, "servicelb") {
+		components = append(components, servicelb.New(cfg.Files.Kubeconfig("admin")))
+	}
 	components = append(components, node...)
 	var readyErr error
 	err = component.Run(ctx, components, func() {
@@ -168,10 +177,7 @@ func checkNetworks(o Options) (net.IP, error) {
 	if !ok || lerr != nil || herr != nil || l < 1 || h > 65535 || l > h {
 		return nil, fmt.Errorf("--service-node-port-range %q is not a port range such as 30000-32767", o.ServiceNodePortRange)
 	}
-	first := new(big.Int).Add(new(big.Int).SetBytes(service.IP), big.NewInt(1)).Bytes()
-	ip := make(net.IP, len(service.IP))
-	copy(ip[len(ip)-len(first):], first)
-	return ip, nil
+	return cni.Gateway(service), nil
 }
 
 // addresses returns the IP to advertise and the node's IPs for the serving
