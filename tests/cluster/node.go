@@ -11,13 +11,16 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/skiff-dev/skiff/internal/ociimage"
+	"github.com/skiff-dev/skiff/internal/proxy"
 )
 
-// BusyboxImage is the test image: Debian's busybox-static in an OCI tarball.
+// BusyboxImage is the test image: Debian's busybox-static and the tests'
+// own tool (tests/image/tool) in an OCI tarball.
 const BusyboxImage = "skiff.test/busybox:1"
 
 // WriteBusyboxImage writes the test image into dir (an air-gap folder).
@@ -27,10 +30,15 @@ func WriteBusyboxImage(dir string) error {
 		return fmt.Errorf("the tests need Debian's busybox-static (apt-get install busybox-static): %w", err)
 	}
 	files := []ociimage.File{{Path: "bin/busybox", Mode: 0o755, Data: bin}}
-	for _, applet := range []string{"sh", "sleep", "echo", "cat", "ls", "wget", "nc", "httpd", "nslookup", "hostname", "true", "false", "env", "ps", "ip", "ping", "dd", "tail", "head", "grep", "id", "mkdir", "touch", "date", "seq"} {
+	for _, applet := range []string{"sh", "sleep", "echo", "cat", "ls", "wget", "nc", "httpd", "nslookup", "hostname", "true", "false", "env", "ps", "ip", "ping", "dd", "tail", "head", "grep", "id", "mkdir", "touch", "date", "seq", "rm"} {
 		files = append(files, ociimage.File{Path: "bin/" + applet, Link: "busybox"})
 	}
-	files = append(files, ociimage.File{Path: "tmp/.keep", Mode: 0o644})
+	tool, err := testTool()
+	if err != nil {
+		return err
+	}
+	files = append(files, ociimage.File{Path: "bin/tool", Mode: 0o755, Data: tool},
+		ociimage.File{Path: "tmp/.keep", Mode: 0o644})
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -47,13 +55,43 @@ func WriteBusyboxImage(dir string) error {
 	})
 }
 
+var toolOnce struct {
+	sync.Once
+	path string
+	data []byte
+	err  error
+}
+
+// testTool builds the image's client and server program (tests/image/tool).
+func testTool() ([]byte, error) {
+	toolOnce.Do(func() {
+		// Built next to the skiff binary under test (bin/); hosts in network
+		// namespaces run it from there too.
+		out := filepath.Join(filepath.Dir(Binary()), "skiff-test-tool")
+		cmd := exec.Command("go", "build", "-o", out, "github.com/skiff-dev/skiff/tests/image/tool")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			toolOnce.err = fmt.Errorf("building the test image's tool: %v: %s", err, msg)
+			return
+		}
+		toolOnce.path = out
+		toolOnce.data, toolOnce.err = os.ReadFile(out)
+	})
+	return toolOnce.data, toolOnce.err
+}
+
 // NewNode prepares a server that is also a node, with its own cgroup root and
 // kubelet root, and the test image in its air-gap folder.
 func NewNode(dir string, extra ...string) (*Server, error) {
 	var b [4]byte
 	rand.Read(b[:])
 	cgroupRoot := "/skiff-test-" + hex.EncodeToString(b[:])
+	resolv, err := writeResolvConf(dir)
+	if err != nil {
+		return nil, err
+	}
 	s := New(dir, append([]string{
+		"--resolv-conf", resolv,
 		"--kubelet-arg", "cgroup-root=" + cgroupRoot,
 		"--kubelet-arg", "root-dir=" + filepath.Join(dir, "kubelet"),
 	}, extra...)...)
@@ -73,6 +111,10 @@ func NewNode(dir string, extra ...string) (*Server, error) {
 func NewAgent(dir string, server *Server, extra ...string) (*Server, error) {
 	var b [4]byte
 	rand.Read(b[:])
+	resolv, err := writeResolvConf(dir)
+	if err != nil {
+		return nil, err
+	}
 	a := &Server{
 		Dir:        dir,
 		DataDir:    filepath.Join(dir, "data"),
@@ -84,6 +126,7 @@ func NewAgent(dir string, server *Server, extra ...string) (*Server, error) {
 		"--server", fmt.Sprintf("https://127.0.0.1:%d", server.Port),
 		"--kubeconfig", server.Kubeconfig,
 		"--data-dir", a.DataDir,
+		"--resolv-conf", resolv,
 		"--kubelet-arg", "cgroup-root=" + a.CgroupRoot,
 		"--kubelet-arg", "root-dir=" + filepath.Join(dir, "kubelet"),
 	}, extra...)
@@ -118,6 +161,9 @@ func (s *Server) Teardown() error {
 		removeCgroupTree(filepath.Join(hier, s.CgroupRoot))
 	}
 	exec.Command("ip", "link", "delete", "cni0").Run()
+	if err := proxy.Cleanup(ProxyTable); err != nil {
+		errs = append(errs, fmt.Sprintf("deleting nftables table %s: %v", ProxyTable, err))
+	}
 	os.RemoveAll(runDir(s.DataDir))
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))

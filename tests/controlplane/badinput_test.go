@@ -121,4 +121,11 @@ func TestBadInput(t *testing.T) {
 	t.Run("bad pass-through flag", func(t *testing.T) {
 		failsClearly(t, data, "--kube-apiserver-arg: unknown flag: --no-such-flag", nil, serverArgs(data, cluster.FreePort(), "--kube-apiserver-arg", "no-such-flag=1")...)
 	})
+	t.Run("unknown add-on", func(t *testing.T) {
+		failsClearly(t, data, `--disable "traefik" is not something skiff can disable: pick from dns, servicelb`, nil, serverArgs(data, cluster.FreePort(), "--disable", "traefik")...)
+	})
+	t.Run("missing resolv.conf", func(t *testing.T) {
+		args := serverArgs(data, cluster.FreePort(), "--resolv-conf", filepath.Join(dir, "absent.conf"))
+		failsClearly(t, data, "--resolv-conf: stat "+filepath.Join(dir, "absent.conf")+": no such file or directory", nil, append([]string{args[0]}, args[2:]...)...)
+	})
 }

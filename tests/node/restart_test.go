@@ -1,16 +1,48 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"testing"
+	"time"
 )
 
-// Not parallel: it restarts the shared server while nothing else runs.
+// Not parallel: it restarts the shared server while nothing else runs. The
+// restart also restarts the node's service proxy.
 func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	ns := namespace(t)
 	kubectl(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: survivor}\nspec:\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
 	before := waitPod(t, ns, "survivor", "running", running)
+	// An established TCP connection through a Service, from the host.
+	echoDeployment(t, ns, "kept", 1, "  ports: [{port: 80, targetPort: 8080}]\n")
+	addr := net.JoinHostPort(service(t, ns, "kept").Spec.ClusterIP, "80")
+	var conn net.Conn
+	waitFor(t, "a connection through the Service", func(ctx context.Context) (bool, error) {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err == nil, nil
+	})
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	request := func(when string) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		if err := req.Write(conn); err != nil {
+			t.Fatalf("request %s on the established connection: %v", when, err)
+		}
+		resp, err := http.ReadResponse(rd, req)
+		if err != nil {
+			t.Fatalf("response %s on the established connection: %v", when, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	request("before the restart")
 
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("stopping the server: %v", err)
@@ -29,4 +61,5 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	if before.Status.PodIP != after.Status.PodIP {
 		t.Fatalf("pod IP changed from %s to %s", before.Status.PodIP, after.Status.PodIP)
 	}
+	request("after the restart")
 }

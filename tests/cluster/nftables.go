@@ -1,0 +1,69 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// ProxyTable is the nftables table of the node's service proxy.
+const ProxyTable = "skiff"
+
+// TableMentions lists the proxy's table in this network namespace over
+// netlink, as a user would with `nft list table ip skiff`, and tells whether
+// any rule or map element names ip, or any element keyed by protocol and
+// port names port.
+func TableMentions(ip net.IP, port uint16) (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, err
+	}
+	table := &nftables.Table{Name: ProxyTable, Family: nftables.TableFamilyIPv4}
+	ip4 := ip.To4()
+	var portKey [2]byte
+	binary.BigEndian.PutUint16(portKey[:], port)
+
+	sets, err := c.GetSets(table)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range sets {
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range elems {
+			if bytes.Contains(e.Key, ip4) {
+				return true, nil
+			}
+			// inet_proto . inet_service: each padded to 4 bytes.
+			if len(e.Key) == 8 && bytes.Equal(e.Key[4:6], portKey[:]) {
+				return true, nil
+			}
+		}
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != ProxyTable {
+			continue
+		}
+		rules, err := c.GetRules(table, ch)
+		if err != nil {
+			return false, err
+		}
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if cmp, ok := e.(*expr.Cmp); ok && bytes.Equal(cmp.Data, ip4) {
+					return true, nil
+				}
+			}
+		}
+	}
+	return false, nil
+}

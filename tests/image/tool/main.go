@@ -1,0 +1,293 @@
+// Command tool is the test image's client and server: busybox has no working
+// HTTP(S) client and no DNS benchmark, so the end-to-end tests and benchmarks
+// use this static program inside pods.
+//
+//	tool serve [-port 8080]            HTTP and UDP echo of "host=H peer=IP:PORT"
+//	tool get [-ca F] [-token F] URL    print the body of a GET
+//	tool dial [-timeout D] HOST:PORT   connect over TCP, print the outcome and time
+//	tool udp HOST:PORT                 send one datagram, print the reply
+//	tool lookup [-cname] NAME          resolve with /etc/resolv.conf (search list included)
+//	tool dnsbench [-n N] [-c C] NAME   query the first nameserver, print qps and p99
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fail(errors.New("usage: tool serve|get|dial|lookup|dnsbench ..."))
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	var err error
+	switch cmd {
+	case "serve":
+		port := fs.Int("port", 8080, "port")
+		fs.Parse(args)
+		err = serve(*port)
+	case "get":
+		ca := fs.String("ca", "", "CA bundle")
+		token := fs.String("token", "", "bearer token file")
+		fs.Parse(args)
+		err = get(fs.Arg(0), *ca, *token)
+	case "dial":
+		timeout := fs.Duration("timeout", 5*time.Second, "timeout")
+		fs.Parse(args)
+		err = dial(fs.Arg(0), *timeout)
+	case "udp":
+		fs.Parse(args)
+		err = udp(fs.Arg(0))
+	case "lookup":
+		cname := fs.Bool("cname", false, "print the canonical name")
+		fs.Parse(args)
+		err = lookup(fs.Arg(0), *cname)
+	case "dnsbench":
+		n := fs.Int("n", 5000, "queries")
+		c := fs.Int("c", 4, "concurrent clients")
+		fs.Parse(args)
+		err = dnsbench(fs.Arg(0), *n, *c)
+	default:
+		err = fmt.Errorf("unknown command %q", cmd)
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "tool:", err)
+	os.Exit(1)
+}
+
+func serve(port int) error {
+	host, _ := os.Hostname()
+	addr := fmt.Sprintf(":%d", port)
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, peer, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(fmt.Sprintf("host=%s peer=%s\n", host, peer)), peer)
+		}
+	}()
+	return http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "host=%s peer=%s\n", host, r.RemoteAddr)
+	}))
+}
+
+func get(url, caFile, tokenFile string) error {
+	tr := &http.Transport{}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if tokenFile != "" {
+		tok, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
+}
+
+// dial prints "connected", "refused" or "timeout" and the time it took.
+func dial(addr string, timeout time.Duration) error {
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	took := time.Since(start).Round(time.Millisecond)
+	switch {
+	case err == nil:
+		c.Close()
+		fmt.Printf("connected %s\n", took)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		fmt.Printf("refused %s\n", took)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		fmt.Printf("unreachable %s\n", took)
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			fmt.Printf("timeout %s\n", took)
+		} else {
+			fmt.Printf("error %s: %v\n", took, err)
+		}
+	}
+	return nil
+}
+
+func udp(addr string) error {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return err
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	os.Stdout.Write(buf[:n])
+	return nil
+}
+
+func lookup(name string, cname bool) error {
+	if cname {
+		c, err := net.DefaultResolver.LookupCNAME(context.Background(), name)
+		if err != nil {
+			return err
+		}
+		fmt.Println(c)
+		return nil
+	}
+	ips, err := net.DefaultResolver.LookupHost(context.Background(), name)
+	if err != nil {
+		return err
+	}
+	sort.Strings(ips)
+	for _, ip := range ips {
+		fmt.Println(ip)
+	}
+	return nil
+}
+
+// nameserver is the first nameserver of /etc/resolv.conf.
+func nameserver() (string, error) {
+	f, err := os.Open("/etc/resolv.conf")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if fs := strings.Fields(s.Text()); len(fs) >= 2 && fs[0] == "nameserver" {
+			return net.JoinHostPort(fs[1], "53"), nil
+		}
+	}
+	return "", errors.New("no nameserver in /etc/resolv.conf")
+}
+
+// dnsbench sends n A queries for a fully qualified name from c clients, one
+// outstanding query each, and prints the rate and latency percentiles.
+func dnsbench(name string, n, c int) error {
+	server, err := nameserver()
+	if err != nil {
+		return err
+	}
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	q, err := dnsmessage.NewName(name)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var failed int
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < c; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			conn, err := net.Dial("udp", server)
+			if err != nil {
+				mu.Lock()
+				failed += n / c
+				mu.Unlock()
+				return
+			}
+			defer conn.Close()
+			buf := make([]byte, 1500)
+			for i := 0; i < n/c; i++ {
+				id := uint16(w<<12 | i&0xfff)
+				msg := dnsmessage.Message{
+					Header:    dnsmessage.Header{ID: id, RecursionDesired: true},
+					Questions: []dnsmessage.Question{{Name: q, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
+				}
+				pkt, _ := msg.Pack()
+				t0 := time.Now()
+				conn.SetDeadline(t0.Add(2 * time.Second))
+				ok := false
+				if _, err := conn.Write(pkt); err == nil {
+					for {
+						m, err := conn.Read(buf)
+						if err != nil {
+							break
+						}
+						var resp dnsmessage.Message
+						if resp.Unpack(buf[:m]) == nil && resp.Header.ID == id {
+							ok = resp.Header.RCode == dnsmessage.RCodeSuccess && len(resp.Answers) > 0
+							break
+						}
+					}
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				if ok {
+					lat = append(lat, d)
+				} else {
+					failed++
+				}
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	total := time.Since(start)
+	if len(lat) == 0 {
+		return fmt.Errorf("no answers from %s for %s", server, name)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration { return lat[int(float64(len(lat)-1)*p)] }
+	fmt.Printf("queries=%d failed=%d qps=%.0f p50=%s p99=%s\n", len(lat), failed,
+		float64(len(lat))/total.Seconds(), pct(0.50), pct(0.99))
+	return nil
+}
