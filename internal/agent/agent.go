@@ -26,6 +26,9 @@ import (
 // DefaultDataDir is the data dir whose runtime state lives in /run/skiff.
 const DefaultDataDir = "/var/lib/skiff"
 
+// DefaultClusterCIDR is the pod network's default range.
+const DefaultClusterCIDR = "10.42.0.0/16"
+
 // NodeOptions are a node's flags, the same for server and agent.
 type NodeOptions struct {
 	NodeName                 string

@@ -75,6 +75,9 @@ func Run(ctx context.Context, o Options) error {
 	cfg.DataDir = dataDir
 	cfg.NodeName = NodeName(cfg.NodeName)
 	cfg.NodeIP = ip.String()
+	// A joined node does not learn the server's settings yet: it assumes
+	// the default pod network (for the proxy's masquerading decisions).
+	cfg.ClusterCIDR = DefaultClusterCIDR
 	cfg.Paths()
 	components, err := Components(cfg)
 	if err != nil {
