@@ -62,10 +62,10 @@ release:
 	mkdir -p dist
 	for arch in $(RELEASE_ARCHES); do \
 		export GOOS=linux GOARCH=$$arch GOARM=7; \
-		$(MAKE) assets && $(GO) build -ldflags '$(LDFLAGS)' -o dist/skiff-$$arch . || exit 1; \
+		$(MAKE) assets && $(GO) build -ldflags '$(LDFLAGS)' -o dist/skiff-linux-$$arch . || exit 1; \
 	done
 	$(MAKE) assets
-	cd dist && sha256sum skiff-* > sha256sums.txt
+	cd dist && sha256sum skiff-linux-* > sha256sums
 
 clean:
 	rm -rf bin dist e2e.log
