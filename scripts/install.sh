@@ -649,14 +649,14 @@ fi
 
 # The Service proxy's nftables table. skiff programs it over netlink, so a
 # host may have no nft command.
-if command -v nft >/dev/null 2>&1; then
+if [ -x "$BIN" ] && "$BIN" cleanup-network >/dev/null 2>&1; then
+	:
+elif command -v nft >/dev/null 2>&1; then
 	if nft list table ip skiff >/dev/null 2>&1; then
 		nft delete table ip skiff
 	fi
-elif [ -x "$BIN" ] && "$BIN" cleanup-network >/dev/null 2>&1; then
-	:
 else
-	info "no nft command: the nftables table 'ip skiff' is left in place (it goes at reboot, or with 'nft delete table ip skiff')"
+	info "the nftables table 'ip skiff' is left in place (it goes at reboot, or with 'nft delete table ip skiff')"
 fi
 info "stopped skiff and its pods"
 EOF

@@ -15,8 +15,10 @@ import (
 
 	"github.com/skiff-dev/skiff/internal/agent"
 	"github.com/skiff-dev/skiff/internal/checkconfig"
+	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/config"
 	"github.com/skiff-dev/skiff/internal/kubectl"
+	"github.com/skiff-dev/skiff/internal/proxy"
 	"github.com/skiff-dev/skiff/internal/server"
 	"github.com/skiff-dev/skiff/internal/version"
 )
@@ -31,7 +33,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand()},
+		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), cleanupNetworkCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
@@ -118,6 +120,27 @@ func checkConfigCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if !checkconfig.Run(os.Stdout, checkconfig.Host([]int{6443, 10250})) {
 				return errors.New("this host cannot run a skiff node yet: fix what is MISSING above")
+			}
+			return nil
+		},
+	}
+}
+
+// cleanupNetworkCommand removes what a node adds to the host's network and
+// does not remove when it stops (so that pods keep working across restarts):
+// the Service proxy's nftables table and the pod bridge. skiff-killall.sh
+// runs it after stopping the node and its pods.
+func cleanupNetworkCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "cleanup-network",
+		Usage:  "delete the node's nftables table and pod bridge (run by skiff-killall.sh, once the node is stopped)",
+		Hidden: true,
+		Action: func(c *cli.Context) error {
+			if err := proxy.Cleanup(proxy.DefaultTable); err != nil {
+				return fmt.Errorf("deleting the nftables table %s: %w", proxy.DefaultTable, err)
+			}
+			if err := cni.RemoveBridge(); err != nil {
+				return fmt.Errorf("deleting the bridge %s: %w", cni.Bridge, err)
 			}
 			return nil
 		},

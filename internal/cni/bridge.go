@@ -60,3 +60,15 @@ func Gateway(n *net.IPNet) net.IP {
 	p, _ := netip.ParsePrefix(n.String())
 	return net.IP(p.Masked().Addr().Next().AsSlice())
 }
+
+// RemoveBridge deletes the pod bridge, if there is one.
+func RemoveBridge() error {
+	link, err := netlink.LinkByName(Bridge)
+	if _, notFound := err.(netlink.LinkNotFoundError); notFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return netlink.LinkDel(link)
+}
