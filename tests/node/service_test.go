@@ -51,6 +51,13 @@ spec:
 
 func readyEndpoints(t *testing.T, ns, svc string) []string {
 	t.Helper()
+	return endpoints(t, ns, svc, false)
+}
+
+// endpoints lists a Service's endpoint addresses: the ready ones, or all of
+// them (terminating ones too).
+func endpoints(t *testing.T, ns, svc string, all bool) []string {
+	t.Helper()
 	slices, err := client(t).DiscoveryV1().EndpointSlices(ns).List(context.Background(),
 		metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
 	if err != nil {
@@ -59,7 +66,7 @@ func readyEndpoints(t *testing.T, ns, svc string) []string {
 	var out []string
 	for _, s := range slices.Items {
 		for _, e := range s.Endpoints {
-			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+			if all || e.Conditions.Ready == nil || *e.Conditions.Ready {
 				out = append(out, e.Addresses...)
 			}
 		}
@@ -136,8 +143,10 @@ func TestClusterIPBalancesAndRejectsWithoutEndpoints(t *testing.T) {
 	}
 
 	scale(t, ns, "web", 0)
-	waitFor(t, "no endpoints", func(ctx context.Context) (bool, error) {
-		return len(readyEndpoints(t, ns, "web")) == 0, nil
+	// Terminating endpoints still get connections while no ready one
+	// exists: wait until the pods are gone.
+	waitFor(t, "no endpoints, terminating ones included", func(ctx context.Context) (bool, error) {
+		return len(endpoints(t, ns, "web", true)) == 0, nil
 	})
 	// The proxy syncs right after the EndpointSlice changes: wait for the
 	// rejection, then check that it is fast.
