@@ -18,12 +18,11 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/pki"
 )
 
@@ -118,11 +117,7 @@ func (n *Network) Run(ctx context.Context) error {
 		return err
 	}
 	n.SetReady() // the kubelet may start: it waits for the config itself
-	restCfg, err := clientcmd.BuildConfigFromFlags("", n.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(restCfg)
+	client, err := kubeconfig.Client(n.Kubeconfig)
 	if err != nil {
 		return err
 	}

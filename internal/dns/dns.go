@@ -35,12 +35,11 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/pki"
 )
 
@@ -87,11 +86,7 @@ func (d *DNS) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	restCfg, err := clientcmd.BuildConfigFromFlags("", d.cfg.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(restCfg)
+	client, err := kubeconfig.Client(d.cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}

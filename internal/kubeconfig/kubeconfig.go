@@ -1,10 +1,11 @@
 // Package kubeconfig writes the kubeconfig files skiff hands to its
-// components and to the admin.
+// components and to the admin, and makes clients from them.
 package kubeconfig
 
 import (
 	"os"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -51,4 +52,13 @@ func write(path string, mode os.FileMode, cluster *clientcmdapi.Cluster, user *c
 		return err
 	}
 	return pki.WriteFileMode(path, data, mode)
+}
+
+// Client returns a clientset for the kubeconfig at path.
+func Client(path string) (*kubernetes.Clientset, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
 }

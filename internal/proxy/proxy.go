@@ -26,10 +26,10 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 )
 
 // Defaults of Config.
@@ -150,11 +150,7 @@ const (
 
 // Run implements component.Component.
 func (p *Proxy) Run(ctx context.Context) error {
-	restCfg, err := clientcmd.BuildConfigFromFlags("", p.cfg.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(restCfg)
+	client, err := kubeconfig.Client(p.cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}

@@ -21,12 +21,12 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedv1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 )
 
 // NodeLabel set to "true" on some nodes limits the load balancer addresses
@@ -47,11 +47,7 @@ func (c *Controller) Name() string { return "service load balancer" }
 
 // Run implements component.Component.
 func (c *Controller) Run(ctx context.Context) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubeconfig.Client(c.kubeconfig)
 	if err != nil {
 		return err
 	}
