@@ -106,6 +106,12 @@ func (c *Controller) Run(ctx context.Context) error {
 // sync writes every LoadBalancer Service's status from the plan.
 func sync(ctx context.Context, client kubernetes.Interface, rec record.EventRecorder, svcs []*v1.Service, nodes []*v1.Node, reported map[string]string) error {
 	assigned, conflicts := Plan(svcs, nodes)
+	// Forget reports of conflicts that ended, deleted Services included.
+	for key := range reported {
+		if _, still := conflicts[key]; !still {
+			delete(reported, key)
+		}
+	}
 	for _, s := range svcs {
 		if !Managed(s) {
 			continue
@@ -118,7 +124,6 @@ func sync(ctx context.Context, client kubernetes.Interface, rec record.EventReco
 				reported[key] = c
 			}
 		} else {
-			delete(reported, key)
 			want.Ingress = assigned
 		}
 		if equality.Semantic.DeepEqual(s.Status.LoadBalancer, want) {

@@ -3,9 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -123,14 +121,9 @@ func TestPodLogsExecPortForward(t *testing.T) {
 	defer cancel()
 	var body string
 	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
-		if err != nil {
-			return false, nil
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return true, nil
+		var err error
+		body, err = httpGet(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
+		return err == nil, nil
 	})
 	if err != nil || body != "served\n" {
 		t.Fatalf("port-forward: %q, %v", body, err)
