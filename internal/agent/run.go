@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/join"
 )
 
 // NodeIP is the IP given with --node-ip, else the address of the interface
@@ -44,28 +46,20 @@ func NodeName(flag string) string {
 // Options are `skiff agent`'s settings.
 type Options struct {
 	Config
-	Server     string
-	UserConfig string // a kubeconfig that may create and approve CSRs
-	Token      string
+	Server string
+	Token  string
 }
 
-// Run runs a standalone node joined to the server until ctx ends.
+// Run joins the server and runs the node until ctx ends. A node that joined
+// before starts even while its server is down, with the settings and
+// certificates of its last join.
 func Run(ctx context.Context, o Options) error {
-	if o.Token != "" {
-		return errors.New("joining with --token is not available in this release: give the server's admin kubeconfig with --kubeconfig")
-	}
-	if o.UserConfig == "" {
-		return errors.New("skiff agent needs credentials: give a kubeconfig for the server with --kubeconfig (for example its /etc/skiff/skiff.yaml)")
-	}
-	if _, err := os.Stat(o.UserConfig); err != nil {
-		return fmt.Errorf("--kubeconfig: %w", err)
+	if o.Server == "" {
+		return errors.New("skiff agent needs --server https://SERVER:6443 (and --token)")
 	}
 	dataDir, err := filepath.Abs(o.DataDir)
 	if err != nil {
 		return err
-	}
-	if err := os.MkdirAll(filepath.Join(dataDir, "agent"), 0o700); err != nil {
-		return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", dataDir, err)
 	}
 	ip, err := NodeIP(o.NodeIP)
 	if err != nil {
@@ -75,18 +69,40 @@ func Run(ctx context.Context, o Options) error {
 	cfg.DataDir = dataDir
 	cfg.NodeName = NodeName(cfg.NodeName)
 	cfg.NodeIP = ip.String()
-	// A joined node does not learn the server's settings yet: it assumes
-	// the default pod network (for the proxy's masquerading decisions).
-	cfg.ClusterCIDR = DefaultClusterCIDR
-	cfg.Paths()
+	files := join.Files{Dir: filepath.Join(dataDir, "agent")}
+	cfg.Kubeconfig, cfg.ClientCA = files.Kubeconfig(), files.ClientCA()
+	cfg.ServingCert, cfg.ServingKey = files.ServingCert(), files.ServingKey()
+	// Check the node's own flags before anything is written or sent (with
+	// the default cluster settings, until the server gives its own).
+	check := cfg
+	check.ClusterCIDR, check.ClusterDNS, check.ClusterDomain = DefaultClusterCIDR, "10.43.0.10", "cluster.local"
+	if _, err := Components(check); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(files.Dir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", dataDir, err)
+	}
+	joiner := &join.Agent{Server: o.Server, Token: o.Token, NodeName: cfg.NodeName, Addresses: []string{cfg.NodeIP}, Files: files}
+	settings, err := joiner.Join(ctx)
+	if errors.Is(err, join.ErrUnreachable) {
+		stored, serr := files.Stored()
+		if serr != nil {
+			return err
+		}
+		klog.InfoS("the server is unreachable; starting with the settings and certificates of the last join", "err", err)
+		settings = stored
+	} else if err != nil {
+		return err
+	}
+	// The cluster's settings come from the server, so that a node cannot
+	// disagree with it.
+	cfg.ClusterCIDR, cfg.ClusterDNS, cfg.ClusterDomain = settings.ClusterCIDR, settings.ClusterDNS, settings.ClusterDomain
 	components, err := Components(cfg)
 	if err != nil {
 		return err
 	}
-	if err := CredentialsFromKubeconfig(ctx, cfg, o.Server, o.UserConfig); err != nil {
-		return err
-	}
+	components = append(components, &join.Renewer{Agent: joiner, Every: 12 * time.Hour})
 	return component.Run(ctx, components, func() {
-		klog.InfoS("skiff agent is ready", "node", cfg.NodeName, "ip", cfg.NodeIP)
+		klog.InfoS("skiff agent is ready", "node", cfg.NodeName, "ip", cfg.NodeIP, "server", o.Server)
 	})
 }

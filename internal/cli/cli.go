@@ -33,7 +33,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), cleanupNetworkCommand()},
+		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), cleanupNetworkCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
@@ -73,8 +73,7 @@ func agentCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			configFlag(),
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"SKIFF_URL"}, Destination: &o.Server, Usage: "the server, https://SERVER:6443"},
-			&cli.StringFlag{Name: "kubeconfig", Destination: &o.UserConfig, Usage: "kubeconfig with rights to create and approve certificate requests (e.g. the server's admin kubeconfig)"},
-			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "join token (not yet available: use --kubeconfig)"},
+			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "join token: the server's <data-dir>/server/token, or one from `skiff token create`"},
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: agent.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
 		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
@@ -101,8 +100,6 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 		&cli.StringSliceFlag{Name: "node-taint", Usage: "taint the node registers with, key=value:Effect"},
 		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra kubelet flag, name=value"},
 		&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &n.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
-		&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: &n.ClusterDNS, Usage: "cluster DNS Service IP"},
-		&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &n.ClusterDomain, Usage: "cluster DNS domain"},
 		&cli.StringFlag{Name: "resolv-conf", Destination: &n.ResolvConf, Usage: "resolver file for pods' default DNS and for names outside the cluster (default: /etc/resolv.conf, or systemd-resolved's upstream file)"},
 		&cli.BoolFlag{Name: "disable-proxy", Destination: &n.DisableProxy, Usage: "do not run the built-in Service proxy (bring your own)"},
 	}
@@ -178,6 +175,9 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "tls-san", Usage: "extra host name or IP for the API server's certificate"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: agent.DefaultClusterCIDR, Destination: &o.ClusterCIDR, Usage: "pod network"},
 			&cli.StringFlag{Name: "service-cidr", Value: "10.43.0.0/16", Destination: &o.ServiceCIDR, Usage: "Service network"},
+			&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP"},
+			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
+			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "the secret of the server's join token (default: a random one, kept in <data-dir>/server/token)"},
 			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Destination: &o.ServiceNodePortRange, Usage: "NodePort range"},
 			&cli.StringFlag{Name: "datastore-endpoint", Destination: &o.DatastoreEndpoint, Usage: "kine endpoint (postgres://, mysql://, https:// etcd, sqlite://); default SQLite in the data dir"},
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},

@@ -14,12 +14,14 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	basecompatibility "k8s.io/component-base/compatibility"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/pki"
 )
 
@@ -31,6 +33,9 @@ type APIServer struct {
 	Listener net.Listener
 	// ETCDServers gives the datastore's address once it is ready.
 	ETCDServers func() string
+	// Handlers are served on the API port beside the API, behind its
+	// authentication and authorization, by path.
+	Handlers map[string]http.Handler
 
 	component.Latch
 }
@@ -110,8 +115,34 @@ func (a *APIServer) Run(ctx context.Context) error {
 	if errs := completed.Validate(); len(errs) != 0 {
 		return utilerrors.NewAggregate(errs)
 	}
+	// What app.Run does, with our handlers added to the outermost server's
+	// mux before it serves.
+	if completed.InformerName == nil {
+		if completed.InformerName, err = cache.NewInformerName("kube-apiserver"); err != nil {
+			return err
+		}
+	}
+	config, err := app.NewConfig(completed)
+	if err != nil {
+		return err
+	}
+	completedConfig, err := config.Complete()
+	if err != nil {
+		return err
+	}
+	server, err := app.CreateServerChain(completedConfig)
+	if err != nil {
+		return err
+	}
+	for path, h := range a.Handlers {
+		server.GenericAPIServer.Handler.NonGoRestfulMux.Handle(path, h)
+	}
+	prepared, err := server.PrepareRun()
+	if err != nil {
+		return err
+	}
 	go a.waitReady(ctx)
-	return app.Run(ctx, completed)
+	return prepared.Run(ctx)
 }
 
 // waitReady polls /readyz, as a user's health check would, and closes ready.
@@ -143,9 +174,11 @@ func (a *APIServer) waitReady(ctx context.Context) {
 }
 
 // writeAuthenticationConfig allows anonymous requests to the health endpoints
-// only: load balancers and probes need no credentials, nothing else is open.
+// (load balancers and probes need no credentials) and to the join endpoints
+// (a new node has only its token, which the join handler checks); nothing
+// else is open.
 func writeAuthenticationConfig(path string) error {
-	paths := []string{"/healthz", "/livez", "/readyz"}
+	paths := []string{"/healthz", "/livez", "/readyz", join.CACertsPath, join.JoinPath}
 	var b strings.Builder
 	b.WriteString("apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\nanonymous:\n  enabled: true\n  conditions:\n")
 	for _, p := range paths {

@@ -42,6 +42,9 @@ type Config struct {
 	ExtraArgs []string
 }
 
+// defaultRootDir is the upstream kubelet's root dir.
+const defaultRootDir = "/var/lib/kubelet"
+
 // Kubelet is the kubelet component.
 type Kubelet struct {
 	Config *Config
@@ -99,6 +102,13 @@ func New(cfg *Config) (*Kubelet, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("--kubelet-arg: %w (see the upstream kubelet's flags)", err)
+	}
+	// Pod logs live beside the kubelet's root: the default /var/log/pods
+	// for the default root, else in it, so that nodes sharing a host (each
+	// with its own --kubelet-arg root-dir) don't garbage-collect each
+	// other's logs.
+	if kf.RootDirectory != defaultRootDir {
+		kc.PodLogsDir = filepath.Join(kf.RootDirectory, "pod-logs")
 	}
 	if err := options.ValidateKubeletFlags(kf); err != nil {
 		return nil, fmt.Errorf("kubelet: %w", err)

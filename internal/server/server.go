@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/addons"
@@ -22,6 +24,8 @@ import (
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
+	"github.com/skiff-dev/skiff/internal/join"
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/servicelb"
 	"github.com/skiff-dev/skiff/manifests"
 )
@@ -38,6 +42,7 @@ type Options struct {
 	ServiceCIDR              string
 	ServiceNodePortRange     string
 	DatastoreEndpoint        string
+	Token                    string
 	WriteKubeconfig          string
 	WriteKubeconfigMode      string
 	DisableAgent             bool
@@ -123,7 +128,24 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	components := []component.Component{store, controlplane.NewAPIServer(cfg, ln, store.ETCDServers)}
+	token, err := ensureToken(cfg, o.Token)
+	if err != nil {
+		return err
+	}
+	apiserver := controlplane.NewAPIServer(cfg, ln, store.ETCDServers)
+	joins := &join.Handler{
+		ServerSecret: token.Server,
+		ServerCAFile: cfg.Files.ServerCA(),
+		ServerCA:     serverCA,
+		ClientCA:     clientCA,
+		Settings: join.Settings{
+			ClusterCIDR: o.ClusterCIDR, ServiceCIDR: o.ServiceCIDR,
+			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
+		},
+		Client: func() (kubernetes.Interface, error) { return kubeconfig.Client(cfg.Files.Kubeconfig("admin")) },
+	}
+	apiserver.Handlers = map[string]http.Handler{join.CACertsPath: joins, join.JoinPath: joins}
+	components := []component.Component{store, apiserver}
 	if !o.DisableControllerManager {
 		components = append(components, controlplane.NewControllerManager(cfg))
 	}
@@ -146,7 +168,7 @@ func Run(ctx context.Context, o Options) error {
 				klog.ErrorS(readyErr, "cannot write the admin kubeconfig", "path", o.WriteKubeconfig)
 			}
 		}
-		klog.InfoS("skiff server is ready", "api", fmt.Sprintf("https://%s", net.JoinHostPort(advertise.String(), itoa(o.HTTPSPort))), "kubeconfig", o.WriteKubeconfig)
+		klog.InfoS("skiff server is ready", "api", fmt.Sprintf("https://%s", net.JoinHostPort(advertise.String(), itoa(o.HTTPSPort))), "kubeconfig", o.WriteKubeconfig, "token", tokenFile(cfg))
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -80,19 +82,123 @@ func TestAgentJoinsAndRunsPods(t *testing.T) {
 	}
 }
 
+// TestAgentBadInput: what an agent refuses before it contacts any server.
 func TestAgentBadInput(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--server", "https://127.0.0.1:1"}, "needs credentials: give a kubeconfig"},
-		{[]string{"--token", "K10abc::server:secret"}, "--token is not available"},
-		{[]string{"--kubeconfig", dir + "/absent.yaml"}, "--kubeconfig: stat"},
+		{[]string{"--token", "x"}, "needs --server"},
+		{[]string{"--server", "http://127.0.0.1:6443", "--token", "x"}, "is not a URL such as https://SERVER:6443"},
+		{[]string{"--server", fmt.Sprintf("https://127.0.0.1:%d", cluster.FreePort()), "--token", "x"}, "cannot reach the server"},
+		{[]string{"--server", "https://127.0.0.1:6443", "--token", "K10abc::server:x"}, "--token: the token's CA hash"},
 	} {
 		code, out := cluster.Run(context.Background(), nil, append([]string{"agent", "--data-dir", dir + "/data"}, tc.args...)...)
 		if code == 0 || !strings.Contains(out, tc.want) || strings.Count(strings.TrimSpace(out), "\n") > 0 {
 			t.Errorf("skiff agent %v: exit %d, want one line with %q:\n%s", tc.args, code, tc.want, out)
+		}
+	}
+}
+
+// TestJoinRefused: an agent with a wrong secret, a wrong CA hash, an expired
+// or deleted token, or another machine's node name fails with one line that
+// says which, the server registers nothing for it and logs the refusal
+// without the secret.
+func TestJoinRefused(t *testing.T) {
+	server := cluster.StartT(t)
+	ctx := cluster.Context(t)
+	cs := server.ClientT(t)
+	good, err := server.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, cred, _ := strings.Cut(good, "::")
+	url := fmt.Sprintf("https://127.0.0.1:%d", server.Port)
+
+	create := func(args ...string) string {
+		code, out := cluster.Run(ctx, nil, append([]string{"token", "create", "--kubeconfig", server.Kubeconfig}, args...)...)
+		if code != 0 || !strings.HasPrefix(out, hash+"::") {
+			t.Fatalf("skiff token create %v: exit %d: %s", args, code, out)
+		}
+		return strings.TrimSpace(out)
+	}
+	expiring := create("--ttl", "1s", "--description", "expires at once")
+	deleted := create("--description", "deleted")
+	kept := create("--ttl", "1h", "--description", "for the CI")
+	code, out := cluster.Run(ctx, nil, "token", "list", "--kubeconfig", server.Kubeconfig)
+	keptID := strings.Split(strings.Split(kept, "::")[1], ".")[0]
+	if code != 0 || !strings.Contains(out, keptID) || !strings.Contains(out, "for the CI") || strings.Contains(out, strings.Split(kept, ".")[1]) {
+		t.Errorf("skiff token list: exit %d, want %s with its description and no secret:\n%s", code, keptID, out)
+	}
+	deletedID := strings.Split(strings.Split(deleted, "::")[1], ".")[0]
+	if code, out := cluster.Run(ctx, nil, "token", "delete", "--kubeconfig", server.Kubeconfig, deletedID); code != 0 {
+		t.Fatalf("skiff token delete: exit %d: %s", code, out)
+	}
+	// Wait until the short token has expired (its expiry is in seconds).
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+		code, out := cluster.Run(ctx, nil, "token", "list", "--kubeconfig", server.Kubeconfig)
+		return code == 0 && (strings.Contains(out, "(expired)") || !strings.Contains(out, "expires at once")), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	otherHash := "K10" + strings.Repeat("0", 64)
+	// The first machine named taken-1 joins (and then stops at once: its
+	// node is not needed here).
+	first, err := cluster.NewAgent(t.TempDir(), server, "--node-name", "taken-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { first.Stop(); first.Teardown() })
+	if err := first.StartProcess(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Secrets("kube-system").Get(ctx, "taken-1.node-password.skiff", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the first agent named taken-1 never registered: %v\n%s", err, first.LogTail(20))
+	}
+	first.Stop()
+	first.Teardown()
+
+	for _, tc := range []struct {
+		node, token, want string
+	}{
+		{"wrong-secret", hash + "::server:not-the-secret", "the server token's secret is wrong"},
+		{"wrong-hash", otherHash + "::" + cred, "does not match the token's hash"},
+		{"expired", expiring, "expired"},
+		{"deleted", deleted, "does not exist"},
+		{"taken-1", kept, "node name taken-1 is already taken by another machine"},
+	} {
+		dir := t.TempDir()
+		code, out := cluster.Run(ctx, nil, "agent", "--server", url, "--token", tc.token, "--node-name", tc.node, "--data-dir", dir)
+		if code == 0 || !strings.Contains(out, tc.want) || strings.Count(strings.TrimSpace(out), "\n") > 0 {
+			t.Errorf("agent %s: exit %d, want one line with %q:\n%s", tc.node, code, tc.want, out)
+		}
+		if files, _ := filepath.Glob(filepath.Join(dir, "agent", "*")); len(files) > 0 {
+			t.Errorf("agent %s left files in its data dir: %v", tc.node, files)
+		}
+		if tc.node == "taken-1" {
+			continue
+		}
+		if _, err := cs.CoreV1().Secrets("kube-system").Get(ctx, tc.node+".node-password.skiff", metav1.GetOptions{}); err == nil {
+			t.Errorf("agent %s was refused but its node password is registered", tc.node)
+		}
+		if _, err := cs.CoreV1().Nodes().Get(ctx, tc.node, metav1.GetOptions{}); err == nil {
+			t.Errorf("agent %s was refused but has a Node", tc.node)
+		}
+	}
+	log, _ := os.ReadFile(server.Log)
+	for _, node := range []string{"wrong-secret", "expired", "deleted", "taken-1"} {
+		if !strings.Contains(string(log), `"refused a node's join request" node="`+node+`"`) {
+			t.Errorf("the server log has no refusal for %s", node)
+		}
+	}
+	for _, secret := range []string{"not-the-secret", strings.TrimPrefix(cred, "server:"), strings.Split(kept, ".")[1]} {
+		if strings.Contains(string(log), secret) {
+			t.Errorf("the server log holds a secret %q", secret)
 		}
 	}
 }

@@ -41,6 +41,12 @@ type Server struct {
 	Args       []string
 	// CgroupRoot is set for a node: the kubelet's cgroup root.
 	CgroupRoot string
+	// Netns is the network namespace the process runs in (a host of a
+	// LAN), empty for this machine's own.
+	Netns string
+	// APIServer overrides the admin kubeconfig's server URL, for a server
+	// in a network namespace.
+	APIServer string
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -92,7 +98,13 @@ func (s *Server) StartProcess() error {
 	if err != nil {
 		return err
 	}
-	s.cmd = exec.Command(Binary(), s.Args...)
+	if s.Netns != "" {
+		// Only the network namespace: the node shares the host's mounts
+		// and cgroups, as a node on its own machine would have its own.
+		s.cmd = exec.Command("nsenter", append([]string{"--net=/run/netns/" + s.Netns, "--", Binary()}, s.Args...)...)
+	} else {
+		s.cmd = exec.Command(Binary(), s.Args...)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -141,6 +153,9 @@ func (s *Server) Config() (*rest.Config, error) {
 	// client-go's default of 5 requests a second would make the tests wait
 	// on the client, not on the server.
 	cfg.QPS, cfg.Burst = 500, 1000
+	if s.APIServer != "" {
+		cfg.Host = s.APIServer
+	}
 	return cfg, nil
 }
 
@@ -210,7 +225,11 @@ func (s *Server) LogTail(n int) string {
 
 // Kubectl runs `skiff kubectl` with the server's admin kubeconfig.
 func (s *Server) Kubectl(ctx context.Context, stdin string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, Binary(), append([]string{"kubectl", "--kubeconfig", s.Kubeconfig}, args...)...)
+	kargs := []string{"kubectl", "--kubeconfig", s.Kubeconfig}
+	if s.APIServer != "" {
+		kargs = append(kargs, "--server", s.APIServer)
+	}
+	cmd := exec.CommandContext(ctx, Binary(), append(kargs, args...)...)
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}

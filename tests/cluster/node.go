@@ -106,8 +106,7 @@ func NewNode(dir string, extra ...string) (*Server, error) {
 	return s, WriteBusyboxImage(filepath.Join(s.DataDir, "agent", "images"))
 }
 
-// NewAgent prepares `skiff agent` in dir, joining server with its admin
-// kubeconfig, with its own cgroup root, kubelet root and the test image.
+// NewAgent prepares `skiff agent` in dir, joining server with its token, with its own cgroup root, kubelet root and the test image.
 func NewAgent(dir string, server *Server, extra ...string) (*Server, error) {
 	var b [4]byte
 	rand.Read(b[:])
@@ -121,10 +120,14 @@ func NewAgent(dir string, server *Server, extra ...string) (*Server, error) {
 		Log:        filepath.Join(dir, "agent.log"),
 		CgroupRoot: "/skiff-test-" + hex.EncodeToString(b[:]),
 	}
+	token, err := server.Token()
+	if err != nil {
+		return nil, err
+	}
 	a.Args = append([]string{
 		"agent",
 		"--server", fmt.Sprintf("https://127.0.0.1:%d", server.Port),
-		"--kubeconfig", server.Kubeconfig,
+		"--token", token,
 		"--data-dir", a.DataDir,
 		"--resolv-conf", resolv,
 		"--kubelet-arg", "cgroup-root=" + a.CgroupRoot,
@@ -160,9 +163,13 @@ func (s *Server) Teardown() error {
 	for _, hier := range cgroupHierarchies() {
 		removeCgroupTree(filepath.Join(hier, s.CgroupRoot))
 	}
-	exec.Command("ip", "link", "delete", "cni0").Run()
-	if err := proxy.Cleanup(ProxyTable); err != nil {
-		errs = append(errs, fmt.Sprintf("deleting nftables table %s: %v", ProxyTable, err))
+	// A node in a network namespace leaves its interfaces and tables there,
+	// and they go with the namespace.
+	if s.Netns == "" {
+		exec.Command("ip", "link", "delete", "cni0").Run()
+		if err := proxy.Cleanup(ProxyTable); err != nil {
+			errs = append(errs, fmt.Sprintf("deleting nftables table %s: %v", ProxyTable, err))
+		}
 	}
 	os.RemoveAll(runDir(s.DataDir))
 	if len(errs) > 0 {
@@ -301,4 +308,13 @@ func (s *Server) ContainerdPid() int {
 		}
 	}
 	return 0
+}
+
+// Token is the server's join token, from its data dir.
+func (s *Server) Token() (string, error) {
+	data, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))
+	if err != nil {
+		return "", fmt.Errorf("the server's join token: %w", err)
+	}
+	return strings.TrimSpace(string(data)), nil
 }

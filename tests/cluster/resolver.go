@@ -24,14 +24,26 @@ const (
 )
 
 var upstream struct {
-	sync.Once
-	err error
+	sync.Mutex
+	started map[string]error
 }
 
 // StartUpstream starts the upstream resolver once per test process, on UDP
 // and TCP port 53 of UpstreamIP.
-func StartUpstream() error {
-	upstream.Do(func() {
+func StartUpstream() error { return StartUpstreamAt(UpstreamIP) }
+
+// StartUpstreamAt starts the upstream resolver on ip (an address of this
+// machine), once per test process and address.
+func StartUpstreamAt(ip string) error {
+	upstream.Lock()
+	defer upstream.Unlock()
+	if err, ok := upstream.started[ip]; ok {
+		return err
+	}
+	if upstream.started == nil {
+		upstream.started = map[string]error{}
+	}
+	upstream.started[ip] = func() error {
 		handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 			m := new(dns.Msg)
 			m.SetReply(r)
@@ -50,28 +62,33 @@ func StartUpstream() error {
 			w.WriteMsg(m)
 		})
 		for _, proto := range []string{"udp", "tcp"} {
-			srv := &dns.Server{Addr: net.JoinHostPort(UpstreamIP, "53"), Net: proto, Handler: handler}
+			srv := &dns.Server{Addr: net.JoinHostPort(ip, "53"), Net: proto, Handler: handler}
 			started := make(chan error, 1)
 			srv.NotifyStartedFunc = func() { started <- nil }
 			go func() { started <- srv.ListenAndServe() }()
 			if err := <-started; err != nil {
-				upstream.err = fmt.Errorf("upstream resolver on %s/%s: %w", UpstreamIP, proto, err)
-				return
+				return fmt.Errorf("upstream resolver on %s/%s: %w", ip, proto, err)
 			}
 		}
-	})
-	return upstream.err
+		return nil
+	}()
+	return upstream.started[ip]
 }
 
 // writeResolvConf writes a resolv.conf naming the upstream resolver into dir
 // and returns its path.
 func writeResolvConf(dir string) (string, error) {
-	if err := StartUpstream(); err != nil {
+	return writeResolvConfAt(dir, UpstreamIP)
+}
+
+// writeResolvConfAt is writeResolvConf with the resolver on ip.
+func writeResolvConfAt(dir, ip string) (string, error) {
+	if err := StartUpstreamAt(ip); err != nil {
 		return "", err
 	}
 	path := filepath.Join(dir, "resolv.conf")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	return path, os.WriteFile(path, []byte("nameserver "+UpstreamIP+"\n"), 0o644)
+	return path, os.WriteFile(path, []byte("nameserver "+ip+"\n"), 0o644)
 }

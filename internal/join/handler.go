@@ -1,0 +1,267 @@
+package join
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/skiff-dev/skiff/internal/pki"
+)
+
+// The endpoints, served on the API port. The API server authenticates the
+// request first: a node renewing its certificates presents its client
+// certificate; a new node comes as anonymous (both paths are open to
+// anonymous requests, and nothing else is), with its join token in the body
+// where the handler checks it itself. A rejected bearer token would make the
+// API server answer 401 before the handler could say which part was wrong.
+const (
+	CACertsPath = "/v1-skiff/cacerts"
+	JoinPath    = "/v1-skiff/join"
+)
+
+// Settings are the cluster's settings that a node must share with the server.
+type Settings struct {
+	ClusterCIDR   string `json:"clusterCIDR"`
+	ServiceCIDR   string `json:"serviceCIDR"`
+	ClusterDNS    string `json:"clusterDNS"`
+	ClusterDomain string `json:"clusterDomain"`
+}
+
+// Request is what a node sends to join, or to renew its certificates.
+type Request struct {
+	Token      string   `json:"token,omitempty"` // the credential after "::"; empty when renewing with the client certificate
+	NodeName   string   `json:"nodeName"`
+	Password   string   `json:"password"`
+	Addresses  []string `json:"addresses"`  // the node's IPs, for the serving certificate
+	ClientCSR  string   `json:"clientCSR"`  // PEM
+	ServingCSR string   `json:"servingCSR"` // PEM
+}
+
+// Response carries the node's certificates and the cluster's settings.
+type Response struct {
+	ClientCert  string   `json:"clientCert"`  // system:node:<name>, group system:nodes
+	ServingCert string   `json:"servingCert"` // the kubelet's serving certificate
+	ServerCA    string   `json:"serverCA"`    // verifies the API server and signed the serving certificate
+	ClientCA    string   `json:"clientCA"`    // verifies clients of the kubelet
+	Settings    Settings `json:"settings"`
+}
+
+// Handler serves the join endpoints.
+type Handler struct {
+	// ServerSecret is the server token's secret.
+	ServerSecret string
+	// ServerCAFile and ClientCA: the bundle agents download and check against
+	// their token's hash; the client CA signs kubelet client certificates,
+	// the server CA kubelet serving certificates.
+	ServerCAFile       string
+	ServerCA, ClientCA *pki.CA
+	Settings           Settings
+	// Client reaches the cluster as admin (node passwords, join tokens).
+	Client func() (kubernetes.Interface, error)
+
+	mu sync.Mutex // one join at a time: joins are rare, and it keeps the password check race-free
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case CACertsPath:
+		if r.Method != http.MethodGet {
+			http.Error(w, "GET only", http.StatusMethodNotAllowed)
+			return
+		}
+		http.ServeFile(w, r, h.ServerCAFile)
+	case JoinPath:
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		h.join(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// refusal is an error the node is told, with its HTTP status.
+type refusal struct {
+	status int
+	msg    string
+}
+
+func (e *refusal) Error() string { return e.msg }
+
+func refuse(status int, format string, args ...any) error {
+	return &refusal{status, fmt.Sprintf(format, args...)}
+}
+
+func (h *Handler) join(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err == nil {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil {
+		http.Error(w, "the join request is not valid JSON", http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	resp, err := h.serve(r.Context(), r, &req)
+	h.mu.Unlock()
+	if err != nil {
+		var ref *refusal
+		if !errors.As(err, &ref) {
+			ref = &refusal{http.StatusInternalServerError, "the server could not complete the join: " + err.Error()}
+		}
+		klog.InfoS("refused a node's join request", "node", req.NodeName, "from", r.RemoteAddr, "reason", ref.msg)
+		http.Error(w, ref.msg, ref.status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
+}
+
+func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Response, error) {
+	if errs := validation.IsDNS1123Subdomain(req.NodeName); len(errs) > 0 {
+		return nil, refuse(http.StatusBadRequest, "node name %q is not valid (%s): pick another with --node-name", req.NodeName, strings.Join(errs, "; "))
+	}
+	if len(req.Password) < 16 {
+		return nil, refuse(http.StatusBadRequest, "the node password is missing or too short")
+	}
+	client, err := h.Client()
+	if err != nil {
+		return nil, err
+	}
+	// Who is asking: the node itself, renewing with its certificate, or a
+	// holder of a join token.
+	how := "certificate"
+	if u, ok := request.UserFrom(ctx); !ok || u.GetName() != "system:node:"+req.NodeName {
+		if req.Token == "" {
+			return nil, refuse(http.StatusUnauthorized, "no join token: give the agent --token")
+		}
+		t, err := ParseToken(req.Token)
+		if err != nil {
+			return nil, refuse(http.StatusUnauthorized, "%v", err)
+		}
+		how = t.Redacted()
+		switch {
+		case t.ID != "":
+			if err := checkToken(ctx, client, t, time.Now()); err != nil {
+				return nil, refuse(http.StatusUnauthorized, "%v", err)
+			}
+		case subtle.ConstantTimeCompare([]byte(t.Server), []byte(h.ServerSecret)) != 1:
+			return nil, refuse(http.StatusUnauthorized, "the server token's secret is wrong: copy the token again from the server's <data-dir>/server/token")
+		}
+	}
+	if err := h.checkPassword(ctx, client, req.NodeName, req.Password); err != nil {
+		return nil, err
+	}
+
+	var ips []net.IP
+	for _, a := range req.Addresses {
+		ip := net.ParseIP(a)
+		if ip == nil {
+			return nil, refuse(http.StatusBadRequest, "node address %q is not an IP", a)
+		}
+		ips = append(ips, ip)
+	}
+	clientPub, err := csrKey(req.ClientCSR)
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, "client certificate request: %v", err)
+	}
+	servingPub, err := csrKey(req.ServingCSR)
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, "serving certificate request: %v", err)
+	}
+	clientCert, err := h.ClientCA.Sign(clientPub, pki.Spec{
+		CommonName: "system:node:" + req.NodeName, Organization: []string{"system:nodes"},
+	}, pki.CertValidity)
+	if err != nil {
+		return nil, err
+	}
+	servingCert, err := h.ServerCA.Sign(servingPub, pki.Spec{
+		CommonName: req.NodeName, Usage: pki.Server,
+		DNSNames: []string{req.NodeName, "localhost"},
+		IPs:      append(ips, net.ParseIP("127.0.0.1")),
+	}, pki.CertValidity)
+	if err != nil {
+		return nil, err
+	}
+	klog.InfoS("node joined", "node", req.NodeName, "from", r.RemoteAddr, "with", how)
+	return &Response{
+		ClientCert:  string(pki.EncodeCert(clientCert)),
+		ServingCert: string(pki.EncodeCert(servingCert)),
+		ServerCA:    string(pki.EncodeCert(h.ServerCA.Cert)),
+		ClientCA:    string(pki.EncodeCert(h.ClientCA.Cert)),
+		Settings:    h.Settings,
+	}, nil
+}
+
+// PasswordSecret is the Secret in kube-system that binds a node name to the
+// machine that registered it first.
+func PasswordSecret(node string) string { return node + ".node-password.skiff" }
+
+const passwordKey = "hash"
+
+// checkPassword binds a node name to the first password it is used with, and
+// refuses any other. The password is random and long, so a plain sha256
+// suffices to keep it out of the datastore.
+func (h *Handler) checkPassword(ctx context.Context, client kubernetes.Interface, node, password string) error {
+	sum := sha256.Sum256([]byte(password))
+	hash := hex.EncodeToString(sum[:])
+	secrets := client.CoreV1().Secrets(metav1.NamespaceSystem)
+	s, err := secrets.Get(ctx, PasswordSecret(node), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = secrets.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: PasswordSecret(node), Namespace: metav1.NamespaceSystem,
+				Labels: map[string]string{"skiff.dev/node-password": "true"}},
+			Type: "skiff.dev/node-password",
+			Data: map[string][]byte{passwordKey: []byte(hash)},
+		}, metav1.CreateOptions{})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(s.Data[passwordKey], []byte(hash)) != 1 {
+		return refuse(http.StatusForbidden,
+			"node name %s is already taken by another machine (its node password differs): pick another --node-name, or if this machine replaces it, run on the server `skiff kubectl delete node %s; skiff kubectl -n kube-system delete secret %s`",
+			node, node, PasswordSecret(node))
+	}
+	return nil
+}
+
+// csrKey checks a PEM certificate request's signature and returns its key.
+func csrKey(p string) (any, error) {
+	block, _ := pem.Decode([]byte(p))
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, errors.New("not a PEM certificate request")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, err
+	}
+	return csr.PublicKey, nil
+}

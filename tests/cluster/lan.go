@@ -1,0 +1,118 @@
+package cluster
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// LAN is several machines on one switch, built on this one: each host is a
+// network namespace joined by a veth pair to a bridge here, which has
+// LANGateway. Hosts have no default route: their traffic stays on the LAN.
+type LAN struct {
+	Hosts []*LANHost
+}
+
+// LANHost is one machine of a LAN.
+type LANHost struct {
+	Netns string
+	IP    string
+	link  string
+}
+
+const (
+	lanBridge = "sktestlan0"
+	// LANGateway is this machine's address on the LAN; the tests' upstream
+	// resolver answers there too.
+	LANGateway = "172.30.0.1"
+)
+
+// NewLAN creates n hosts, 172.30.0.11 and up.
+func NewLAN(n int) (*LAN, error) {
+	l := &LAN{}
+	for i := 1; i <= n; i++ {
+		l.Hosts = append(l.Hosts, &LANHost{
+			Netns: fmt.Sprintf("skiff-test-lan%d", i),
+			IP:    fmt.Sprintf("172.30.0.%d", 10+i),
+			link:  fmt.Sprintf("sklan%d", i),
+		})
+	}
+	l.Delete() // a leftover of an interrupted run
+	steps := [][]string{
+		{"link", "add", lanBridge, "type", "bridge"},
+		{"addr", "add", LANGateway + "/24", "dev", lanBridge},
+		{"link", "set", lanBridge, "up"},
+	}
+	for _, h := range l.Hosts {
+		steps = append(steps,
+			[]string{"netns", "add", h.Netns},
+			[]string{"link", "add", h.link, "type", "veth", "peer", "name", "eth0", "netns", h.Netns},
+			[]string{"link", "set", h.link, "master", lanBridge},
+			[]string{"link", "set", h.link, "up"},
+			[]string{"-n", h.Netns, "addr", "add", h.IP + "/24", "dev", "eth0"},
+			[]string{"-n", h.Netns, "link", "set", "eth0", "up"},
+			[]string{"-n", h.Netns, "link", "set", "lo", "up"},
+		)
+	}
+	for _, s := range steps {
+		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
+			l.Delete()
+			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
+		}
+	}
+	// The hosts' traffic crosses this machine's bridge: keep the host's
+	// own firewall (br_netfilter) out of it, as a real switch would be.
+	if out, err := exec.Command("ip", "link", "set", lanBridge, "type", "bridge", "nf_call_iptables", "0").CombinedOutput(); err != nil {
+		l.Delete()
+		return nil, fmt.Errorf("bridge %s: %v: %s", lanBridge, err, out)
+	}
+	return l, nil
+}
+
+// Delete removes the hosts (and whatever their nodes left in them) and the
+// bridge.
+func (l *LAN) Delete() {
+	for _, h := range l.Hosts {
+		exec.Command("ip", "netns", "del", h.Netns).Run()
+		exec.Command("ip", "link", "del", h.link).Run()
+	}
+	exec.Command("ip", "link", "del", lanBridge).Run()
+}
+
+// NewLANServer prepares a server that is also a node, on host h.
+func NewLANServer(dir string, h *LANHost, extra ...string) (*Server, error) {
+	s, err := NewNode(dir, append([]string{"--node-ip", h.IP}, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := writeResolvConfAt(dir, LANGateway); err != nil {
+		return nil, err
+	}
+	s.Netns = h.Netns
+	s.APIServer = fmt.Sprintf("https://%s:%d", h.IP, s.Port)
+	return s, nil
+}
+
+// NewLANAgent prepares an agent on host h that joins server with its token.
+func NewLANAgent(dir string, h *LANHost, server *Server, extra ...string) (*Server, error) {
+	a, err := NewAgent(dir, server, append([]string{"--node-ip", h.IP}, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	for i := range a.Args {
+		if a.Args[i] == "--server" {
+			a.Args[i+1] = server.APIServer
+		}
+	}
+	if _, err := writeResolvConfAt(dir, LANGateway); err != nil {
+		return nil, err
+	}
+	a.Netns = h.Netns
+	return a, nil
+}
+
+// Run runs a command on the host.
+func (h *LANHost) Run(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", h.Netns}, args...)...).CombinedOutput()
+	return string(out), err
+}
