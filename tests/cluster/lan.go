@@ -3,7 +3,10 @@ package cluster
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
+
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // LAN is several machines on one switch, built on this one: each host is a
@@ -115,4 +118,22 @@ func NewLANAgent(dir string, h *LANHost, server *Server, extra ...string) (*Serv
 func (h *LANHost) Run(args ...string) (string, error) {
 	out, err := exec.Command("ip", append([]string{"netns", "exec", h.Netns}, args...)...).CombinedOutput()
 	return string(out), err
+}
+
+// HostKubeconfig is an admin kubeconfig that works from this machine: for a
+// server in a network namespace, a copy of its kubeconfig with the server's
+// LAN address instead of its loopback.
+func (s *Server) HostKubeconfig() (string, error) {
+	if s.APIServer == "" {
+		return s.Kubeconfig, nil
+	}
+	cfg, err := clientcmd.LoadFromFile(s.Kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = s.APIServer
+	}
+	path := filepath.Join(s.Dir, "host-kubeconfig.yaml")
+	return path, clientcmd.WriteToFile(*cfg, path)
 }

@@ -1,0 +1,208 @@
+// Package multinode tests a cluster of three machines: a server and two
+// agents that join it by token, each in its own network namespace on one
+// bridge, with its own data dir, containerd, kubelet root and cgroup root.
+// Pods reach each other across the VXLAN overlay.
+package multinode
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+var (
+	lan    *cluster.LAN
+	srv    *cluster.Server
+	agents []*cluster.Server
+	// nodes are the node names, in host order: server, agent-1, agent-2.
+	nodes = []string{"server", "agent-1", "agent-2"}
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "skiff-multinode-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if lan, err = cluster.NewLAN(3); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer lan.Delete()
+	defer func() {
+		for _, n := range append(agents, srv) {
+			if n == nil {
+				continue
+			}
+			n.Stop()
+			if err := n.Teardown(); err != nil {
+				fmt.Fprintf(os.Stderr, "teardown of %s: %v\n", n.Dir, err)
+			}
+		}
+	}()
+	if err := start(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		for _, n := range append(agents, srv) {
+			if n != nil {
+				fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(40))
+			}
+		}
+		return 1
+	}
+	code := m.Run()
+	if code != 0 {
+		for _, n := range append(agents, srv) {
+			fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(60))
+		}
+	}
+	return code
+}
+
+// start starts the server, then the agents: the first with the server's
+// token, the second with a token made by `skiff token create`.
+func start(dir string) error {
+	var err error
+	if srv, err = cluster.NewLANServer(filepath.Join(dir, "server"), lan.Hosts[0], "--node-name", nodes[0]); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	kc, err := srv.HostKubeconfig()
+	if err != nil {
+		return err
+	}
+	code, extra := cluster.Run(ctx, nil, "token", "create", "--kubeconfig", kc, "--ttl", "1h")
+	if code != 0 {
+		return fmt.Errorf("skiff token create: %s", extra)
+	}
+	for i, name := range nodes[1:] {
+		a, err := cluster.NewLANAgent(filepath.Join(dir, name), lan.Hosts[i+1], srv, "--node-name", name)
+		if err != nil {
+			return err
+		}
+		if i == 1 {
+			for j := range a.Args {
+				if a.Args[j] == "--token" {
+					a.Args[j+1] = strings.TrimSpace(extra)
+				}
+			}
+		}
+		agents = append(agents, a)
+		if err := a.StartProcess(); err != nil {
+			return err
+		}
+	}
+	cs, err := srv.Client()
+	if err != nil {
+		return err
+	}
+	return wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		for _, a := range agents {
+			if a.Exited() {
+				return false, fmt.Errorf("agent %s exited:\n%s", a.Dir, a.LogTail(30))
+			}
+		}
+		for _, n := range nodes {
+			if !nodeReady(ctx, cs, n) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+func nodeReady(ctx context.Context, cs kubernetes.Interface, name string) bool {
+	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
+
+// waitFor polls cond until it holds, failing the test after two minutes.
+func waitFor(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func kubectl(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := srv.Kubectl(ctx, stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// pod runs the test image on node with command, and waits until it runs.
+func pod(t *testing.T, ns, name, node string, labels string, command ...string) *corev1.Pod {
+	t.Helper()
+	kubectl(t, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, labels: {%s}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: %s
+    command: [%s]
+    readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+`, name, labels, node, cluster.BusyboxImage, strings.Join(command, ", ")), "apply", "-n", ns, "-f", "-")
+	var p *corev1.Pod
+	waitFor(t, "pod "+name+" running on "+node, func(ctx context.Context) (bool, error) {
+		var err error
+		p, err = client(t).CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "", nil
+	})
+	return p
+}
+
+// inPod runs a command in a pod, retrying until it succeeds and its output
+// contains want (a route or a rule may still be on its way), and returns
+// the output.
+func inPod(t *testing.T, ns, pod, want string, cmd ...string) string {
+	t.Helper()
+	var out string
+	var err error
+	waitFor(t, fmt.Sprintf("%q in pod %s to print %q", strings.Join(cmd, " "), pod, want), func(ctx context.Context) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		out, err = srv.Kubectl(ctx, "", append([]string{"exec", "-n", ns, pod, "--"}, cmd...)...)
+		return err == nil && strings.Contains(out, want), nil
+	})
+	return out
+}

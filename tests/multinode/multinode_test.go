@@ -1,0 +1,188 @@
+package multinode
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+// The tests run in file order: the last ones restart the server and delete
+// a node.
+
+func TestNodesHaveDistinctPodCIDRsAndOverlay(t *testing.T) {
+	seen := map[string]string{}
+	for i, name := range nodes {
+		n, err := client(t).CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Spec.PodCIDR == "" || seen[n.Spec.PodCIDR] != "" {
+			t.Errorf("node %s has pod CIDR %q (already taken by %q)", name, n.Spec.PodCIDR, seen[n.Spec.PodCIDR])
+		}
+		seen[n.Spec.PodCIDR] = name
+		h := lan.Hosts[i]
+		if got := n.Annotations["flannel.alpha.coreos.com/public-ip"]; got != h.IP {
+			t.Errorf("node %s publishes VTEP IP %q, want %s", name, got, h.IP)
+		}
+		if !strings.Contains(n.Annotations["flannel.alpha.coreos.com/backend-data"], "VtepMAC") {
+			t.Errorf("node %s publishes no VTEP MAC: %v", name, n.Annotations)
+		}
+		out, err := h.Run("ip", "-d", "link", "show", "flannel.1")
+		if err != nil || !strings.Contains(out, "vxlan id 1 ") || !strings.Contains(out, "dstport 8472") || !strings.Contains(out, "mtu 1450") {
+			t.Errorf("flannel.1 on %s is not VXLAN VNI 1, port 8472, MTU 1450 (%v):\n%s", name, err, out)
+		}
+	}
+}
+
+// echoService runs the tool's echo server on node behind a Service.
+func echoService(t *testing.T, ns, node string, spec string) *corev1.Pod {
+	t.Helper()
+	p := pod(t, ns, "echo", node, "app: echo", "tool", "serve", "-port", "8080")
+	kubectl(t, fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{port: 80, targetPort: 8080}]\n%s", spec),
+		"apply", "-n", ns, "-f", "-")
+	return p
+}
+
+func TestPodsReachPodsAndServicesOnOtherNodes(t *testing.T) {
+	ns := srv.Namespace(t)
+	echo := echoService(t, ns, nodes[2], "")
+	for _, from := range nodes[:2] {
+		name := "client-" + from
+		pod(t, ns, name, from, "app: client", "sleep", "3600")
+		// By pod IP, across the overlay.
+		inPod(t, ns, name, "host=echo ", "tool", "get", fmt.Sprintf("http://%s:8080/", echo.Status.PodIP))
+		// By Service name: DNS on the client's node, then the Service proxy.
+		inPod(t, ns, name, "host=echo ", "tool", "get", "http://echo/")
+		inPod(t, ns, name, "host=echo ", "tool", "get", fmt.Sprintf("http://echo.%s.svc.cluster.local/", ns))
+	}
+}
+
+func TestNodePortOnEveryNode(t *testing.T) {
+	ns := srv.Namespace(t)
+	echoService(t, ns, nodes[2], "  type: NodePort\n")
+	svc, err := client(t).CoreV1().Services(ns).Get(context.Background(), "echo", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := svc.Spec.Ports[0].NodePort
+	for i, h := range lan.Hosts {
+		url := fmt.Sprintf("http://%s:%d/", h.IP, port)
+		waitFor(t, "NodePort on "+nodes[i], func(ctx context.Context) (bool, error) {
+			body, err := httpGet(ctx, url)
+			return err == nil && strings.HasPrefix(body, "host=echo "), nil
+		})
+	}
+}
+
+func httpGet(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+// TestServerDownAndBack: the agents and their pods carry on while the
+// server is down for 30 s, and the cluster works again once it is back,
+// without touching the agents.
+func TestServerDownAndBack(t *testing.T) {
+	ns := srv.Namespace(t)
+	echo := echoService(t, ns, nodes[2], "")
+	pod(t, ns, "client", nodes[1], "app: client", "sleep", "3600")
+	inPod(t, ns, "client", "host=echo ", "tool", "get", "http://echo/")
+
+	if err := srv.Stop(); err != nil {
+		t.Fatalf("stopping the server: %v", err)
+	}
+	down := time.Now()
+	// While the server is down, the pods' containers keep running on the
+	// agents, and the overlay still carries their traffic (checked from
+	// the agent host, which routes to pods on other nodes).
+	for time.Since(down) < 30*time.Second {
+		out, err := agents[1].Crictl("ps", "--name", "c", "-q", "--state", "running")
+		if err != nil || strings.TrimSpace(out) == "" {
+			t.Fatalf("the echo container on %s is not running while the server is down: %v %s", nodes[2], err, out)
+		}
+		if out, err := lan.Hosts[1].Run(toolPath(t), "get", fmt.Sprintf("http://%s:8080/", echo.Status.PodIP)); err != nil || !strings.HasPrefix(out, "host=echo ") {
+			t.Fatalf("from %s's host to the echo pod on %s while the server is down: %v %s", nodes[1], nodes[2], err, out)
+		}
+		time.Sleep(5 * time.Second) // the outage's length is the scenario, not a wait for a condition
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatalf("restarting the server: %v", err)
+	}
+	for _, name := range nodes {
+		waitFor(t, name+" Ready again", func(ctx context.Context) (bool, error) { return nodeReady(ctx, client(t), name), nil })
+	}
+	for _, a := range agents {
+		if a.Exited() {
+			t.Fatalf("agent %s exited while the server was down:\n%s", a.Dir, a.LogTail(20))
+		}
+	}
+	inPod(t, ns, "client", "host=echo ", "tool", "get", "http://echo/")
+	// A new pod on an agent: the agent's kubelet is back in business.
+	pod(t, ns, "after", nodes[2], "app: after", "sleep", "3600")
+}
+
+func toolPath(t *testing.T) string {
+	t.Helper()
+	p, err := cluster.ToolPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestDeletedNodeLeavesNoRoutes runs last: it takes agent-2 out of the
+// cluster.
+func TestDeletedNodeLeavesNoRoutes(t *testing.T) {
+	gone := nodes[2]
+	n, err := client(t).CoreV1().Nodes().Get(context.Background(), gone, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidr := n.Spec.PodCIDR
+	for i := range 2 {
+		out, _ := lan.Hosts[i].Run("ip", "route", "show", "dev", "flannel.1")
+		if !strings.Contains(out, cidr) {
+			t.Fatalf("%s has no route to %s's pods (%s) before the deletion:\n%s", nodes[i], gone, cidr, out)
+		}
+	}
+	if err := agents[1].Stop(); err != nil {
+		t.Errorf("stopping %s: %v", gone, err)
+	}
+	if err := client(t).CoreV1().Nodes().Delete(context.Background(), gone, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mac := vtepMAC(n.Annotations["flannel.alpha.coreos.com/backend-data"])
+	for i := range 2 {
+		h := lan.Hosts[i]
+		waitFor(t, fmt.Sprintf("%s to forget %s", nodes[i], gone), func(ctx context.Context) (bool, error) {
+			routes, _ := h.Run("ip", "route", "show", "dev", "flannel.1")
+			fdb, _ := h.Run("bridge", "fdb", "show", "dev", "flannel.1")
+			neigh, _ := h.Run("ip", "neigh", "show", "dev", "flannel.1")
+			return !strings.Contains(routes, cidr) && !strings.Contains(fdb, mac) && !strings.Contains(neigh, mac), nil
+		})
+	}
+}
+
+// vtepMAC reads the MAC from flannel's backend-data annotation.
+func vtepMAC(backendData string) string {
+	_, rest, _ := strings.Cut(backendData, `"VtepMAC":"`)
+	mac, _, _ := strings.Cut(rest, `"`)
+	return strings.ToLower(mac)
+}
