@@ -6,6 +6,7 @@ package agent
 import (
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/containerd"
 	"github.com/skiff-dev/skiff/internal/dns"
+	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/pause"
 	"github.com/skiff-dev/skiff/internal/proxy"
@@ -41,6 +43,8 @@ type NodeOptions struct {
 	ClusterDomain            string
 	ResolvConf               string
 	DisableProxy             bool
+	FlannelIface             string
+	FlannelBackend           string // vxlan, or none
 }
 
 // Config is a node's settings.
@@ -126,7 +130,22 @@ func Components(cfg Config) ([]component.Component, error) {
 		filepath.Join(cfg.DataDir, "data", "bin"),
 		filepath.Join(cfg.DataDir, "agent", "etc", "cni", "net.d"),
 		filepath.Join(cfg.DataDir, "agent", "cni", "networks"))
+	var overlay *flannel.Overlay
+	switch cfg.FlannelBackend {
+	case "", "vxlan":
+		overlay, err = flannel.New(flannel.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, NodeIP: net.ParseIP(cfg.NodeIP), Iface: cfg.FlannelIface})
+		if err != nil {
+			return nil, err
+		}
+		network.MTU = overlay.MTU()
+	case "none":
+	default:
+		return nil, fmt.Errorf("--flannel-backend %q is not a backend: pick vxlan (the default) or none", cfg.FlannelBackend)
+	}
 	out = append(out, network, k)
+	if overlay != nil {
+		out = append(out, overlay)
+	}
 	// The kubelet registers the node, which then gets its pod CIDR: the
 	// proxy and the DNS start after it, and the DNS listens on the pod
 	// bridge once the network has it.

@@ -17,6 +17,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/checkconfig"
 	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/config"
+	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/kubectl"
 	"github.com/skiff-dev/skiff/internal/proxy"
 	"github.com/skiff-dev/skiff/internal/server"
@@ -102,6 +103,8 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 		&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &n.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
 		&cli.StringFlag{Name: "resolv-conf", Destination: &n.ResolvConf, Usage: "resolver file for pods' default DNS and for names outside the cluster (default: /etc/resolv.conf, or systemd-resolved's upstream file)"},
 		&cli.BoolFlag{Name: "disable-proxy", Destination: &n.DisableProxy, Usage: "do not run the built-in Service proxy (bring your own)"},
+		&cli.StringFlag{Name: "flannel-iface", Destination: &n.FlannelIface, Usage: "interface the VXLAN overlay runs over (default: the one holding the node IP)"},
+		&cli.StringFlag{Name: "flannel-backend", Value: "vxlan", Destination: &n.FlannelBackend, Usage: "pod network between nodes: vxlan, or none (bring your own)"},
 	}
 }
 
@@ -130,7 +133,7 @@ func checkConfigCommand() *cli.Command {
 func cleanupNetworkCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "cleanup-network",
-		Usage:  "delete the node's nftables table and pod bridge (run by skiff-killall.sh, once the node is stopped)",
+		Usage:  "delete the node's nftables table, pod bridge and overlay device (run by skiff-killall.sh, once the node is stopped)",
 		Hidden: true,
 		Action: func(c *cli.Context) error {
 			if err := proxy.Cleanup(proxy.DefaultTable); err != nil {
@@ -138,6 +141,9 @@ func cleanupNetworkCommand() *cli.Command {
 			}
 			if err := cni.RemoveBridge(); err != nil {
 				return fmt.Errorf("deleting the bridge %s: %w", cni.Bridge, err)
+			}
+			if err := flannel.Cleanup(); err != nil {
+				return fmt.Errorf("deleting the overlay device %s: %w", flannel.Device, err)
 			}
 			return nil
 		},

@@ -53,24 +53,29 @@ func Install(dir string) error {
 	})
 }
 
-// Config renders the pod network configuration for podCIDR.
-func Config(podCIDR, ipamDir string) ([]byte, error) {
+// Config renders the pod network configuration for podCIDR; mtu 0 leaves
+// the bridge plugin's default.
+func Config(podCIDR, ipamDir string, mtu int) ([]byte, error) {
+	bridge := map[string]any{
+		"type":        "bridge",
+		"bridge":      Bridge,
+		"isGateway":   true,
+		"hairpinMode": true,
+		"ipam": map[string]any{
+			"type":    "host-local",
+			"ranges":  [][]map[string]string{{{"subnet": podCIDR}}},
+			"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+			"dataDir": ipamDir,
+		},
+	}
+	if mtu > 0 {
+		bridge["mtu"] = mtu
+	}
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "skiff",
 		"plugins": []any{
-			map[string]any{
-				"type":        "bridge",
-				"bridge":      Bridge,
-				"isGateway":   true,
-				"hairpinMode": true,
-				"ipam": map[string]any{
-					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": podCIDR}}},
-					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-					"dataDir": ipamDir,
-				},
-			},
+			bridge,
 			map[string]any{"type": "portmap", "backend": "nftables", "capabilities": map[string]bool{"portMappings": true}},
 		},
 	}
@@ -85,6 +90,8 @@ type Network struct {
 	BinDir     string
 	ConfDir    string
 	IPAMDir    string
+	// MTU of the pods' interfaces (0: the plugin's default): the overlay's.
+	MTU int
 
 	component.Latch
 	gateway chan struct{}
@@ -146,7 +153,7 @@ func (n *Network) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("waiting for node %s's pod CIDR: %w", n.NodeName, err)
 	}
-	conf, err := Config(cidr, n.IPAMDir)
+	conf, err := Config(cidr, n.IPAMDir, n.MTU)
 	if err != nil {
 		return err
 	}

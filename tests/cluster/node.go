@@ -167,6 +167,7 @@ func (s *Server) Teardown() error {
 	// and they go with the namespace.
 	if s.Netns == "" {
 		exec.Command("ip", "link", "delete", "cni0").Run()
+		exec.Command("ip", "link", "delete", "flannel.1").Run()
 		if err := proxy.Cleanup(ProxyTable); err != nil {
 			errs = append(errs, fmt.Sprintf("deleting nftables table %s: %v", ProxyTable, err))
 		}

@@ -169,6 +169,10 @@ func kubectl(t *testing.T, stdin string, args ...string) string {
 // pod runs the test image on node with command, and waits until it runs.
 func pod(t *testing.T, ns, name, node string, labels string, command ...string) *corev1.Pod {
 	t.Helper()
+	var quoted []string
+	for _, c := range command {
+		quoted = append(quoted, fmt.Sprintf("%q", c))
+	}
 	kubectl(t, fmt.Sprintf(`
 apiVersion: v1
 kind: Pod
@@ -181,7 +185,7 @@ spec:
     image: %s
     command: [%s]
     readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
-`, name, labels, node, cluster.BusyboxImage, strings.Join(command, ", ")), "apply", "-n", ns, "-f", "-")
+`, name, labels, node, cluster.BusyboxImage, strings.Join(quoted, ", ")), "apply", "-n", ns, "-f", "-")
 	var p *corev1.Pod
 	waitFor(t, "pod "+name+" running on "+node, func(ctx context.Context) (bool, error) {
 		var err error

@@ -1,0 +1,84 @@
+package flannel
+
+import (
+	"reflect"
+	"sort"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func node(name, cidr, mac, ip string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{}}, Spec: corev1.NodeSpec{PodCIDR: cidr}}
+	if mac != "" {
+		n.Annotations[annBackendType] = "vxlan"
+		n.Annotations[annBackendData] = `{"VNI":1,"VtepMAC":"` + mac + `"}`
+		n.Annotations[annPublicIP] = ip
+	}
+	return n
+}
+
+func keys(m map[string]Peer) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestDesired(t *testing.T) {
+	nodes := []*corev1.Node{
+		node("self", "10.42.0.0/24", "aa:aa:aa:aa:aa:aa", "192.168.1.10"),
+		node("b", "10.42.1.0/24", "BB:bb:bb:bb:bb:bb", "192.168.1.11"),
+		node("c", "10.42.2.0/24", "cc:cc:cc:cc:cc:cc", "192.168.1.12"),
+		node("no-cidr", "", "dd:dd:dd:dd:dd:dd", "192.168.1.13"),         // not assigned a range yet
+		node("no-vtep", "10.42.4.0/24", "", ""),                          // overlay not up yet
+		node("bad-mac", "10.42.5.0/24", "not-a-mac", "192.168.1.15"),     // ignored, logged
+		node("bad-ip", "10.42.6.0/24", "ee:ee:ee:ee:ee:ee", "somewhere"), // ignored, logged
+		node("v6", "fd00::/64", "ff:ff:ff:ff:ff:ff", "192.168.1.17"),     // IPv4 only
+	}
+	s := Desired(Peers("self", nodes))
+	if got, want := keys(s.Routes), []string{"10.42.1.0/24|10.42.1.0", "10.42.2.0/24|10.42.2.0"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("routes = %v, want %v", got, want)
+	}
+	if got, want := keys(s.Neigh), []string{"10.42.1.0|bb:bb:bb:bb:bb:bb", "10.42.2.0|cc:cc:cc:cc:cc:cc"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("neighbour entries = %v, want %v", got, want)
+	}
+	if got, want := keys(s.FDB), []string{"192.168.1.11|bb:bb:bb:bb:bb:bb", "192.168.1.12|cc:cc:cc:cc:cc:cc"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("forwarding entries = %v, want %v", got, want)
+	}
+}
+
+// A node that comes back with a new MAC (its device was recreated) or moves
+// to another IP gets new entries; the old ones are no longer wanted, and a
+// deleted node leaves nothing.
+func TestDesiredFollowsChanges(t *testing.T) {
+	before := Desired(Peers("self", []*corev1.Node{
+		node("b", "10.42.1.0/24", "bb:bb:bb:bb:bb:bb", "192.168.1.11"),
+		node("c", "10.42.2.0/24", "cc:cc:cc:cc:cc:cc", "192.168.1.12"),
+	}))
+	after := Desired(Peers("self", []*corev1.Node{
+		node("b", "10.42.1.0/24", "b2:bb:bb:bb:bb:bb", "192.168.1.21"),
+	}))
+	if _, ok := after.FDB["192.168.1.11|bb:bb:bb:bb:bb:bb"]; ok {
+		t.Error("b's old forwarding entry is still wanted")
+	}
+	if _, ok := after.FDB["192.168.1.21|b2:bb:bb:bb:bb:bb"]; !ok {
+		t.Errorf("b's new forwarding entry is missing: %v", keys(after.FDB))
+	}
+	if _, ok := after.Neigh["10.42.1.0|b2:bb:bb:bb:bb:bb"]; !ok {
+		t.Errorf("b's new neighbour entry is missing: %v", keys(after.Neigh))
+	}
+	for _, m := range []map[string]Peer{after.Routes, after.Neigh, after.FDB} {
+		for k, p := range m {
+			if p.Node == "c" {
+				t.Errorf("deleted node c still has %s", k)
+			}
+		}
+	}
+	if len(before.Routes) != 2 || len(after.Routes) != 1 {
+		t.Errorf("routes before %v, after %v", keys(before.Routes), keys(after.Routes))
+	}
+}
