@@ -27,17 +27,22 @@ import (
 var (
 	idle  = flag.Duration("idle", 60*time.Second, "how long the server idles before its memory is read")
 	warms = flag.Int("warm", 3, "warm starts to take the median of")
+	only  = flag.String("only", "", "run one part only: server, node or multinode")
 )
 
 func main() {
 	flag.Parse()
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-	if err := benchNode(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	for _, part := range []struct {
+		name string
+		run  func() error
+	}{{"server", run}, {"node", benchNode}, {"multinode", benchMultinode}} {
+		if *only != "" && *only != part.name {
+			continue
+		}
+		if err := part.run(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 	}
 }
 

@@ -8,6 +8,8 @@
 //	tool udp HOST:PORT                 send one datagram, print the reply
 //	tool lookup [-cname] NAME          resolve with /etc/resolv.conf (search list included)
 //	tool dnsbench [-n N] [-c C] NAME   query the first nameserver, print qps and p99
+//	tool sink [-port 5201]             accept TCP connections and discard what they send
+//	tool blast [-d 5s] HOST:PORT       send over one TCP connection for d, print Mbit/s
 package main
 
 import (
@@ -64,6 +66,14 @@ func main() {
 		c := fs.Int("c", 4, "concurrent clients")
 		fs.Parse(args)
 		err = dnsbench(fs.Arg(0), *n, *c)
+	case "sink":
+		port := fs.Int("port", 5201, "port")
+		fs.Parse(args)
+		err = sink(*port)
+	case "blast":
+		d := fs.Duration("d", 5*time.Second, "how long to send")
+		fs.Parse(args)
+		err = blast(fs.Arg(0), *d)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -289,5 +299,48 @@ func dnsbench(name string, n, c int) error {
 	pct := func(p float64) time.Duration { return lat[int(float64(len(lat)-1)*p)] }
 	fmt.Printf("queries=%d failed=%d qps=%.0f p50=%s p99=%s\n", len(lat), failed,
 		float64(len(lat))/total.Seconds(), pct(0.50), pct(0.99))
+	return nil
+}
+
+// sink discards what every TCP connection sends: the receiving end of a
+// throughput measurement.
+func sink(port int) error {
+	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}()
+	}
+}
+
+// blast sends as fast as one TCP connection goes for d and prints the rate
+// in Mbit/s (bytes handed to the kernel; the close waits for the rest).
+func blast(addr string, d time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 128<<10)
+	var sent int64
+	start := time.Now()
+	for time.Since(start) < d {
+		n, err := c.Write(buf)
+		sent += int64(n)
+		if err != nil {
+			return err
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, c) // the sink closes once it has read everything
+	c.Close()
+	fmt.Printf("%.0f Mbit/s\n", float64(sent)*8/time.Since(start).Seconds()/1e6)
 	return nil
 }
