@@ -34,7 +34,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), cleanupNetworkCommand()},
+		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), waitCommand(), cleanupNetworkCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
