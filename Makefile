@@ -53,7 +53,9 @@ e2e: build
 	SKIFF_BIN=$(abspath $(BIN)) $(GO) test -count=1 -p 1 -timeout 40m -v ./tests/...
 
 # Service proxy sync times (1,000 Services x 10 endpoints, in a throwaway
-# network namespace), then start-up, memory, pods and DNS on real servers.
+# network namespace), then start-up, memory, pods and DNS on real servers,
+# then an agent joining and the overlay's throughput on a LAN of network
+# namespaces (`go run ./tests/bench -only multinode` for that part alone).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy
 	SKIFF_BIN=$(abspath $(BIN)) $(GO) run ./tests/bench

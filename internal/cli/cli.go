@@ -128,7 +128,7 @@ func checkConfigCommand() *cli.Command {
 
 // cleanupNetworkCommand removes what a node adds to the host's network and
 // does not remove when it stops (so that pods keep working across restarts):
-// the Service proxy's nftables table and the pod bridge. skiff-killall.sh
+// the Service proxy's nftables table, the pod bridge and the overlay device. skiff-killall.sh
 // runs it after stopping the node and its pods.
 func cleanupNetworkCommand() *cli.Command {
 	return &cli.Command{
