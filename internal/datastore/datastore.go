@@ -16,6 +16,8 @@ import (
 
 	"github.com/k3s-io/kine/pkg/drivers/generic"
 	"github.com/k3s-io/kine/pkg/endpoint"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/skiff-dev/skiff/internal/component"
 )
@@ -27,6 +29,11 @@ type Datastore struct {
 	// Endpoint is a kine endpoint (sqlite://, postgres://, mysql://, http(s):// for
 	// etcd); empty means SQLite at Dir/state.db.
 	Endpoint string
+
+	// Bootstrap, if set, runs once the datastore answers and before it
+	// reports ready: what must be read from or stored in the database before
+	// the API server starts.
+	Bootstrap func(ctx context.Context, kv clientv3.KV) error
 
 	component.Latch
 	etcd endpoint.ETCDConfig
@@ -114,12 +121,32 @@ func (d *Datastore) Run(ctx context.Context) error {
 		return describe(err, d)
 	}
 	d.etcd = etcd
+	if d.Bootstrap != nil {
+		if err := d.bootstrap(ctx); err != nil {
+			cancel()
+			waitTimeout(&wg, 20*time.Second)
+			return err
+		}
+	}
 	d.SetReady()
 	<-ctx.Done()
 	cancel()
 	// kine closes the database once its server and backend have stopped.
 	waitTimeout(&wg, 20*time.Second)
 	return nil
+}
+
+func (d *Datastore) bootstrap(ctx context.Context) error {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   d.etcd.Endpoints,
+		DialTimeout: 10 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return d.Bootstrap(ctx, cli)
 }
 
 // ETCDServers is what the API server's --etcd-servers takes; valid once ready.

@@ -113,37 +113,37 @@ func writeAdminKubeconfig(c *controlplane.Config, path string, mode os.FileMode)
 // tokenFile is where the server keeps its join token.
 func tokenFile(c *controlplane.Config) string { return filepath.Join(c.DataDir, "server", "token") }
 
-// ensureToken writes the server's join token, K10<CA hash>::server:<secret>:
-// the secret given with --token, else the one already written, else a new
-// random one.
-func ensureToken(c *controlplane.Config, flag string) (join.Token, error) {
+// serverSecret returns the secret of the server token: the one given with
+// --token, else the one already written, else a new random one. A --token
+// with a CA hash also returns that hash, checked once the CA is known.
+func serverSecret(c *controlplane.Config, flag string) (secret, caHash string, err error) {
+	if flag != "" {
+		given, err := join.ParseToken(flag)
+		if err != nil {
+			return "", "", fmt.Errorf("--token: %w", err)
+		}
+		if given.ID != "" {
+			return "", "", errors.New("--token: the server takes a secret of your choice, not an <id>.<secret> token (those come from `skiff token create`)")
+		}
+		return given.Server, given.CAHash, nil
+	}
+	if data, err := os.ReadFile(tokenFile(c)); err == nil {
+		if old, err := join.ParseToken(string(data)); err == nil && old.Server != "" {
+			return old.Server, "", nil
+		}
+	}
+	return join.NewServerSecret(), "", nil
+}
+
+// writeToken writes the server's join token, K10<CA hash>::server:<secret>.
+func writeToken(c *controlplane.Config, secret, givenHash string) (join.Token, error) {
 	ca, err := os.ReadFile(c.Files.ServerCA())
 	if err != nil {
 		return join.Token{}, err
 	}
-	t := join.Token{CAHash: join.CAHash(ca)}
-	switch {
-	case flag != "":
-		given, err := join.ParseToken(flag)
-		if err != nil {
-			return join.Token{}, fmt.Errorf("--token: %w", err)
-		}
-		if given.ID != "" {
-			return join.Token{}, errors.New("--token: the server takes a secret of your choice, not an <id>.<secret> token (those come from `skiff token create`)")
-		}
-		if given.CAHash != "" && given.CAHash != t.CAHash {
-			return join.Token{}, fmt.Errorf("--token: its CA hash is not this server's CA (%s...): give the secret alone", t.CAHash[:12])
-		}
-		t.Server = given.Server
-	default:
-		if data, err := os.ReadFile(tokenFile(c)); err == nil {
-			if old, err := join.ParseToken(string(data)); err == nil && old.Server != "" {
-				t.Server = old.Server
-			}
-		}
-		if t.Server == "" {
-			t.Server = join.NewServerSecret()
-		}
+	t := join.Token{CAHash: join.CAHash(ca), Server: secret}
+	if givenHash != "" && givenHash != t.CAHash {
+		return join.Token{}, fmt.Errorf("--token: its CA hash is not this cluster's CA (%s...): give the secret alone, or the token of this cluster", t.CAHash[:12])
 	}
 	return t, pki.WriteFile(tokenFile(c), []byte(t.String()+"\n"))
 }

@@ -15,11 +15,13 @@ import (
 	"strings"
 	"syscall"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/addons"
 	"github.com/skiff-dev/skiff/internal/agent"
+	"github.com/skiff-dev/skiff/internal/bootstrap"
 	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/controlplane"
@@ -118,32 +120,48 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
-	clientCA, serverCA, err := ensurePKI(cfg, strings.ToLower(hostname), o.TLSSANs, ips, serviceIP)
-	if err != nil {
-		return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
-	}
-	if !o.DisableAgent {
-		if err := ensureNodeCerts(cfg, ncfg, ips[0], clientCA, serverCA); err != nil {
-			return fmt.Errorf("node certificates: %w", err)
-		}
-	}
-
-	token, err := ensureToken(cfg, o.Token)
+	secret, givenHash, err := serverSecret(cfg, o.Token)
 	if err != nil {
 		return err
 	}
-	apiserver := controlplane.NewAPIServer(cfg, ln, store.ETCDServers)
 	joins := &join.Handler{
-		ServerSecret: token.Server,
 		ServerCAFile: cfg.Files.ServerCA(),
-		ServerCA:     serverCA,
-		ClientCA:     clientCA,
 		Settings: join.Settings{
 			ClusterCIDR: o.ClusterCIDR, ServiceCIDR: o.ServiceCIDR,
 			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
 		},
 		Client: func() (kubernetes.Interface, error) { return kubeconfig.Client(cfg.Files.Kubeconfig("admin")) },
 	}
+	// prepare makes the certificates and the token, once the cluster's CAs
+	// are in place.
+	prepare := func() error {
+		clientCA, serverCA, err := ensurePKI(cfg, strings.ToLower(hostname), o.TLSSANs, ips, serviceIP)
+		if err != nil {
+			return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
+		}
+		if !o.DisableAgent {
+			if err := ensureNodeCerts(cfg, ncfg, ips[0], clientCA, serverCA); err != nil {
+				return fmt.Errorf("node certificates: %w", err)
+			}
+		}
+		token, err := writeToken(cfg, secret, givenHash)
+		if err != nil {
+			return err
+		}
+		joins.ServerSecret, joins.ServerCA, joins.ClientCA = token.Server, serverCA, clientCA
+		return nil
+	}
+	if store.Embedded() {
+		if err := prepare(); err != nil {
+			return err
+		}
+	} else {
+		// Servers sharing an external datastore share its CAs too.
+		store.Bootstrap = func(ctx context.Context, kv clientv3.KV) error {
+			return bootstrap.Sync(ctx, kv, cfg.Files.Dir, secret, prepare)
+		}
+	}
+	apiserver := controlplane.NewAPIServer(cfg, ln, store.ETCDServers)
 	apiserver.Handlers = map[string]http.Handler{join.CACertsPath: joins, join.JoinPath: joins}
 	components := []component.Component{store, apiserver}
 	if !o.DisableControllerManager {

@@ -1,0 +1,196 @@
+// Package bootstrap shares what every server of one cluster must hold alike,
+// its CAs and the service-account signing key, through the datastore. Servers
+// that share an external datastore thereby serve one cluster: the first one
+// to start stores its files, sealed with the secret of the server token; the
+// others, given the same token, take them before they make certificates of
+// their own.
+package bootstrap
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
+
+	"github.com/skiff-dev/skiff/internal/pki"
+)
+
+// Key is where the sealed files live in the datastore.
+const Key = "/skiff/bootstrap"
+
+// Files are the shared files, by name in the server's TLS dir.
+var Files = []string{
+	"server-ca.crt", "server-ca.key",
+	"client-ca.crt", "client-ca.key",
+	"request-header-ca.crt", "request-header-ca.key",
+	"service.key",
+}
+
+// ErrToken says that the sealed files do not open with the given secret.
+var ErrToken = errors.New("the datastore holds a cluster whose server token is another one: give that cluster's token with --token (it is in <data-dir>/server/token on its first server)")
+
+// iterations of PBKDF2-SHA256 that turn the token's secret into the key.
+const iterations = 100_000
+
+// sealed is the stored form: AES-256-GCM over the JSON of the files.
+type sealed struct {
+	Salt  []byte `json:"salt"`
+	Nonce []byte `json:"nonce"`
+	Data  []byte `json:"data"`
+}
+
+// Seal encrypts files with a key derived from secret.
+func Seal(secret string, files map[string][]byte) ([]byte, error) {
+	plain, err := json.Marshal(files)
+	if err != nil {
+		return nil, err
+	}
+	s := sealed{Salt: make([]byte, 16)}
+	rand.Read(s.Salt)
+	aead, err := newAEAD(secret, s.Salt)
+	if err != nil {
+		return nil, err
+	}
+	s.Nonce = make([]byte, aead.NonceSize())
+	rand.Read(s.Nonce)
+	s.Data = aead.Seal(nil, s.Nonce, plain, []byte(Key))
+	return json.Marshal(s)
+}
+
+// Open decrypts what Seal made; a wrong secret gives ErrToken.
+func Open(secret string, data []byte) (map[string][]byte, error) {
+	var s sealed
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("the cluster's shared files in the datastore (%s) are damaged: %w", Key, err)
+	}
+	aead, err := newAEAD(secret, s.Salt)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.Nonce) != aead.NonceSize() {
+		return nil, fmt.Errorf("the cluster's shared files in the datastore (%s) are damaged: bad nonce", Key)
+	}
+	plain, err := aead.Open(nil, s.Nonce, s.Data, []byte(Key))
+	if err != nil {
+		return nil, ErrToken
+	}
+	files := map[string][]byte{}
+	if err := json.Unmarshal(plain, &files); err != nil {
+		return nil, fmt.Errorf("the cluster's shared files in the datastore (%s) are damaged: %w", Key, err)
+	}
+	return files, nil
+}
+
+func newAEAD(secret string, salt []byte) (cipher.AEAD, error) {
+	key, err := pbkdf2.Key(sha256.New, secret, salt, iterations, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// Read returns the shared files found in dir.
+func Read(dir string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	for _, name := range Files {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		files[name] = data
+	}
+	return files, nil
+}
+
+// Write puts files into dir and returns the names of those that were there
+// with other contents. Names not in Files are ignored.
+func Write(dir string, files map[string][]byte) (replaced []string, err error) {
+	for _, name := range Files {
+		data, ok := files[name]
+		if !ok {
+			return nil, fmt.Errorf("the cluster's shared files in the datastore (%s) lack %s", Key, name)
+		}
+		path := filepath.Join(dir, name)
+		old, err := os.ReadFile(path)
+		if err == nil && bytes.Equal(old, data) {
+			continue
+		}
+		if err == nil {
+			replaced = append(replaced, name)
+		}
+		if err := pki.WriteFile(path, data); err != nil {
+			return nil, err
+		}
+	}
+	slices.Sort(replaced)
+	return replaced, nil
+}
+
+// Sync makes dir hold the cluster's shared files. When the datastore has
+// them, they are written to dir (replacing files of another cluster) before
+// ensure runs; otherwise ensure creates them and they are stored, unless
+// another server stored its own first, which then win.
+func Sync(ctx context.Context, kv clientv3.KV, dir, secret string, ensure func() error) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for {
+		resp, err := kv.Get(ctx, Key)
+		if err != nil {
+			return fmt.Errorf("reading %s from the datastore: %w", Key, err)
+		}
+		if len(resp.Kvs) > 0 {
+			files, err := Open(secret, resp.Kvs[0].Value)
+			if err != nil {
+				return err
+			}
+			replaced, err := Write(dir, files)
+			if err != nil {
+				return err
+			}
+			if len(replaced) > 0 {
+				klog.InfoS("replaced this server's CA files with the cluster's from the datastore", "files", replaced)
+			}
+			return ensure()
+		}
+		if err := ensure(); err != nil {
+			return err
+		}
+		files, err := Read(dir)
+		if err != nil {
+			return err
+		}
+		value, err := Seal(secret, files)
+		if err != nil {
+			return err
+		}
+		txn, err := kv.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(Key), "=", 0)).
+			Then(clientv3.OpPut(Key, string(value))).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("storing %s in the datastore: %w", Key, err)
+		}
+		if txn.Succeeded {
+			klog.InfoS("stored the cluster's CA files in the datastore, for the servers that join it")
+			return nil
+		}
+		// Another server stored its files meanwhile: take those.
+	}
+}

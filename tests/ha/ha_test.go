@@ -1,0 +1,155 @@
+package ha
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+// TestOneCluster: both servers hold the same CAs and token, and serve the
+// same objects; one server's admin kubeconfig works against the other.
+func TestOneCluster(t *testing.T) {
+	first, second := servers[0], servers[1]
+	t1, err := first.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := second.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t1 != t2 {
+		t.Fatalf("the servers' tokens differ:\n%s\n%s", t1, t2)
+	}
+	for _, f := range []string{"server-ca.crt", "client-ca.crt", "request-header-ca.crt", "service.key"} {
+		a, _ := os.ReadFile(filepath.Join(first.DataDir, "server", "tls", f))
+		b, _ := os.ReadFile(filepath.Join(second.DataDir, "server", "tls", f))
+		if len(a) == 0 || string(a) != string(b) {
+			t.Errorf("%s differs between the servers", f)
+		}
+	}
+
+	ctx := cluster.Context(t)
+	ns := first.Namespace(t)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "shared"}, Data: map[string]string{"k": "v"}}
+	if _, err := first.ClientT(t).CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := second.ClientT(t).CoreV1().ConfigMaps(ns).Get(ctx, "shared", metav1.GetOptions{})
+	if err != nil || got.Data["k"] != "v" {
+		t.Fatalf("the ConfigMap made through server-1, read through server-2: %v %v", got, err)
+	}
+
+	// server-1's kubeconfig pointed at server-2.
+	crossed := *first
+	crossed.APIServer = second.APIServer
+	if out := kubectl(t, &crossed, "", "get", "node", "agent", "-o", "name"); strings.TrimSpace(out) != "node/agent" {
+		t.Fatalf("server-1's kubeconfig against server-2: %q", out)
+	}
+
+	// Both API servers are endpoints of the kubernetes Service.
+	waitFor(t, "both servers behind the kubernetes Service", func(ctx context.Context) (bool, error) {
+		return slices.Equal(apiEndpoints(ctx, t), []string{lan.Hosts[0].IP, lan.Hosts[1].IP}), nil
+	})
+}
+
+// TestAgentJoinedThroughSecondServer: the agent, given server-1's token and
+// server-2's URL, is a Ready node with a pod network.
+func TestAgentJoinedThroughSecondServer(t *testing.T) {
+	n, err := servers[0].ClientT(t).CoreV1().Nodes().Get(cluster.Context(t), "agent", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Spec.PodCIDR == "" {
+		t.Fatal("the agent's node has no podCIDR")
+	}
+}
+
+// TestWrongTokenRefused: a server with another token on the same datastore
+// stops with one line that says which token to give, and writes neither
+// certificates nor a token.
+func TestWrongTokenRefused(t *testing.T) {
+	s := cluster.New(t.TempDir(), "--datastore-endpoint", pg.Endpoint("skiff"), "--token", "not-the-cluster-secret")
+	if err := s.StartProcess(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Kill() })
+	waitFor(t, "the server with a wrong token to exit", func(ctx context.Context) (bool, error) { return s.Exited(), nil })
+	log := s.LogTail(5)
+	t.Logf("server with a wrong token:\n%s", log)
+	if !strings.Contains(log, "give that cluster's token with --token") {
+		t.Fatalf("log does not say to give the cluster's token:\n%s", log)
+	}
+	if strings.Contains(log, "not-the-cluster-secret") {
+		t.Fatalf("log shows the secret:\n%s", log)
+	}
+	for _, f := range []string{"server/token", "server/tls/server-ca.crt", "server/tls/serving-kube-apiserver.crt"} {
+		if _, err := os.Stat(filepath.Join(s.DataDir, f)); err == nil {
+			t.Errorf("%s was written", f)
+		}
+	}
+}
+
+// TestFirstServerDown runs last: with server-1 stopped, server-2 takes over
+// the controllers: a new Deployment gets its pod scheduled and running on
+// the agent, and only server-2 stays behind the kubernetes Service.
+func TestFirstServerDown(t *testing.T) {
+	if err := servers[0].Stop(); err != nil {
+		t.Fatalf("stopping server-1: %v", err)
+	}
+	second := servers[1]
+	ns := second.Namespace(t)
+	kubectl(t, second, `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: after}
+spec:
+  selector: {matchLabels: {app: after}}
+  template:
+    metadata: {labels: {app: after}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - {name: c, image: `+cluster.BusyboxImage+`, command: [sleep, "3600"]}
+`, "apply", "-n", ns, "-f", "-")
+	cs := second.ClientT(t)
+	waitFor(t, "the Deployment's pod running on the agent", func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=after"})
+		if err != nil || len(pods.Items) == 0 {
+			return false, nil
+		}
+		p := pods.Items[0]
+		return p.Spec.NodeName == "agent" && p.Status.Phase == corev1.PodRunning, nil
+	})
+	waitFor(t, "only server-2 behind the kubernetes Service", func(ctx context.Context) (bool, error) {
+		return slices.Equal(apiEndpoints(ctx, t), []string{lan.Hosts[1].IP}), nil
+	})
+}
+
+// apiEndpoints lists the kubernetes Service's endpoint addresses, sorted.
+func apiEndpoints(ctx context.Context, t *testing.T) []string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	slices, err := servers[1].ClientT(t).DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+	if err != nil {
+		return nil
+	}
+	var ips []string
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			ips = append(ips, e.Addresses...)
+		}
+	}
+	sort.Strings(ips)
+	return ips
+}

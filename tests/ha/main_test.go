@@ -1,0 +1,173 @@
+// Package ha tests several servers on one external datastore: two servers on
+// a PostgreSQL database (the host's, started by the test) serve one cluster,
+// and an agent joins it through the second with the first one's token. Each
+// machine is a network namespace on one bridge.
+package ha
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+var (
+	pg      *cluster.Postgres
+	lan     *cluster.LAN
+	servers []*cluster.Server
+	agent   *cluster.Server
+	dir     string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if _, err := cluster.PostgresBin(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var err error
+	if dir, err = os.MkdirTemp("", "skiff-ha-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if lan, err = cluster.NewLAN(3); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer lan.Delete()
+	if pg, err = cluster.StartPostgres(cluster.LANGateway, cluster.FreePort()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer pg.Stop()
+	all := func() []*cluster.Server {
+		var l []*cluster.Server
+		for _, s := range append(servers, agent) {
+			if s != nil {
+				l = append(l, s)
+			}
+		}
+		return l
+	}
+	defer func() {
+		for _, n := range all() {
+			n.Stop()
+		}
+		if agent != nil {
+			if err := agent.Teardown(); err != nil {
+				fmt.Fprintf(os.Stderr, "teardown of %s: %v\n", agent.Dir, err)
+			}
+		}
+	}()
+	if err := start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		for _, n := range all() {
+			fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(40))
+		}
+		return 1
+	}
+	code := m.Run()
+	if code != 0 {
+		for _, n := range all() {
+			fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(60))
+		}
+	}
+	return code
+}
+
+// newServer prepares a control-plane-only server on host h of the LAN, on
+// the shared database.
+func newServer(name string, h *cluster.LANHost, extra ...string) *cluster.Server {
+	os.MkdirAll(filepath.Join(dir, name), 0o700)
+	s := cluster.New(filepath.Join(dir, name), append([]string{
+		"--node-ip", h.IP, "--datastore-endpoint", pg.Endpoint("skiff"),
+	}, extra...)...)
+	s.Netns = h.Netns
+	s.APIServer = fmt.Sprintf("https://%s:%d", h.IP, s.Port)
+	return s
+}
+
+// start starts server-1, then server-2 with server-1's token, then the agent
+// through server-2.
+func start() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	first := newServer("server-1", lan.Hosts[0])
+	servers = append(servers, first)
+	if err := first.Start(ctx); err != nil {
+		return err
+	}
+	token, err := first.Token()
+	if err != nil {
+		return err
+	}
+	second := newServer("server-2", lan.Hosts[1], "--token", token)
+	servers = append(servers, second)
+	if err := second.Start(ctx); err != nil {
+		return err
+	}
+	if agent, err = cluster.NewLANAgent(filepath.Join(dir, "agent"), lan.Hosts[2], second, "--node-name", "agent", "--token", token); err != nil {
+		return err
+	}
+	if err := agent.StartProcess(); err != nil {
+		return err
+	}
+	cs, err := first.Client()
+	if err != nil {
+		return err
+	}
+	return wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if agent.Exited() {
+			return false, fmt.Errorf("agent exited:\n%s", agent.LogTail(30))
+		}
+		return nodeReady(ctx, cs, "agent"), nil
+	})
+}
+
+func nodeReady(ctx context.Context, cs kubernetes.Interface, name string) bool {
+	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitFor polls cond until it holds, failing the test after two minutes.
+func waitFor(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func kubectl(t *testing.T, s *cluster.Server, stdin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := s.Kubectl(ctx, stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
