@@ -154,10 +154,14 @@ setup_env() {
 	DATA_DIR=${DATA_DIR%/}
 	# skiff's runtime dir: /run/skiff for the default data dir, else
 	# /run/skiff-<first 8 hex digits of sha256(data dir)> (see agent.RunDir).
+	# The kubelet's root: /var/lib/kubelet for the default data dir, else
+	# inside the data dir (see agent.KubeletRoot).
 	if [ "$DATA_DIR" = /var/lib/skiff ]; then
 		RUN_DIR=/run/skiff
+		KUBELET_DIR=/var/lib/kubelet
 	else
 		RUN_DIR=/run/skiff-$(printf '%s' "$DATA_DIR" | sha256_stdin | cut -c1-8)
+		KUBELET_DIR=$DATA_DIR/kubelet
 	fi
 
 	if [ "$CMD" = agent ]; then SERVICE=skiff-agent; else SERVICE=skiff; fi
@@ -494,7 +498,7 @@ RUN_DIR=$(sh_quote "$RUN_DIR")
 CONFIG_DIR=$(sh_quote "$CONFIG_DIR")
 SYSTEMD_DIR=$(sh_quote "$SYSTEMD_DIR")
 OPENRC_DIR=$(sh_quote "$OPENRC_DIR")
-KUBELET_DIR=/var/lib/kubelet
+KUBELET_DIR=$(sh_quote "$KUBELET_DIR")
 EOF
 	cat <<'EOF'
 
@@ -547,118 +551,14 @@ for svc in skiff skiff-agent; do
 	fi
 done
 
-# skiff_pids prints the processes that run the skiff binary: skiff itself,
-# `skiff containerd` and the containerd-shim-runc-v2 shims (the same binary
-# under another name). A binary replaced by an upgrade shows as
-# "<path> (deleted)". Shims started through <data-dir>/data/bin count too.
-skiff_pids() {
-	for p in /proc/[0-9]*; do
-		pid=${p#/proc/}
-		[ "$pid" = "$$" ] && continue
-		exe=$(readlink "$p/exe" 2>/dev/null) || continue
-		exe=${exe% (deleted)}
-		if [ "$exe" = "$BIN" ]; then
-			echo "$pid"
-			continue
-		fi
-		arg0=$(tr '\000' '\n' <"$p/cmdline" 2>/dev/null | head -n 1)
-		case "$arg0" in
-		"$DATA_DIR"/*) echo "$pid" ;;
-		esac
-	done
-}
-
-# skiff's own processes first (TERM, so the datastore closes cleanly), then
-# whatever is left of its children.
-pids=$(skiff_pids)
-if [ -n "$pids" ]; then
-	# shellcheck disable=SC2086
-	kill -TERM $pids 2>/dev/null || true
-	i=0
-	while [ $i -lt 10 ] && [ -n "$(skiff_pids)" ]; do
-		sleep 1
-		i=$((i + 1))
-	done
-	pids=$(skiff_pids)
-	# shellcheck disable=SC2086
-	[ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
-fi
-
-# The pods: everything in skiff's cgroups, /skiff in every hierarchy (the
-# kubelet's cgroupfs root), and kubepods.slice where the kubelet uses the
-# systemd driver (systemd hosts).
-pod_cgroups() {
-	while read -r _ mp fstype _; do
-		case "$fstype" in
-		cgroup | cgroup2)
-			for d in "$mp/skiff" "$mp/kubepods.slice"; do
-				[ -d "$d" ] && echo "$d"
-			done
-			;;
-		esac
-	done </proc/self/mounts
-}
-pod_pids() {
-	for cg in $(pod_cgroups); do
-		find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null
-	done
-}
-for _ in 1 2 3 4 5; do
-	pids=$(pod_pids)
-	[ -z "$pids" ] && break
-	for cg in $(pod_cgroups); do
-		# cgroup v2 kills a whole subtree at once where the kernel can.
-		if [ -f "$cg/cgroup.kill" ]; then
-			{ echo 1 >"$cg/cgroup.kill"; } 2>/dev/null
-		fi
-	done
-	# shellcheck disable=SC2086
-	kill -KILL $pids 2>/dev/null
-	sleep 1
-done
-# Empty cgroups go too, children before parents.
-for cg in $(pod_cgroups); do
-	find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-done
-
-# Mounts: containerd's (rootfs, shm, network namespaces) and the pods'
-# volumes.
-unmount_under "$RUN_DIR"
-unmount_under "$DATA_DIR"
-unmount_under "$KUBELET_DIR/pods"
-unmount_under "$KUBELET_DIR/plugins"
-
-# Pod network namespaces: containerd keeps them under its CRI state dir
-# (netns_mounts_under_state_dir). Unmounted above; the files go now.
-rm -f "$RUN_DIR"/containerd/io.containerd.grpc.v1.cri/netns/* "$RUN_DIR"/netns/* 2>/dev/null || true
-
-# Interfaces: the pods' veths on cni0 (deleting one end deletes both), the
-# bridge, the VXLAN device.
-if command -v ip >/dev/null 2>&1; then
-	if [ -d /sys/class/net/cni0/brif ]; then
-		for veth in /sys/class/net/cni0/brif/*; do
-			[ -e "$veth" ] && ip link delete "${veth##*/}" 2>/dev/null
-		done
-	fi
-	for dev in cni0 flannel.1; do
-		[ -e "/sys/class/net/$dev" ] && ip link delete "$dev" 2>/dev/null
-	done
+# The node: skiff, containerd, the shims and the pods, then their mounts,
+# cgroups, pod network namespaces, the pod bridge, the overlay device and the
+# nftables table. `skiff killall` knows where the node keeps each.
+if [ -x "$BIN" ] && "$BIN" killall --data-dir "$DATA_DIR"; then
+	info "stopped skiff and its pods"
 else
-	info "no ip command: interfaces cni0 and flannel.1 are left in place"
+	fatal "could not run '$BIN killall --data-dir $DATA_DIR': put the skiff binary back at $BIN and run this again, or reboot to clear what skiff left running"
 fi
-
-# The Service proxy's nftables table. skiff programs it over netlink, so a
-# host may have no nft command.
-if [ -x "$BIN" ] && "$BIN" cleanup-network >/dev/null 2>&1; then
-	:
-elif command -v nft >/dev/null 2>&1; then
-	if nft list table ip skiff >/dev/null 2>&1; then
-		nft delete table ip skiff
-	fi
-else
-	info "the nftables table 'ip skiff' is left in place (it goes at reboot, or with 'nft delete table ip skiff')"
-fi
-info "stopped skiff and its pods"
 EOF
 	} | write_file "$KILLALL" 755
 	info "wrote $KILLALL"

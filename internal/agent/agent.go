@@ -71,6 +71,25 @@ func RunDir(dataDir string) string {
 	return fmt.Sprintf("/run/skiff-%x", sha256.Sum256([]byte(dataDir)))[:len("/run/skiff-")+8]
 }
 
+// KubeletRoot is the kubelet's root dir: upstream's /var/lib/kubelet for the
+// default data dir, else inside the data dir, so that a second node on the
+// host (a throwaway cluster in a temp dir, say) keeps its pods apart.
+func KubeletRoot(dataDir string) string {
+	if dataDir == DefaultDataDir {
+		return "/var/lib/kubelet"
+	}
+	return filepath.Join(dataDir, "kubelet")
+}
+
+// CgroupRoot is the cgroup the kubelet puts pods under (cgroupfs driver):
+// /skiff for the default data dir, else named like RunDir.
+func CgroupRoot(dataDir string) string {
+	if dataDir == DefaultDataDir {
+		return "/skiff"
+	}
+	return "/" + filepath.Base(RunDir(dataDir))
+}
+
 // Components returns the node's components in start order. It checks the
 // configuration and writes nothing, so that bad input fails before anything
 // is written; the kubelet's credentials must exist once they run.
@@ -117,6 +136,9 @@ func Components(cfg Config) ([]component.Component, error) {
 		ClusterDomain: cfg.ClusterDomain,
 		ResolvConf:    cfg.ResolvConf,
 		DataDir:       cfg.DataDir,
+		RootDir:       KubeletRoot(cfg.DataDir),
+		CgroupRoot:    CgroupRoot(cfg.DataDir),
+		RunDir:        RunDir(cfg.DataDir),
 		ExtraArgs:     cfg.KubeletArgs,
 	})
 	if err != nil {

@@ -15,11 +15,8 @@ import (
 
 	"github.com/skiff-dev/skiff/internal/agent"
 	"github.com/skiff-dev/skiff/internal/checkconfig"
-	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/config"
-	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/kubectl"
-	"github.com/skiff-dev/skiff/internal/proxy"
 	"github.com/skiff-dev/skiff/internal/server"
 	"github.com/skiff-dev/skiff/internal/version"
 )
@@ -34,7 +31,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), waitCommand(), cleanupNetworkCommand()},
+		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), waitCommand(), killallCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
@@ -120,30 +117,6 @@ func checkConfigCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if !checkconfig.Run(os.Stdout, checkconfig.Host([]int{6443, 10250})) {
 				return errors.New("this host cannot run a skiff node yet: fix what is MISSING above")
-			}
-			return nil
-		},
-	}
-}
-
-// cleanupNetworkCommand removes what a node adds to the host's network and
-// does not remove when it stops (so that pods keep working across restarts):
-// the Service proxy's nftables table, the pod bridge and the overlay device. skiff-killall.sh
-// runs it after stopping the node and its pods.
-func cleanupNetworkCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "cleanup-network",
-		Usage:  "delete the node's nftables table, pod bridge and overlay device (run by skiff-killall.sh, once the node is stopped)",
-		Hidden: true,
-		Action: func(c *cli.Context) error {
-			if err := proxy.Cleanup(proxy.DefaultTable); err != nil {
-				return fmt.Errorf("deleting the nftables table %s: %w", proxy.DefaultTable, err)
-			}
-			if err := cni.RemoveBridge(); err != nil {
-				return fmt.Errorf("deleting the bridge %s: %w", cni.Bridge, err)
-			}
-			if err := flannel.Cleanup(); err != nil {
-				return fmt.Errorf("deleting the overlay device %s: %w", flannel.Device, err)
 			}
 			return nil
 		},

@@ -4,6 +4,7 @@ package kubelet
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -38,6 +39,13 @@ type Config struct {
 	ClusterDomain string
 	ResolvConf    string
 	DataDir       string
+	// RootDir and CgroupRoot are the kubelet's root dir and (with the
+	// cgroupfs driver) cgroup root unless --kubelet-arg sets them.
+	RootDir    string
+	CgroupRoot string
+	// RunDir, if set, receives kubelet.json: the root dir and cgroup root
+	// in use, for `skiff killall`.
+	RunDir string
 	// ExtraArgs are the user's pass-through kubelet flags, name=value.
 	ExtraArgs []string
 }
@@ -65,6 +73,9 @@ func New(cfg *Config) (*Kubelet, error) {
 	kf.NodeIP = cfg.NodeIP
 	kf.NodeLabels = cfg.Labels
 	kf.CertDirectory = filepath.Join(cfg.DataDir, "agent", "kubelet", "pki")
+	if cfg.RootDir != "" {
+		kf.RootDirectory = cfg.RootDir
+	}
 	kc.ContainerRuntimeEndpoint = cfg.CRIEndpoint
 	kc.RegisterWithTaints = cfg.Taints
 	kc.ClusterDNS = []string{cfg.ClusterDNS}
@@ -85,7 +96,10 @@ func New(cfg *Config) (*Kubelet, error) {
 		kc.CgroupDriver = "systemd"
 	} else {
 		kc.CgroupDriver = "cgroupfs"
-		kc.CgroupRoot = "/skiff"
+		kc.CgroupRoot = cfg.CgroupRoot
+		if kc.CgroupRoot == "" {
+			kc.CgroupRoot = "/skiff"
+		}
 	}
 	if !cgroupV2() {
 		kc.FailCgroupV1 = false
@@ -134,6 +148,11 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	if !cgroupV2() {
 		klog.InfoS("this host uses cgroup v1; the kubelet runs with failCgroupV1=false (cgroup v1 support is deprecated upstream)")
 	}
+	if k.Config.RunDir != "" {
+		if err := WriteState(k.Config.RunDir, State{RootDir: k.server.RootDirectory, CgroupRoot: k.server.CgroupRoot, CgroupDriver: k.server.CgroupDriver}); err != nil {
+			return err
+		}
+	}
 	if err := prepareCgroupRoot(k.server.CgroupRoot); err != nil {
 		return fmt.Errorf("cgroup root %s: %w", k.server.CgroupRoot, err)
 	}
@@ -159,6 +178,38 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+}
+
+// State is what a running kubelet leaves in the node's run dir for `skiff
+// killall`: where its pods' volumes and cgroups are.
+type State struct {
+	RootDir      string `json:"rootDir"`
+	CgroupRoot   string `json:"cgroupRoot"`
+	CgroupDriver string `json:"cgroupDriver"`
+}
+
+const stateFile = "kubelet.json"
+
+// WriteState records s in runDir.
+func WriteState(runDir string, s State) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(runDir, stateFile), data, 0o600)
+}
+
+// ReadState reads what WriteState recorded; false when there is nothing.
+func ReadState(runDir string) (State, bool) {
+	var s State
+	data, err := os.ReadFile(filepath.Join(runDir, stateFile))
+	if err != nil || json.Unmarshal(data, &s) != nil {
+		return State{}, false
+	}
+	return s, true
 }
 
 // Ready implements component.Component: the kubelet's healthz answers.

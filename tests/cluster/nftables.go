@@ -67,3 +67,21 @@ func TableMentions(ip net.IP, port uint16) (bool, error) {
 	}
 	return false, nil
 }
+
+// TableExists says whether the proxy's table is in this network namespace.
+func TableExists() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tables {
+		if t.Name == ProxyTable {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -86,7 +86,7 @@ func NewNode(dir string, extra ...string) (*Server, error) {
 	var b [4]byte
 	rand.Read(b[:])
 	cgroupRoot := "/skiff-test-" + hex.EncodeToString(b[:])
-	resolv, err := writeResolvConf(dir)
+	resolv, err := WriteResolvConf(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func NewNode(dir string, extra ...string) (*Server, error) {
 func NewAgent(dir string, server *Server, extra ...string) (*Server, error) {
 	var b [4]byte
 	rand.Read(b[:])
-	resolv, err := writeResolvConf(dir)
+	resolv, err := WriteResolvConf(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func (s *Server) Teardown() error {
 		}
 		time.Sleep(100 * time.Millisecond) // the kernel takes a moment to empty the cgroups
 	}
-	for _, m := range mountsUnder(s.Dir, runDir(s.DataDir)) {
+	for _, m := range mountsUnder(s.Dir, RunDir(s.DataDir)) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Sprintf("unmount %s: %v", m, err))
 		}
@@ -172,16 +172,16 @@ func (s *Server) Teardown() error {
 			errs = append(errs, fmt.Sprintf("deleting nftables table %s: %v", ProxyTable, err))
 		}
 	}
-	os.RemoveAll(runDir(s.DataDir))
+	os.RemoveAll(RunDir(s.DataDir))
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
 }
 
-// runDir is where skiff keeps the runtime state of a node with a
+// RunDir is where skiff keeps the runtime state of a node with a
 // non-default data dir (see agent.RunDir).
-func runDir(dataDir string) string {
+func RunDir(dataDir string) string {
 	return fmt.Sprintf("/run/skiff-%x", sha256.Sum256([]byte(dataDir)))[:len("/run/skiff-")+8]
 }
 
@@ -227,7 +227,7 @@ func shimPids(dataDir string) []int {
 			continue
 		}
 		args := strings.Split(string(data), "\x00")
-		if len(args) > 2 && args[1] == "-namespace" && strings.Contains(string(data), runDir(dataDir)) {
+		if len(args) > 2 && args[1] == "-namespace" && strings.Contains(string(data), RunDir(dataDir)) {
 			var pid int
 			fmt.Sscan(strings.Split(p, "/")[2], &pid)
 			if pid != os.Getpid() {
@@ -279,7 +279,7 @@ func removeCgroupTree(dir string) {
 
 // CRIEndpoint is the node's containerd socket.
 func (s *Server) CRIEndpoint() string {
-	return "unix://" + filepath.Join(runDir(s.DataDir), "containerd", "containerd.sock")
+	return "unix://" + filepath.Join(RunDir(s.DataDir), "containerd", "containerd.sock")
 }
 
 // Crictl runs `skiff crictl` against the node's containerd.

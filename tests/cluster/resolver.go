@@ -75,13 +75,13 @@ func StartUpstreamAt(ip string) error {
 	return upstream.started[ip]
 }
 
-// writeResolvConf writes a resolv.conf naming the upstream resolver into dir
+// WriteResolvConf writes a resolv.conf naming the upstream resolver into dir
 // and returns its path.
-func writeResolvConf(dir string) (string, error) {
+func WriteResolvConf(dir string) (string, error) {
 	return writeResolvConfAt(dir, UpstreamIP)
 }
 
-// writeResolvConfAt is writeResolvConf with the resolver on ip.
+// writeResolvConfAt is WriteResolvConf with the resolver on ip.
 func writeResolvConfAt(dir, ip string) (string, error) {
 	if err := StartUpstreamAt(ip); err != nil {
 		return "", err

@@ -1,0 +1,39 @@
+package killall
+
+import "testing"
+
+func TestNames(t *testing.T) {
+	custom := Node{DataDir: "/tmp/ci/data", RunDir: "/run/skiff-0123abcd"}
+	def := Node{DataDir: "/var/lib/skiff", RunDir: "/run/skiff"}
+	cases := []struct {
+		n    Node
+		args []string
+		want bool
+	}{
+		{custom, []string{"server", "--data-dir", "/tmp/ci/data", "--https-listen-port", "16443"}, true},
+		{custom, []string{"agent", "--data-dir=/tmp/ci/data"}, true},
+		{custom, []string{"containerd", "--config", "/tmp/ci/data/agent/etc/containerd/config.toml"}, true},
+		{custom, []string{"-namespace", "k8s.io", "-id", "x", "-address", "/run/skiff-0123abcd/containerd/containerd.sock"}, true},
+		{custom, []string{"server", "--data-dir", "/tmp/ci/data2"}, false},
+		{custom, []string{"server", "--data-dir", "/tmp/ci"}, false},
+		{custom, []string{"server"}, false},
+		{def, []string{"server"}, true},
+		{def, []string{"agent", "--server", "https://10.0.0.1:6443"}, true},
+		{def, []string{"server", "--data-dir", "/tmp/ci/data"}, false},
+		{def, []string{"kubectl", "get", "pods"}, false},
+	}
+	for _, c := range cases {
+		if got := c.n.names(c.args); got != c.want {
+			t.Errorf("%s: names(%q) = %v, want %v", c.n.DataDir, c.args, got, c.want)
+		}
+	}
+}
+
+func TestUnescape(t *testing.T) {
+	if got := unescape(`/tmp/a\040b/c\134d`); got != `/tmp/a b/c\d` {
+		t.Errorf("unescape: %q", got)
+	}
+	if got := unescape("/plain"); got != "/plain" {
+		t.Errorf("unescape: %q", got)
+	}
+}

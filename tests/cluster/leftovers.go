@@ -1,0 +1,86 @@
+package cluster
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// PodNetns are the network namespaces (net:[inode]) of the processes in a
+// node's cgroup root other than this machine's own: its pods'.
+func PodNetns(cgroupRoot string) map[string]bool {
+	host, _ := os.Readlink("/proc/self/ns/net")
+	out := map[string]bool{}
+	for _, pid := range cgroupPids(cgroupRoot) {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && ns != host {
+			out[ns] = true
+		}
+	}
+	return out
+}
+
+// Leftovers lists what a node left on this machine, as a user would look for
+// it: processes whose arguments name one of dirs, processes in podNetns,
+// mounts under dirs, the namespaces of podNetns still mounted, the cgroup
+// root in any hierarchy, the pod bridge and overlay device, and the
+// proxy's nftables table.
+func Leftovers(dirs []string, cgroupRoot string, podNetns map[string]bool) []string {
+	var out []string
+	under := func(path string) bool {
+		for _, d := range dirs {
+			if path == d || strings.HasPrefix(path, d+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		if p == fmt.Sprintf("/proc/%d", os.Getpid()) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+		for _, arg := range strings.Split(string(cmdline), "\x00") {
+			if under(arg) {
+				out = append(out, fmt.Sprintf("process %s: %s", filepath.Base(p), strings.ReplaceAll(string(cmdline), "\x00", " ")))
+				break
+			}
+		}
+		if ns, err := os.Readlink(filepath.Join(p, "ns", "net")); err == nil && podNetns[ns] {
+			out = append(out, fmt.Sprintf("process %s in a pod's network namespace %s", filepath.Base(p), ns))
+		}
+	}
+	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 5 {
+				continue
+			}
+			if under(fields[4]) {
+				out = append(out, "mount "+fields[4])
+			}
+			if podNetns[fields[3]] {
+				out = append(out, fmt.Sprintf("the pod network namespace %s mounted at %s", fields[3], fields[4]))
+			}
+		}
+		f.Close()
+	}
+	for _, hier := range cgroupHierarchies() {
+		if _, err := os.Stat(filepath.Join(hier, cgroupRoot)); err == nil {
+			out = append(out, "cgroup "+filepath.Join(hier, cgroupRoot))
+		}
+	}
+	for _, link := range []string{"cni0", "flannel.1"} {
+		if _, err := net.InterfaceByName(link); err == nil {
+			out = append(out, "interface "+link)
+		}
+	}
+	if ok, err := TableExists(); err != nil || ok {
+		out = append(out, fmt.Sprintf("nftables table ip %s (%v)", ProxyTable, err))
+	}
+	return out
+}
