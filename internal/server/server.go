@@ -174,7 +174,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	components = append(components, addOns)
+	components = append(components, addOns, &join.Passwords{Client: joins.Client})
 	if !slices.Contains(o.Disable, "servicelb") {
 		components = append(components, servicelb.New(cfg.Files.Kubeconfig("admin")))
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
@@ -76,7 +77,7 @@ func TestNodePortOnEveryNode(t *testing.T) {
 	port := svc.Spec.Ports[0].NodePort
 	for i, h := range lan.Hosts {
 		url := fmt.Sprintf("http://%s:%d/", h.IP, port)
-		waitFor(t, "NodePort on "+nodes[i], func(ctx context.Context) (bool, error) {
+		cluster.WaitFor(t, "NodePort on "+nodes[i], func(ctx context.Context) (bool, error) {
 			body, err := httpGet(ctx, url)
 			return err == nil && strings.HasPrefix(body, "host=echo "), nil
 		})
@@ -126,7 +127,7 @@ func TestServerDownAndBack(t *testing.T) {
 		t.Fatalf("restarting the server: %v", err)
 	}
 	for _, name := range nodes {
-		waitFor(t, name+" Ready again", func(ctx context.Context) (bool, error) { return nodeReady(ctx, client(t), name), nil })
+		cluster.WaitFor(t, name+" Ready again", func(ctx context.Context) (bool, error) { return cluster.NodeReady(ctx, client(t), name), nil })
 	}
 	for _, a := range agents {
 		if a.Exited() {
@@ -162,16 +163,25 @@ func TestDeletedNodeLeavesNoRoutes(t *testing.T) {
 			t.Fatalf("%s has no route to %s's pods (%s) before the deletion:\n%s", nodes[i], gone, cidr, out)
 		}
 	}
+	password := gone + ".node-password.skiff"
+	if _, err := client(t).CoreV1().Secrets("kube-system").Get(context.Background(), password, metav1.GetOptions{}); err != nil {
+		t.Fatalf("%s's password Secret before the deletion: %v", gone, err)
+	}
 	if err := agents[1].Stop(); err != nil {
 		t.Errorf("stopping %s: %v", gone, err)
 	}
 	if err := client(t).CoreV1().Nodes().Delete(context.Background(), gone, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Its name is free again: the password went with the Node.
+	cluster.WaitFor(t, gone+"'s password Secret to go", func(ctx context.Context) (bool, error) {
+		_, err := client(t).CoreV1().Secrets("kube-system").Get(ctx, password, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
 	mac := vtepMAC(n.Annotations["flannel.alpha.coreos.com/backend-data"])
 	for i := range 2 {
 		h := lan.Hosts[i]
-		waitFor(t, fmt.Sprintf("%s to forget %s", nodes[i], gone), func(ctx context.Context) (bool, error) {
+		cluster.WaitFor(t, fmt.Sprintf("%s to forget %s", nodes[i], gone), func(ctx context.Context) (bool, error) {
 			routes, _ := h.Run("ip", "route", "show", "dev", "flannel.1")
 			fdb, _ := h.Run("bridge", "fdb", "show", "dev", "flannel.1")
 			neigh, _ := h.Run("ip", "neigh", "show", "dev", "flannel.1")
