@@ -53,12 +53,12 @@ func TestOneCluster(t *testing.T) {
 	// server-1's kubeconfig pointed at server-2.
 	crossed := *first
 	crossed.APIServer = second.APIServer
-	if out := kubectl(t, &crossed, "", "get", "node", "agent", "-o", "name"); strings.TrimSpace(out) != "node/agent" {
+	if out := crossed.KubectlT(t, "", "get", "node", "agent", "-o", "name"); strings.TrimSpace(out) != "node/agent" {
 		t.Fatalf("server-1's kubeconfig against server-2: %q", out)
 	}
 
 	// Both API servers are endpoints of the kubernetes Service.
-	waitFor(t, "both servers behind the kubernetes Service", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "both servers behind the kubernetes Service", func(ctx context.Context) (bool, error) {
 		return slices.Equal(apiEndpoints(ctx, t), []string{lan.Hosts[0].IP, lan.Hosts[1].IP}), nil
 	})
 }
@@ -84,7 +84,7 @@ func TestWrongTokenRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Kill() })
-	waitFor(t, "the server with a wrong token to exit", func(ctx context.Context) (bool, error) { return s.Exited(), nil })
+	cluster.WaitFor(t, "the server with a wrong token to exit", func(ctx context.Context) (bool, error) { return s.Exited(), nil })
 	log := s.LogTail(5)
 	t.Logf("server with a wrong token:\n%s", log)
 	if !strings.Contains(log, "give that cluster's token with --token") {
@@ -109,7 +109,7 @@ func TestFirstServerDown(t *testing.T) {
 	}
 	second := servers[1]
 	ns := second.Namespace(t)
-	kubectl(t, second, `
+	second.KubectlT(t, `
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: after}
@@ -123,7 +123,7 @@ spec:
       - {name: c, image: `+cluster.BusyboxImage+`, command: [sleep, "3600"]}
 `, "apply", "-n", ns, "-f", "-")
 	cs := second.ClientT(t)
-	waitFor(t, "the Deployment's pod running on the agent", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "the Deployment's pod running on the agent", func(ctx context.Context) (bool, error) {
 		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=after"})
 		if err != nil || len(pods.Items) == 0 {
 			return false, nil
@@ -131,7 +131,7 @@ spec:
 		p := pods.Items[0]
 		return p.Spec.NodeName == "agent" && p.Status.Phase == corev1.PodRunning, nil
 	})
-	waitFor(t, "only server-2 behind the kubernetes Service", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "only server-2 behind the kubernetes Service", func(ctx context.Context) (bool, error) {
 		return slices.Equal(apiEndpoints(ctx, t), []string{lan.Hosts[1].IP}), nil
 	})
 }

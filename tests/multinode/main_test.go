@@ -122,7 +122,7 @@ func start(dir string) error {
 			}
 		}
 		for _, n := range nodes {
-			if !nodeReady(ctx, cs, n) {
+			if !cluster.NodeReady(ctx, cs, n) {
 				return false, nil
 			}
 		}
@@ -130,40 +130,11 @@ func start(dir string) error {
 	})
 }
 
-func nodeReady(ctx context.Context, cs kubernetes.Interface, name string) bool {
-	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return false
-	}
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
-
-// waitFor polls cond until it holds, failing the test after two minutes.
-func waitFor(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
-}
 
 func kubectl(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := srv.Kubectl(ctx, stdin, args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return srv.KubectlT(t, stdin, args...)
 }
 
 // pod runs the test image on node with command, and waits until it runs.
@@ -187,7 +158,7 @@ spec:
     readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
 `, name, labels, node, cluster.BusyboxImage, strings.Join(quoted, ", ")), "apply", "-n", ns, "-f", "-")
 	var p *corev1.Pod
-	waitFor(t, "pod "+name+" running on "+node, func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "pod "+name+" running on "+node, func(ctx context.Context) (bool, error) {
 		var err error
 		p, err = client(t).CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "", nil
@@ -202,7 +173,7 @@ func inPod(t *testing.T, ns, pod, want string, cmd ...string) string {
 	t.Helper()
 	var out string
 	var err error
-	waitFor(t, fmt.Sprintf("%q in pod %s to print %q", strings.Join(cmd, " "), pod, want), func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, fmt.Sprintf("%q in pod %s to print %q", strings.Join(cmd, " "), pod, want), func(ctx context.Context) (bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		out, err = srv.Kubectl(ctx, "", append([]string{"exec", "-n", ns, pod, "--"}, cmd...)...)

@@ -19,27 +19,53 @@ import (
 // table of it is left, and the data dir stays, removable with rm -rf.
 func TestThrowawayCluster(t *testing.T) {
 	dir := t.TempDir()
-	n := newNode(t, dir)
-	n.start(t, cluster.Binary())
-	n.runPod(t)
-	podNetns := cluster.PodNetns(n.cgroupRoot)
+	c := start(t, dir, cluster.Binary())
+	podNetns := cluster.PodNetns(c.CgroupRoot)
 	if len(podNetns) == 0 {
-		t.Fatalf("found no pod network namespace among the processes of cgroup %s", n.cgroupRoot)
+		t.Fatalf("found no pod network namespace among the processes of cgroup %s", c.CgroupRoot)
 	}
 
-	out := n.skiff(t, time.Minute, "killall", "--data-dir", n.data)
+	out, err := c.Skiff(time.Minute, "killall", "--data-dir", c.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("skiff killall: %s", strings.TrimSpace(out))
-	n.waitExited(t)
-	for _, l := range cluster.Leftovers([]string{dir, n.runDir}, n.cgroupRoot, podNetns) {
+	if !c.Exited(30 * time.Second) {
+		t.Fatal("the server still runs after skiff killall")
+	}
+	for _, l := range cluster.Leftovers([]string{dir, c.RunDir}, c.CgroupRoot, podNetns) {
 		t.Errorf("left behind: %s", l)
 	}
-	if _, err := os.Stat(n.runDir); err == nil {
-		t.Errorf("run dir %s is still there", n.runDir)
+	if _, err := os.Stat(c.RunDir); err == nil {
+		t.Errorf("run dir %s is still there", c.RunDir)
 	}
-	if _, err := os.Stat(filepath.Join(n.data, "server", "db", "state.db")); err != nil {
+	if _, err := os.Stat(filepath.Join(c.DataDir, "server", "db", "state.db")); err != nil {
 		t.Errorf("the data is gone: %v", err)
 	}
-	if err := os.RemoveAll(n.data); err != nil {
+	if err := os.RemoveAll(c.DataDir); err != nil {
 		t.Errorf("removing the data dir: %v", err)
 	}
+}
+
+// start starts a throwaway cluster in dir from bin with a pod running on
+// it; whatever happens, the test ends with it gone.
+func start(t *testing.T, dir, bin string) *cluster.Throwaway {
+	t.Helper()
+	c, err := cluster.NewThrowaway(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Remove()
+		if t.Failed() {
+			t.Logf("server log (tail):\n%s", c.LogTail(40))
+		}
+	})
+	if err := c.Start(bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RunPod(); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
