@@ -22,11 +22,12 @@ LDFLAGS := -s -w \
 	$(foreach p,$(K8S_VERSION_PKGS),-X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=$(K8S_MINOR) -X $(p).gitCommit=$(COMMIT) -X $(p).gitTreeState=clean -X $(p).buildDate=$(BUILD_DATE))
 
 RELEASE_ARCHES := amd64 arm64 arm
+DIST ?= dist
 DATA_DIR ?= /var/lib/skiff
 
 CNI_PLUGINS := $(shell sed -n 's/^\t\(github.com\/containernetworking\/plugins\/.*\)/\1/p' go.mod)
 
-.PHONY: build assets run test unit e2e bench release clean
+.PHONY: build assets run test test-deps unit e2e bench release clean
 
 build: assets
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) .
@@ -42,7 +43,25 @@ assets:
 run: build
 	$(BIN) server --data-dir $(DATA_DIR)
 
-test: unit e2e
+test: test-deps unit e2e
+
+# What the end-to-end tests use from Debian, installed when missing: runc for
+# the nodes, busybox-static for the test image, iproute2 for the network
+# namespaces, PostgreSQL for servers sharing a datastore, qemu-user-static
+# to start the arm64 release. apt does not start PostgreSQL's own cluster
+# (the tests start theirs).
+TEST_DEPS := runc busybox-static iproute2 postgresql qemu-user-static
+test-deps:
+	@missing=; for p in $(TEST_DEPS); do \
+		dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=1; printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; rc=$$?; \
+		[ -z "$$policy" ] || rm -f /usr/sbin/policy-rc.d; \
+		exit $$rc; \
+	fi
 
 unit: assets
 	$(GO) test -count=1 ./internal/...
@@ -55,19 +74,22 @@ e2e: build
 # Service proxy sync times (1,000 Services x 10 endpoints, in a throwaway
 # network namespace), then start-up, memory, pods and DNS on real servers,
 # then an agent joining and the overlay's throughput on a LAN of network
-# namespaces (`go run ./tests/bench -only multinode` for that part alone).
-bench: build
+# namespaces (`go run ./tests/bench -only multinode` for that part alone),
+# then the release's sizes and the throwaway-cluster recipe's times.
+bench: release build
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy
 	SKIFF_BIN=$(abspath $(BIN)) $(GO) run ./tests/bench
 
+# Static binaries for every architecture (arm is ARMv7, hard float), named as
+# the installer downloads them, with their sha256sums.
 release:
-	mkdir -p dist
+	mkdir -p $(DIST)
 	for arch in $(RELEASE_ARCHES); do \
 		export GOOS=linux GOARCH=$$arch GOARM=7; \
-		$(MAKE) assets && $(GO) build -ldflags '$(LDFLAGS)' -o dist/skiff-linux-$$arch . || exit 1; \
+		$(MAKE) assets && $(GO) build -ldflags '$(LDFLAGS)' -o $(DIST)/skiff-linux-$$arch . || exit 1; \
 	done
 	$(MAKE) assets
-	cd dist && sha256sum skiff-linux-* > sha256sums
+	cd $(DIST) && sha256sum skiff-linux-* > sha256sums
 
 clean:
 	rm -rf bin dist e2e.log
