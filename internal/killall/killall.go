@@ -185,9 +185,8 @@ func (p process) shim() bool {
 	return len(p.args) > 1 && (p.args[1] == "-namespace" || strings.HasPrefix(filepath.Base(p.args[0]), "containerd-shim"))
 }
 
-// owned are the processes of this node: the skiff binary (this one's file,
-// or its path if an upgrade replaced it) with an argument naming the data
-// dir or run dir: `skiff server|agent --data-dir D`, `skiff containerd
+// owned are the processes of this node: a skiff binary (see skiffBinary)
+// with an argument naming the data dir or run dir: `skiff server|agent --data-dir D`, `skiff containerd
 // --config D/...`, the shims' `-address R/...`. With the default data dir, a
 // `skiff server|agent` without --data-dir is the node too. Never this
 // process or one of its ancestors.
@@ -207,9 +206,7 @@ func (n Node) owned(self string) []process {
 		if ancestors[p.pid] || len(p.args) < 2 || p.args[1] == "killall" {
 			continue
 		}
-		exe := strings.TrimSuffix(p.exe, " (deleted)")
-		info, err := os.Stat(exe)
-		if exe != self && (err != nil || selfInfo == nil || !os.SameFile(info, selfInfo)) {
+		if !skiffBinary(p.exe, self, selfInfo) {
 			continue
 		}
 		if n.names(p.args[1:]) {
@@ -217,6 +214,21 @@ func (n Node) owned(self string) []process {
 		}
 	}
 	return out
+}
+
+// skiffBinary says whether exe is a skiff binary: this one (the same file,
+// or its path if an upgrade replaced it), or another copy named skiff (the
+// node started from ./skiff, killall run from the one on PATH).
+func skiffBinary(exe, self string, selfInfo os.FileInfo) bool {
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	if exe == "" {
+		return false
+	}
+	if exe == self || strings.HasPrefix(filepath.Base(exe), "skiff") || filepath.Base(exe) == filepath.Base(self) {
+		return true
+	}
+	info, err := os.Stat(exe)
+	return err == nil && selfInfo != nil && os.SameFile(info, selfInfo)
 }
 
 // names says whether args name this node's data dir or run dir.

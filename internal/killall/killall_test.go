@@ -37,3 +37,23 @@ func TestUnescape(t *testing.T) {
 		t.Errorf("unescape: %q", got)
 	}
 }
+
+func TestSkiffBinary(t *testing.T) {
+	cases := []struct {
+		exe  string
+		want bool
+	}{
+		{"/usr/local/bin/skiff", true},
+		{"/usr/local/bin/skiff (deleted)", true},
+		{"/home/ci/skiff-linux-amd64", true},
+		{"/work/bin/skiff-dev", true},
+		{"/usr/bin/tail", false},
+		{"/usr/sbin/runc", false},
+		{"", false},
+	}
+	for _, c := range cases {
+		if got := skiffBinary(c.exe, "/usr/local/bin/skiff", nil); got != c.want {
+			t.Errorf("skiffBinary(%q) = %v, want %v", c.exe, got, c.want)
+		}
+	}
+}
