@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,7 +101,7 @@ func (d *Datastore) Run(ctx context.Context) error {
 	defer cancel()
 	// Every field is set as kine's own command line defaults do: used as a
 	// library, kine has no defaults of its own.
-	etcd, err := endpoint.Listen(kctx, endpoint.Config{
+	cfg := endpoint.Config{
 		WaitGroup: &wg,
 		Listener:  "unix://" + d.Socket(),
 		Endpoint:  ep,
@@ -116,7 +117,34 @@ func (d *Datastore) Run(ctx context.Context) error {
 		PollBatchSize:       500,
 		PollInterval:        time.Second,
 		LogFormat:           "plain",
-	})
+	}
+	// kine retries an external database that does not answer for minutes,
+	// and its wait cannot be cancelled. Give up on one after ConnectTimeout
+	// with a line that says what to check (the server then exits, and the
+	// retries with it), or as soon as the server is asked to stop. SQLite
+	// opens at once.
+	type listening struct {
+		etcd endpoint.ETCDConfig
+		err  error
+	}
+	done := make(chan listening, 1)
+	go func() {
+		etcd, err := endpoint.Listen(kctx, cfg)
+		done <- listening{etcd, err}
+	}()
+	var l listening
+	if d.Embedded() {
+		l = <-done
+	} else {
+		select {
+		case l = <-done:
+		case <-ctx.Done():
+			return nil
+		case <-time.After(ConnectTimeout):
+			return fmt.Errorf("the datastore at %s did not answer within %s (its errors are above): check --datastore-endpoint (host, port, user, password, database) and that the database is up", redact(d.Endpoint), ConnectTimeout)
+		}
+	}
+	etcd, err := l.etcd, l.err
 	if err != nil {
 		return describe(err, d)
 	}
@@ -147,6 +175,18 @@ func (d *Datastore) bootstrap(ctx context.Context) error {
 	}
 	defer cli.Close()
 	return d.Bootstrap(ctx, cli)
+}
+
+// ConnectTimeout bounds the wait for an external database at start.
+var ConnectTimeout = 30 * time.Second
+
+// redact hides the password of an endpoint URL.
+func redact(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.User == nil {
+		return endpoint
+	}
+	return u.Redacted()
 }
 
 // ETCDServers is what the API server's --etcd-servers takes; valid once ready.

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
@@ -97,6 +99,30 @@ func TestWrongTokenRefused(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(s.DataDir, f)); err == nil {
 			t.Errorf("%s was written", f)
 		}
+	}
+}
+
+// TestUnreachableDatastore: a server whose database does not answer stops
+// after a while with one line that names the endpoint, without its
+// password, and writes no certificates.
+func TestUnreachableDatastore(t *testing.T) {
+	nobody := fmt.Sprintf("postgres://skiff:hunter2@%s:%d/skiff?sslmode=disable", cluster.LANGateway, cluster.FreePort())
+	s := cluster.New(t.TempDir(), "--datastore-endpoint", nobody)
+	if err := s.StartProcess(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Kill() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(context.Context) (bool, error) { return s.Exited(), nil }); err != nil {
+		t.Fatalf("the server still waits for a datastore that does not answer:\n%s", s.LogTail(5))
+	}
+	last := strings.TrimSpace(s.LogTail(1))
+	if !strings.Contains(last, "did not answer within") || !strings.Contains(last, "check --datastore-endpoint") || strings.Contains(last, "hunter2") {
+		t.Fatalf("last line: %q", last)
+	}
+	if _, err := os.Stat(filepath.Join(s.DataDir, "server", "tls")); err == nil {
+		t.Error("certificates were written")
 	}
 }
 
