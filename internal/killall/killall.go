@@ -50,10 +50,17 @@ func For(dataDir string) Node {
 // Report says what Run did.
 type Report struct {
 	Processes, Pods, Mounts int
+	// KeptNetwork is the pid of another node's skiff in this network
+	// namespace, whose network devices and table were therefore kept.
+	KeptNetwork int
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("stopped %d skiff processes and %d pod processes, unmounted %d mounts", r.Processes, r.Pods, r.Mounts)
+	s := fmt.Sprintf("stopped %d skiff processes and %d pod processes, unmounted %d mounts", r.Processes, r.Pods, r.Mounts)
+	if r.KeptNetwork != 0 {
+		s += fmt.Sprintf("; kept %s, %s and the nftables table %s: another skiff node (pid %d) uses them", cni.Bridge, flannel.Device, proxy.DefaultTable, r.KeptNetwork)
+	}
+	return s
 }
 
 // Run stops the node's processes (skiff, containerd, the shims) and pods,
@@ -68,7 +75,7 @@ func (n Node) Run() (Report, error) {
 	}
 	// skiff itself and containerd first, politely: the datastore closes
 	// cleanly, and nothing restarts what is killed next.
-	procs := n.owned(self)
+	procs, others := n.owned(self)
 	var main, shims []int
 	for _, p := range procs {
 		if p.shim() {
@@ -119,7 +126,12 @@ func (n Node) Run() (Report, error) {
 			removeTree(filepath.Join(hier, root))
 		}
 	}
-	if n.Network {
+	if n.Network && len(others) > 0 {
+		// The bridge, overlay device and table have host-wide names: they
+		// are the other node's too.
+		r.KeptNetwork = others[0].pid
+	}
+	if n.Network && r.KeptNetwork == 0 {
 		if err := proxy.Cleanup(proxy.DefaultTable); err != nil {
 			errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", proxy.DefaultTable, err))
 		}
@@ -185,12 +197,13 @@ func (p process) shim() bool {
 	return len(p.args) > 1 && (p.args[1] == "-namespace" || strings.HasPrefix(filepath.Base(p.args[0]), "containerd-shim"))
 }
 
-// owned are the processes of this node: a skiff binary (see skiffBinary)
+// owned returns the processes of this node and the skiff servers and
+// agents of other nodes in this network namespace. This node's are a skiff binary (see skiffBinary)
 // with an argument naming the data dir or run dir: `skiff server|agent --data-dir D`, `skiff containerd
 // --config D/...`, the shims' `-address R/...`. With the default data dir, a
 // `skiff server|agent` without --data-dir is the node too. Never this
 // process or one of its ancestors.
-func (n Node) owned(self string) []process {
+func (n Node) owned(self string) (mine, others []process) {
 	selfInfo, _ := os.Stat(self)
 	ancestors := map[int]bool{}
 	all := processes()
@@ -201,7 +214,7 @@ func (n Node) owned(self string) []process {
 	for pid := os.Getpid(); pid > 1 && !ancestors[pid]; pid = byPid[pid].ppid {
 		ancestors[pid] = true
 	}
-	var out []process
+	netns, _ := os.Readlink("/proc/self/ns/net")
 	for _, p := range all {
 		if ancestors[p.pid] || len(p.args) < 2 || p.args[1] == "killall" {
 			continue
@@ -210,10 +223,14 @@ func (n Node) owned(self string) []process {
 			continue
 		}
 		if n.names(p.args[1:]) {
-			out = append(out, p)
+			mine = append(mine, p)
+			continue
+		}
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.pid)); ns == netns && (p.args[1] == "server" || p.args[1] == "agent") {
+			others = append(others, p)
 		}
 	}
-	return out
+	return mine, others
 }
 
 // skiffBinary says whether exe is a skiff binary: this one (the same file,

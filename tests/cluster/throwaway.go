@@ -89,6 +89,11 @@ func (c *Throwaway) Exited(timeout time.Duration) bool {
 	select {
 	case <-c.exited:
 		return true
+	default:
+	}
+	select {
+	case <-c.exited:
+		return true
 	case <-time.After(timeout):
 		return false
 	}

@@ -4,6 +4,7 @@
 package teardown
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,22 @@ func TestThrowawayCluster(t *testing.T) {
 		t.Fatalf("found no pod network namespace among the processes of cgroup %s", c.CgroupRoot)
 	}
 
-	out, err := c.Skiff(time.Minute, "killall", "--data-dir", c.DataDir)
+	// killall of another data dir leaves this node alone, its network too.
+	out, err := c.Skiff(time.Minute, "killall", "--data-dir", filepath.Join(dir, "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "kept cni0") {
+		t.Errorf("killall of another data dir: %q, want it to keep cni0", out)
+	}
+	if c.Exited(0) || len(cluster.PodNetns(c.CgroupRoot)) == 0 {
+		t.Fatal("killall of another data dir stopped this node or its pod")
+	}
+	if _, err := net.InterfaceByName("cni0"); err != nil {
+		t.Fatalf("killall of another data dir deleted cni0: %v", err)
+	}
+
+	out, err = c.Skiff(time.Minute, "killall", "--data-dir", c.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
