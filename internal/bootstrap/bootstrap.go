@@ -30,14 +30,6 @@ import (
 // Key is where the sealed files live in the datastore.
 const Key = "/skiff/bootstrap"
 
-// Files are the shared files, by name in the server's TLS dir.
-var Files = []string{
-	"server-ca.crt", "server-ca.key",
-	"client-ca.crt", "client-ca.key",
-	"request-header-ca.crt", "request-header-ca.key",
-	"service.key",
-}
-
 // ErrToken says that the sealed files do not open with the given secret.
 var ErrToken = errors.New("the datastore holds a cluster whose server token is another one: give that cluster's token with --token (it is in <data-dir>/server/token on its first server)")
 
@@ -105,34 +97,37 @@ func newAEAD(secret string, salt []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// Read returns the shared files found in dir.
-func Read(dir string) (map[string][]byte, error) {
+// Read returns the files at paths, by base name.
+func Read(paths []string) (map[string][]byte, error) {
 	files := map[string][]byte{}
-	for _, name := range Files {
-		data, err := os.ReadFile(filepath.Join(dir, name))
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, err
 		}
-		files[name] = data
+		files[filepath.Base(path)] = data
 	}
 	return files, nil
 }
 
-// Write puts files into dir and returns the names of those that were there
-// with other contents. Names not in Files are ignored.
-func Write(dir string, files map[string][]byte) (replaced []string, err error) {
-	for _, name := range Files {
+// Write puts each of files at the one of paths with its base name, and
+// returns the names of those that were there with other contents.
+func Write(paths []string, files map[string][]byte) (replaced []string, err error) {
+	for _, path := range paths {
+		name := filepath.Base(path)
 		data, ok := files[name]
 		if !ok {
 			return nil, fmt.Errorf("the cluster's shared files in the datastore (%s) lack %s", Key, name)
 		}
-		path := filepath.Join(dir, name)
 		old, err := os.ReadFile(path)
 		if err == nil && bytes.Equal(old, data) {
 			continue
 		}
 		if err == nil {
 			replaced = append(replaced, name)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
 		}
 		if err := pki.WriteFile(path, data); err != nil {
 			return nil, err
@@ -142,14 +137,11 @@ func Write(dir string, files map[string][]byte) (replaced []string, err error) {
 	return replaced, nil
 }
 
-// Sync makes dir hold the cluster's shared files. When the datastore has
-// them, they are written to dir (replacing files of another cluster) before
-// ensure runs; otherwise ensure creates them and they are stored, unless
-// another server stored its own first, which then win.
-func Sync(ctx context.Context, kv clientv3.KV, dir, secret string, ensure func() error) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
+// Sync makes the files at paths the cluster's shared ones. When the
+// datastore has them, they are written there (replacing files of another
+// cluster) before ensure runs; otherwise ensure creates them and they are
+// stored, unless another server stored its own first, which then win.
+func Sync(ctx context.Context, kv clientv3.KV, paths []string, secret string, ensure func() error) error {
 	for {
 		resp, err := kv.Get(ctx, Key)
 		if err != nil {
@@ -160,7 +152,7 @@ func Sync(ctx context.Context, kv clientv3.KV, dir, secret string, ensure func()
 			if err != nil {
 				return err
 			}
-			replaced, err := Write(dir, files)
+			replaced, err := Write(paths, files)
 			if err != nil {
 				return err
 			}
@@ -172,7 +164,7 @@ func Sync(ctx context.Context, kv clientv3.KV, dir, secret string, ensure func()
 		if err := ensure(); err != nil {
 			return err
 		}
-		files, err := Read(dir)
+		files, err := Read(paths)
 		if err != nil {
 			return err
 		}

@@ -8,12 +8,22 @@ import (
 	"testing"
 )
 
+var names = []string{"server-ca.crt", "server-ca.key", "service.key"}
+
 func sample() map[string][]byte {
 	files := map[string][]byte{}
-	for _, name := range Files {
+	for _, name := range names {
 		files[name] = []byte("contents of " + name)
 	}
 	return files
+}
+
+func paths(dir string) []string {
+	var out []string
+	for _, name := range names {
+		out = append(out, filepath.Join(dir, name))
+	}
+	return out
 }
 
 func TestSealOpen(t *testing.T) {
@@ -45,15 +55,15 @@ func TestWrite(t *testing.T) {
 	dir := t.TempDir()
 	files := sample()
 	os.WriteFile(filepath.Join(dir, "server-ca.crt"), []byte("another cluster"), 0o600)
-	os.WriteFile(filepath.Join(dir, "client-ca.crt"), files["client-ca.crt"], 0o600)
-	replaced, err := Write(dir, files)
+	os.WriteFile(filepath.Join(dir, "service.key"), files["service.key"], 0o600)
+	replaced, err := Write(paths(dir), files)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(replaced, []string{"server-ca.crt"}) {
 		t.Fatalf("replaced %v, want [server-ca.crt]", replaced)
 	}
-	got, err := Read(dir)
+	got, err := Read(paths(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +71,7 @@ func TestWrite(t *testing.T) {
 		t.Fatal("read back other files than written")
 	}
 	delete(files, "service.key")
-	if _, err := Write(t.TempDir(), files); err == nil {
+	if _, err := Write(paths(t.TempDir()), files); err == nil {
 		t.Fatal("a set without service.key was written")
 	}
 }

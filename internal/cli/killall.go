@@ -36,7 +36,7 @@ func killallCommand() *cli.Command {
 			report, err := killall.For(dir).Run()
 			fmt.Println(report)
 			if err != nil {
-				return fmt.Errorf("killall left something behind: %w", err)
+				return fmt.Errorf("killall left something behind (%w): run it again once what holds it has ended, or reboot", err)
 			}
 			return nil
 		},

@@ -11,20 +11,28 @@ type Files struct{ Dir string }
 
 func (f Files) path(name string) string { return filepath.Join(f.Dir, name) }
 
-func (f Files) ServerCA() string          { return f.path("server-ca.crt") }
-func (f Files) ServerCAKey() string       { return f.path("server-ca.key") }
-func (f Files) ClientCA() string          { return f.path("client-ca.crt") }
-func (f Files) ClientCAKey() string       { return f.path("client-ca.key") }
-func (f Files) RequestHeaderCA() string   { return f.path("request-header-ca.crt") }
-func (f Files) ServiceAccountKey() string { return f.path("service.key") }
-func (f Files) ServingCert() string       { return f.path("serving-kube-apiserver.crt") }
-func (f Files) ServingKey() string        { return f.path("serving-kube-apiserver.key") }
+func (f Files) ServerCA() string           { return f.path("server-ca.crt") }
+func (f Files) ServerCAKey() string        { return f.path("server-ca.key") }
+func (f Files) ClientCA() string           { return f.path("client-ca.crt") }
+func (f Files) ClientCAKey() string        { return f.path("client-ca.key") }
+func (f Files) RequestHeaderCA() string    { return f.path("request-header-ca.crt") }
+func (f Files) RequestHeaderCAKey() string { return f.path("request-header-ca.key") }
+func (f Files) ServiceAccountKey() string  { return f.path("service.key") }
+func (f Files) ServingCert() string        { return f.path("serving-kube-apiserver.crt") }
+func (f Files) ServingKey() string         { return f.path("serving-kube-apiserver.key") }
 func (f Files) APIServerClientCert() string {
 	return f.path("client-kube-apiserver.crt")
 }
 func (f Files) APIServerClientKey() string { return f.path("client-kube-apiserver.key") }
 func (f Files) AuthProxyCert() string      { return f.path("client-auth-proxy.crt") }
 func (f Files) AuthProxyKey() string       { return f.path("client-auth-proxy.key") }
+
+// Shared are the files every server of one cluster must hold alike: the CAs
+// and the service-account signing key. The rest is made from them.
+func (f Files) Shared() []string {
+	return []string{f.ServerCA(), f.ServerCAKey(), f.ClientCA(), f.ClientCAKey(),
+		f.RequestHeaderCA(), f.RequestHeaderCAKey(), f.ServiceAccountKey()}
+}
 
 // ClientCert and ClientKey are the certificate files of a named client
 // (admin, controller, scheduler).

@@ -31,14 +31,11 @@ type Node struct {
 	// The kubelet's root dir, cgroup root and driver: what the kubelet
 	// recorded in the run dir, else the defaults for the data dir.
 	kubelet.State
-	// Network says to delete the pod bridge, the overlay device and the
-	// nftables table too.
-	Network bool
 }
 
 // For is the node whose data dir is dataDir (an absolute path).
 func For(dataDir string) Node {
-	n := Node{DataDir: filepath.Clean(dataDir), RunDir: agent.RunDir(dataDir), Network: true}
+	n := Node{DataDir: filepath.Clean(dataDir), RunDir: agent.RunDir(dataDir)}
 	if s, ok := kubelet.ReadState(n.RunDir); ok {
 		n.State = s
 	} else {
@@ -64,8 +61,8 @@ func (r Report) String() string {
 }
 
 // Run stops the node's processes (skiff, containerd, the shims) and pods,
-// then removes its mounts, cgroups, run dir and, with n.Network, its network
-// devices and table. It goes on past errors and returns them together.
+// then removes its mounts, cgroups, run dir and, unless another node in this
+// network namespace uses them, the network devices and table. It goes on past errors and returns them together.
 func (n Node) Run() (Report, error) {
 	var r Report
 	var errs []error
@@ -126,12 +123,11 @@ func (n Node) Run() (Report, error) {
 			removeTree(filepath.Join(hier, root))
 		}
 	}
-	if n.Network && len(others) > 0 {
+	if len(others) > 0 {
 		// The bridge, overlay device and table have host-wide names: they
 		// are the other node's too.
 		r.KeptNetwork = others[0].pid
-	}
-	if n.Network && r.KeptNetwork == 0 {
+	} else {
 		if err := proxy.Cleanup(proxy.DefaultTable); err != nil {
 			errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", proxy.DefaultTable, err))
 		}
@@ -197,12 +193,13 @@ func (p process) shim() bool {
 	return len(p.args) > 1 && (p.args[1] == "-namespace" || strings.HasPrefix(filepath.Base(p.args[0]), "containerd-shim"))
 }
 
-// owned returns the processes of this node and the skiff servers and
-// agents of other nodes in this network namespace. This node's are a skiff binary (see skiffBinary)
-// with an argument naming the data dir or run dir: `skiff server|agent --data-dir D`, `skiff containerd
-// --config D/...`, the shims' `-address R/...`. With the default data dir, a
-// `skiff server|agent` without --data-dir is the node too. Never this
-// process or one of its ancestors.
+// owned returns the processes of this node and the skiff servers and agents
+// of other nodes in this network namespace, never this process or one of
+// its ancestors. This node's are a skiff binary (see skiffBinary) with an
+// argument naming the data dir or run dir: `skiff server|agent --data-dir
+// D`, `skiff containerd --config D/...`, the shims' `-address R/...`. With
+// the default data dir, a `skiff server|agent` without --data-dir is the
+// node too.
 func (n Node) owned(self string) (mine, others []process) {
 	selfInfo, _ := os.Stat(self)
 	ancestors := map[int]bool{}
@@ -278,13 +275,7 @@ func processes() []process {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// The fields after the command name, which may hold spaces; the
-		// second of them is the parent.
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		fields := stat(pid)
 		if len(fields) < 2 {
 			continue
 		}
@@ -327,12 +318,18 @@ func waitGone(pids []int, timeout time.Duration) bool {
 }
 
 func running(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	fields := stat(pid)
 	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
+}
+
+// stat is /proc/<pid>/stat after the command name (which may hold spaces):
+// the state, the parent, ...; nil when the process is gone.
+func stat(pid int) []string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
 }
 
 // hierarchies are the mounted cgroup hierarchies: every v1 controller and

@@ -158,7 +158,7 @@ func Run(ctx context.Context, o Options) error {
 	} else {
 		// Servers sharing an external datastore share its CAs too.
 		store.Bootstrap = func(ctx context.Context, kv clientv3.KV) error {
-			return bootstrap.Sync(ctx, kv, cfg.Files.Dir, secret, prepare)
+			return bootstrap.Sync(ctx, kv, cfg.Files.Shared(), secret, prepare)
 		}
 	}
 	apiserver := controlplane.NewAPIServer(cfg, ln, store.ETCDServers)

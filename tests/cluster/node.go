@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,14 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/skiff-dev/skiff/internal/ociimage"
-	"github.com/skiff-dev/skiff/internal/proxy"
 )
 
 // BusyboxImage is the test image: Debian's busybox-static and the tests'
@@ -136,45 +131,21 @@ func NewAgent(dir string, server *Server, extra ...string) (*Server, error) {
 	return a, WriteBusyboxImage(filepath.Join(a.DataDir, "agent", "images"))
 }
 
-// Teardown removes what a stopped node left on the host: its pods'
-// processes, mounts, cgroups, the pod bridge and its runtime state dir.
+// Teardown removes what a stopped node left on the host (its pods'
+// processes, mounts, cgroups, network devices and runtime state dir) with
+// `skiff killall`, run in the node's network namespace.
 func (s *Server) Teardown() error {
 	if s.CgroupRoot == "" {
 		return nil
 	}
-	var errs []string
-	// Pods and their shims outlive the server on purpose; end them.
-	for i := 0; i < 50; i++ {
-		pids := cgroupPids(s.CgroupRoot)
-		pids = append(pids, shimPids(s.DataDir)...)
-		if len(pids) == 0 {
-			break
-		}
-		for _, p := range pids {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-		time.Sleep(100 * time.Millisecond) // the kernel takes a moment to empty the cgroups
-	}
-	for _, m := range mountsUnder(s.Dir, RunDir(s.DataDir)) {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			errs = append(errs, fmt.Sprintf("unmount %s: %v", m, err))
+	args := []string{Binary(), "killall", "--data-dir", s.DataDir}
+	if s.Netns != "" {
+		if _, err := os.Stat("/run/netns/" + s.Netns); err == nil {
+			args = append([]string{"nsenter", "--net=/run/netns/" + s.Netns, "--"}, args...)
 		}
 	}
-	for _, hier := range cgroupHierarchies() {
-		removeCgroupTree(filepath.Join(hier, s.CgroupRoot))
-	}
-	// A node in a network namespace leaves its interfaces and tables there,
-	// and they go with the namespace.
-	if s.Netns == "" {
-		exec.Command("ip", "link", "delete", "cni0").Run()
-		exec.Command("ip", "link", "delete", "flannel.1").Run()
-		if err := proxy.Cleanup(ProxyTable); err != nil {
-			errs = append(errs, fmt.Sprintf("deleting nftables table %s: %v", ProxyTable, err))
-		}
-	}
-	os.RemoveAll(RunDir(s.DataDir))
-	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("skiff killall --data-dir %s: %v: %s", s.DataDir, err, out)
 	}
 	return nil
 }
@@ -215,66 +186,6 @@ func cgroupPids(root string) []int {
 		})
 	}
 	return pids
-}
-
-// shimPids finds the runc shims of a node: they run from the node's shim link.
-func shimPids(dataDir string) []int {
-	var pids []int
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(data), "\x00")
-		if len(args) > 2 && args[1] == "-namespace" && strings.Contains(string(data), RunDir(dataDir)) {
-			var pid int
-			fmt.Sscan(strings.Split(p, "/")[2], &pid)
-			if pid != os.Getpid() {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	return pids
-}
-
-func mountsUnder(dirs ...string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := fields[4]
-		for _, d := range dirs {
-			if mp == d || strings.HasPrefix(mp, d+"/") {
-				out = append(out, mp)
-			}
-		}
-	}
-	// Deepest first.
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-func removeCgroupTree(dir string) {
-	var dirs []string
-	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err == nil && info.IsDir() {
-			dirs = append(dirs, path)
-		}
-		return nil
-	})
-	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-	for _, d := range dirs {
-		os.Remove(d)
-	}
 }
 
 // CRIEndpoint is the node's containerd socket.
