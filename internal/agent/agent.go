@@ -61,33 +61,72 @@ type Config struct {
 	ServingKey  string
 }
 
-// RunDir is where a node keeps runtime state (sockets, runc state, pod
-// network namespaces): /run/skiff for the default data dir, else a directory
-// named after the data dir, so that several nodes can share a host.
-func RunDir(dataDir string) string {
-	if dataDir == DefaultDataDir {
-		return containerd.DefaultRunDir
-	}
-	return fmt.Sprintf("/run/skiff-%x", sha256.Sum256([]byte(dataDir)))[:len("/run/skiff-")+8]
+// Host is what a node sets up on the host outside its data dir. The default
+// data dir gets the usual names and ports; any other gets names derived from
+// a hash of its path and free ports, so that a second node on the host (a
+// throwaway cluster in a temp dir, say) keeps apart from the first.
+type Host struct {
+	// RunDir holds runtime state: sockets, runc state, pods' network
+	// namespaces. Default /run/skiff, else /run/skiff-<hash>.
+	RunDir string
+	// KubeletRoot is the kubelet's root dir: upstream's /var/lib/kubelet,
+	// else <data-dir>/kubelet.
+	KubeletRoot string
+	// CgroupRoot is the cgroup the kubelet puts pods under (cgroupfs
+	// driver): /skiff, else /skiff-<hash>.
+	CgroupRoot string
+	// Bridge is the pods' bridge: cni0, else cni-<hash>.
+	Bridge string
+	// Overlay is the VXLAN device: flannel.1, else vxlan-<hash>.
+	Overlay string
+	// Table is the Service proxy's nftables table: skiff, else skiff-<hash>.
+	Table string
+	// WellKnownPorts: the kubelet listens on 10250 (healthz 10248), the
+	// controller manager on 10257 and the scheduler on 10259. Otherwise
+	// each takes a free port (see FreePorts).
+	WellKnownPorts bool
 }
 
-// KubeletRoot is the kubelet's root dir: upstream's /var/lib/kubelet for the
-// default data dir, else inside the data dir, so that a second node on the
-// host (a throwaway cluster in a temp dir, say) keeps its pods apart.
-func KubeletRoot(dataDir string) string {
+// HostFor is the host names of the node whose data dir is dataDir (an
+// absolute path).
+func HostFor(dataDir string) Host {
 	if dataDir == DefaultDataDir {
-		return "/var/lib/kubelet"
+		return Host{RunDir: containerd.DefaultRunDir, KubeletRoot: "/var/lib/kubelet", CgroupRoot: "/skiff",
+			Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", WellKnownPorts: true}
 	}
-	return filepath.Join(dataDir, "kubelet")
+	// Interface names hold at most 15 bytes: 8 hex digits leave room for a
+	// prefix that says what the device is.
+	h := fmt.Sprintf("%x", sha256.Sum256([]byte(dataDir)))[:8]
+	return Host{RunDir: "/run/skiff-" + h, KubeletRoot: filepath.Join(dataDir, "kubelet"), CgroupRoot: "/skiff-" + h,
+		Bridge: "cni-" + h, Overlay: "vxlan-" + h, Table: "skiff-" + h}
 }
 
-// CgroupRoot is the cgroup the kubelet puts pods under (cgroupfs driver):
-// /skiff for the default data dir, else named like RunDir.
-func CgroupRoot(dataDir string) string {
-	if dataDir == DefaultDataDir {
-		return "/skiff"
+// CheckRange makes sure no other interface on this host routes part of the
+// pod network clusterCIDR: another cluster's bridge, most likely, whose pods
+// would collide with this node's.
+func CheckRange(dataDir, clusterCIDR string) error {
+	_, cidr, err := net.ParseCIDR(clusterCIDR)
+	if err != nil {
+		return err
 	}
-	return "/" + filepath.Base(RunDir(dataDir))
+	h := HostFor(dataDir)
+	return cni.CheckRange(cidr, h.Bridge, h.Overlay)
+}
+
+// FreePorts asks the kernel for n distinct TCP ports that are free now. The
+// components that listen there bind them a moment later; a node with its own
+// data dir uses such ports so that it can run beside another without flags.
+func FreePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", ":0")
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
 
 // Components returns the node's components in start order. It checks the
@@ -106,13 +145,14 @@ func Components(cfg Config) ([]component.Component, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--node-taint: %w (want key=value:NoSchedule)", err)
 	}
+	host := HostFor(cfg.DataDir)
 	endpoint := cfg.ContainerRuntimeEndpoint
 	var runtime *containerd.Containerd
 	if endpoint == "" {
 		if err := containerd.CheckRunc(); err != nil {
 			return nil, err
 		}
-		runtime = containerd.New(cfg.DataDir, RunDir(cfg.DataDir))
+		runtime = containerd.New(cfg.DataDir, host.RunDir)
 		runtime.SandboxImage = pause.Image
 		runtime.SandboxTarball = pause.Tarball
 		endpoint = runtime.Endpoint()
@@ -121,6 +161,12 @@ func Components(cfg Config) ([]component.Component, error) {
 		cfg.ResolvConf = kubelet.DefaultResolvConf()
 	} else if _, err := os.Stat(cfg.ResolvConf); err != nil {
 		return nil, fmt.Errorf("--resolv-conf: %w", err)
+	}
+	ports := []int{0, 0} // the kubelet's and its healthz: upstream's
+	if !host.WellKnownPorts {
+		if ports, err = FreePorts(2); err != nil {
+			return nil, err
+		}
 	}
 	k, err := kubelet.New(&kubelet.Config{
 		NodeName:      cfg.NodeName,
@@ -136,9 +182,11 @@ func Components(cfg Config) ([]component.Component, error) {
 		ClusterDomain: cfg.ClusterDomain,
 		ResolvConf:    cfg.ResolvConf,
 		DataDir:       cfg.DataDir,
-		RootDir:       KubeletRoot(cfg.DataDir),
-		CgroupRoot:    CgroupRoot(cfg.DataDir),
-		RunDir:        RunDir(cfg.DataDir),
+		RootDir:       host.KubeletRoot,
+		CgroupRoot:    host.CgroupRoot,
+		RunDir:        host.RunDir,
+		Port:          ports[0],
+		HealthzPort:   ports[1],
 		ExtraArgs:     cfg.KubeletArgs,
 	})
 	if err != nil {
@@ -148,14 +196,19 @@ func Components(cfg Config) ([]component.Component, error) {
 	if runtime != nil {
 		out = append(out, runtime)
 	}
-	network := cni.NewNetwork(cfg.NodeName, cfg.Kubeconfig,
+	network := cni.NewNetwork(cfg.NodeName, cfg.Kubeconfig, host.Bridge,
 		filepath.Join(cfg.DataDir, "data", "bin"),
 		filepath.Join(cfg.DataDir, "agent", "etc", "cni", "net.d"),
 		filepath.Join(cfg.DataDir, "agent", "cni", "networks"))
 	var overlay *flannel.Overlay
 	switch cfg.FlannelBackend {
 	case "", "vxlan":
-		overlay, err = flannel.New(flannel.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, NodeIP: net.ParseIP(cfg.NodeIP), Iface: cfg.FlannelIface})
+		vni, err := flannel.VNI(cfg.ClusterCIDR)
+		if err != nil {
+			return nil, err
+		}
+		overlay, err = flannel.New(flannel.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, NodeIP: net.ParseIP(cfg.NodeIP), Iface: cfg.FlannelIface,
+			Device: host.Overlay, VNI: vni})
 		if err != nil {
 			return nil, err
 		}
@@ -177,7 +230,8 @@ func Components(cfg Config) ([]component.Component, error) {
 			Kubeconfig:        cfg.Kubeconfig,
 			ClusterCIDR:       cfg.ClusterCIDR,
 			NodePortAddresses: cfg.NodePortAddresses,
-			Bridge:            cni.Bridge,
+			Table:             host.Table,
+			Bridge:            host.Bridge,
 			DNSService:        types.NamespacedName{Namespace: metav1.NamespaceSystem, Name: "kube-dns"},
 			DNSAddress:        network.Gateway,
 		})

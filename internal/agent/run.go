@@ -97,6 +97,9 @@ func Run(ctx context.Context, o Options) error {
 	// The cluster's settings come from the server, so that a node cannot
 	// disagree with it.
 	cfg.ClusterCIDR, cfg.ClusterDNS, cfg.ClusterDomain = settings.ClusterCIDR, settings.ClusterDNS, settings.ClusterDomain
+	if err := CheckRange(dataDir, cfg.ClusterCIDR); err != nil {
+		return fmt.Errorf("the cluster's pod network %s: %v (another cluster's node on this host?): this host cannot be a node of both", cfg.ClusterCIDR, err)
+	}
 	components, err := Components(cfg)
 	if err != nil {
 		return err

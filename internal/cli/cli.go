@@ -154,7 +154,7 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "tls-san", Usage: "extra host name or IP for the API server's certificate"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: agent.DefaultClusterCIDR, Destination: &o.ClusterCIDR, Usage: "pod network"},
 			&cli.StringFlag{Name: "service-cidr", Value: "10.43.0.0/16", Destination: &o.ServiceCIDR, Usage: "Service network"},
-			&cli.StringFlag{Name: "cluster-dns", Value: "10.43.0.10", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP"},
+			&cli.StringFlag{Name: "cluster-dns", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP (default: the tenth address of --service-cidr, 10.43.0.10)"},
 			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "the secret of the server's join token (default: a random one, kept in <data-dir>/server/token)"},
 			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Destination: &o.ServiceNodePortRange, Usage: "NodePort range"},

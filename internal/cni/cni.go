@@ -32,9 +32,6 @@ import (
 //go:embed bin
 var plugins embed.FS
 
-// Bridge is the bridge the node's pods are attached to.
-const Bridge = "cni0"
-
 // Install writes the plugins into dir, leaving identical files untouched.
 func Install(dir string) error {
 	return fs.WalkDir(plugins, "bin", func(path string, d fs.DirEntry, err error) error {
@@ -53,12 +50,12 @@ func Install(dir string) error {
 	})
 }
 
-// Config renders the pod network configuration for podCIDR; mtu 0 leaves
-// the bridge plugin's default.
-func Config(podCIDR, ipamDir string, mtu int) ([]byte, error) {
-	bridge := map[string]any{
+// Config renders the pod network configuration for podCIDR on the bridge
+// named bridge; mtu 0 leaves the bridge plugin's default.
+func Config(bridge, podCIDR, ipamDir string, mtu int) ([]byte, error) {
+	plugin := map[string]any{
 		"type":        "bridge",
-		"bridge":      Bridge,
+		"bridge":      bridge,
 		"isGateway":   true,
 		"hairpinMode": true,
 		"ipam": map[string]any{
@@ -69,13 +66,13 @@ func Config(podCIDR, ipamDir string, mtu int) ([]byte, error) {
 		},
 	}
 	if mtu > 0 {
-		bridge["mtu"] = mtu
+		plugin["mtu"] = mtu
 	}
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "skiff",
 		"plugins": []any{
-			bridge,
+			plugin,
 			map[string]any{"type": "portmap", "backend": "nftables", "capabilities": map[string]bool{"portMappings": true}},
 		},
 	}
@@ -87,6 +84,7 @@ func Config(podCIDR, ipamDir string, mtu int) ([]byte, error) {
 type Network struct {
 	NodeName   string
 	Kubeconfig string
+	Bridge     string
 	BinDir     string
 	ConfDir    string
 	IPAMDir    string
@@ -98,9 +96,9 @@ type Network struct {
 	gw      net.IP
 }
 
-// NewNetwork returns the pod network component.
-func NewNetwork(node, kubeconfig, binDir, confDir, ipamDir string) *Network {
-	return &Network{NodeName: node, Kubeconfig: kubeconfig, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir,
+// NewNetwork returns the pod network component, its pods on bridge.
+func NewNetwork(node, kubeconfig, bridge, binDir, confDir, ipamDir string) *Network {
+	return &Network{NodeName: node, Kubeconfig: kubeconfig, Bridge: bridge, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir,
 		gateway: make(chan struct{})}
 }
 
@@ -153,7 +151,7 @@ func (n *Network) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("waiting for node %s's pod CIDR: %w", n.NodeName, err)
 	}
-	conf, err := Config(cidr, n.IPAMDir, n.MTU)
+	conf, err := Config(n.Bridge, cidr, n.IPAMDir, n.MTU)
 	if err != nil {
 		return err
 	}
@@ -163,7 +161,7 @@ func (n *Network) Run(ctx context.Context) error {
 	if err := pki.WriteFileMode(filepath.Join(n.ConfDir, "10-skiff.conflist"), conf, 0o644); err != nil {
 		return err
 	}
-	if n.gw, err = ensureBridge(cidr); err != nil {
+	if n.gw, err = ensureBridge(n.Bridge, cidr); err != nil {
 		return err
 	}
 	close(n.gateway)

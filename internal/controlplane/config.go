@@ -16,6 +16,9 @@ type Config struct {
 	ServiceCIDR          string
 	ServiceNodePortRange string
 	ClusterDomain        string
+	// ControllerManagerPort and SchedulerPort are their secure ports on
+	// loopback; 0 leaves upstream's 10257 and 10259.
+	ControllerManagerPort, SchedulerPort int
 	// LeaderElect is on when other servers may share the datastore.
 	LeaderElect bool
 	Verbosity   int

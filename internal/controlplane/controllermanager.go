@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -35,7 +36,7 @@ func (m *ControllerManager) args() []string {
 		flag("authentication-kubeconfig", kubeconfig),
 		flag("authorization-kubeconfig", kubeconfig),
 		flag("bind-address", "127.0.0.1"),
-		flag("secure-port", 10257),
+		flag("secure-port", cmp.Or(c.ControllerManagerPort, 10257)),
 		flag("allocate-node-cidrs", true),
 		flag("cluster-cidr", c.ClusterCIDR),
 		flag("service-cluster-ip-range", c.ServiceCIDR),

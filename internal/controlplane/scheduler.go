@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 
 	"k8s.io/client-go/tools/cache"
@@ -34,7 +35,7 @@ func (s *Scheduler) args() []string {
 		flag("authentication-kubeconfig", kubeconfig),
 		flag("authorization-kubeconfig", kubeconfig),
 		flag("bind-address", "127.0.0.1"),
-		flag("secure-port", 10259),
+		flag("secure-port", cmp.Or(s.Config.SchedulerPort, 10259)),
 		flag("leader-elect", s.Config.LeaderElect),
 		flag("profiling", false),
 		flag("v", s.Config.Verbosity),

@@ -31,11 +31,9 @@ import (
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 )
 
-// The overlay's device, the same on every node.
 const (
-	Device = "flannel.1"
-	VNI    = 1
-	Port   = 8472
+	// Port is the VXLAN's UDP port, flannel's.
+	Port = 8472
 	// overhead is what VXLAN adds to a packet: outer IPv4, UDP, VXLAN and
 	// Ethernet headers.
 	overhead = 50
@@ -55,6 +53,25 @@ type Config struct {
 	Kubeconfig string
 	NodeIP     net.IP // the VTEP's address
 	Iface      string // the interface the VXLAN runs over; default: the one holding NodeIP
+	Device     string // the VXLAN device's name
+	VNI        int    // see VNI
+}
+
+// VNI is the VXLAN network identifier of a cluster whose pod network is
+// clusterCIDR: flannel's 1 for the default 10.42.0.0/16, else the first 24
+// bits of the range's address. Every node of a cluster computes the same
+// one, and clusters side by side on one host (whose pod networks cannot
+// overlap) get different ones, so that their devices can share the port.
+func VNI(clusterCIDR string) (int, error) {
+	_, cidr, err := net.ParseCIDR(clusterCIDR)
+	if err != nil || cidr.IP.To4() == nil {
+		return 0, fmt.Errorf("the VXLAN overlay needs an IPv4 cluster CIDR, not %q", clusterCIDR)
+	}
+	if cidr.String() == "10.42.0.0/16" {
+		return 1, nil
+	}
+	ip := cidr.IP.To4()
+	return int(ip[0])<<16 | int(ip[1])<<8 | int(ip[2]), nil
 }
 
 // Overlay is the overlay component.
@@ -144,7 +161,7 @@ func (o *Overlay) Run(ctx context.Context) error {
 			}
 		}
 		if link != nil {
-			if err := apply(link, Peers(o.cfg.NodeName, all)); err != nil {
+			if err := apply(link, Peers(o.cfg.NodeName, o.cfg.VNI, all)); err != nil {
 				klog.ErrorS(err, "programming the overlay's routes failed; will retry")
 			}
 		}
@@ -177,9 +194,9 @@ func (o *Overlay) setUp(ctx context.Context, client kubernetes.Interface, all []
 	}
 	link, err := o.ensureDevice(cidr)
 	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", Device, err)
+		return nil, fmt.Errorf("creating %s: %w", o.cfg.Device, err)
 	}
-	data, _ := json.Marshal(backendData{VNI: VNI, VtepMAC: link.Attrs().HardwareAddr.String()})
+	data, _ := json.Marshal(backendData{VNI: o.cfg.VNI, VtepMAC: link.Attrs().HardwareAddr.String()})
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
 		annBackendType: "vxlan",
 		annBackendData: string(data),
@@ -189,7 +206,7 @@ func (o *Overlay) setUp(ctx context.Context, client kubernetes.Interface, all []
 	if _, err := client.CoreV1().Nodes().Patch(ctx, o.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return nil, fmt.Errorf("publishing the node's VTEP: %w", err)
 	}
-	klog.InfoS("overlay is up", "device", Device, "vtep", o.cfg.NodeIP, "mac", link.Attrs().HardwareAddr, "podCIDR", cidr)
+	klog.InfoS("overlay is up", "device", o.cfg.Device, "vni", o.cfg.VNI, "vtep", o.cfg.NodeIP, "mac", link.Attrs().HardwareAddr, "podCIDR", cidr)
 	return link, nil
 }
 
@@ -198,14 +215,14 @@ func (o *Overlay) setUp(ctx context.Context, client kubernetes.Interface, all []
 // restart).
 func (o *Overlay) ensureDevice(cidr *net.IPNet) (netlink.Link, error) {
 	want := &netlink.Vxlan{
-		LinkAttrs:    netlink.LinkAttrs{Name: Device, MTU: o.MTU()},
-		VxlanId:      VNI,
+		LinkAttrs:    netlink.LinkAttrs{Name: o.cfg.Device, MTU: o.MTU()},
+		VxlanId:      o.cfg.VNI,
 		VtepDevIndex: o.parent.Attrs().Index,
 		SrcAddr:      o.cfg.NodeIP.To4(),
 		Port:         Port,
 		Learning:     false,
 	}
-	if l, err := netlink.LinkByName(Device); err == nil {
+	if l, err := netlink.LinkByName(o.cfg.Device); err == nil {
 		v, ok := l.(*netlink.Vxlan)
 		if !ok || v.VxlanId != want.VxlanId || v.VtepDevIndex != want.VtepDevIndex || !v.SrcAddr.Equal(want.SrcAddr) || v.Port != want.Port {
 			if err := netlink.LinkDel(l); err != nil {
@@ -216,7 +233,7 @@ func (o *Overlay) ensureDevice(cidr *net.IPNet) (netlink.Link, error) {
 	if err := netlink.LinkAdd(want); err != nil && !errors.Is(err, syscall.EEXIST) {
 		return nil, err
 	}
-	link, err := netlink.LinkByName(Device)
+	link, err := netlink.LinkByName(o.cfg.Device)
 	if err != nil {
 		return nil, err
 	}
@@ -244,8 +261,8 @@ func (o *Overlay) ensureDevice(cidr *net.IPNet) (netlink.Link, error) {
 }
 
 // Cleanup deletes the overlay's device, and with it its routes and entries.
-func Cleanup() error {
-	l, err := netlink.LinkByName(Device)
+func Cleanup(device string) error {
+	l, err := netlink.LinkByName(device)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {

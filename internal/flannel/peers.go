@@ -33,14 +33,14 @@ type Peer struct {
 func (p Peer) Gateway() net.IP { return p.PodCIDR.IP }
 
 // Peers returns the nodes other than self that the overlay can reach: those
-// with a pod range and a published VTEP, sorted by name.
-func Peers(self string, nodes []*corev1.Node) []Peer {
+// with a pod range and a VTEP published on VNI vni, sorted by name.
+func Peers(self string, vni int, nodes []*corev1.Node) []Peer {
 	var out []Peer
 	for _, n := range nodes {
 		if n.Name == self || n.Spec.PodCIDR == "" || n.Annotations[annBackendType] != "vxlan" {
 			continue
 		}
-		p, err := peer(n)
+		p, err := peer(n, vni)
 		if err != nil {
 			klog.InfoS("ignoring a node's overlay annotations", "node", n.Name, "err", err)
 			continue
@@ -51,7 +51,7 @@ func Peers(self string, nodes []*corev1.Node) []Peer {
 	return out
 }
 
-func peer(n *corev1.Node) (Peer, error) {
+func peer(n *corev1.Node, vni int) (Peer, error) {
 	p := Peer{Node: n.Name}
 	_, cidr, err := net.ParseCIDR(n.Spec.PodCIDR)
 	if err != nil || cidr.IP.To4() == nil {
@@ -62,8 +62,8 @@ func peer(n *corev1.Node) (Peer, error) {
 	if err := json.Unmarshal([]byte(n.Annotations[annBackendData]), &data); err != nil {
 		return p, fmt.Errorf("%s: %w", annBackendData, err)
 	}
-	if data.VNI != VNI {
-		return p, fmt.Errorf("VNI %d, not %d", data.VNI, VNI)
+	if data.VNI != vni {
+		return p, fmt.Errorf("VNI %d, not %d", data.VNI, vni)
 	}
 	if p.MAC, err = net.ParseMAC(data.VtepMAC); err != nil || len(p.MAC) != 6 {
 		return p, fmt.Errorf("VTEP MAC %q", data.VtepMAC)

@@ -39,7 +39,7 @@ func TestDesired(t *testing.T) {
 		node("bad-ip", "10.42.6.0/24", "ee:ee:ee:ee:ee:ee", "somewhere"), // ignored, logged
 		node("v6", "fd00::/64", "ff:ff:ff:ff:ff:ff", "192.168.1.17"),     // IPv4 only
 	}
-	s := Desired(Peers("self", nodes))
+	s := Desired(Peers("self", 1, nodes))
 	if got, want := keys(s.Routes), []string{"10.42.1.0/24|10.42.1.0", "10.42.2.0/24|10.42.2.0"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("routes = %v, want %v", got, want)
 	}
@@ -55,11 +55,11 @@ func TestDesired(t *testing.T) {
 // to another IP gets new entries; the old ones are no longer wanted, and a
 // deleted node leaves nothing.
 func TestDesiredFollowsChanges(t *testing.T) {
-	before := Desired(Peers("self", []*corev1.Node{
+	before := Desired(Peers("self", 1, []*corev1.Node{
 		node("b", "10.42.1.0/24", "bb:bb:bb:bb:bb:bb", "192.168.1.11"),
 		node("c", "10.42.2.0/24", "cc:cc:cc:cc:cc:cc", "192.168.1.12"),
 	}))
-	after := Desired(Peers("self", []*corev1.Node{
+	after := Desired(Peers("self", 1, []*corev1.Node{
 		node("b", "10.42.1.0/24", "b2:bb:bb:bb:bb:bb", "192.168.1.21"),
 	}))
 	if _, ok := after.FDB["192.168.1.11|bb:bb:bb:bb:bb:bb"]; ok {
@@ -80,5 +80,29 @@ func TestDesiredFollowsChanges(t *testing.T) {
 	}
 	if len(before.Routes) != 2 || len(after.Routes) != 1 {
 		t.Errorf("routes before %v, after %v", keys(before.Routes), keys(after.Routes))
+	}
+}
+
+func TestVNI(t *testing.T) {
+	for cidr, want := range map[string]int{
+		"10.42.0.0/16":   1, // flannel's, k3s's
+		"10.142.0.0/16":  0x0a8e00,
+		"10.42.0.0/17":   0x0a2a00, // not the default range: not 1
+		"10.42.128.0/17": 0x0a2a80,
+		"192.168.0.0/16": 0xc0a800,
+	} {
+		if got, err := VNI(cidr); err != nil || got != want {
+			t.Errorf("VNI(%s) = %d, %v; want %d", cidr, got, err, want)
+		}
+	}
+	if _, err := VNI("fd00::/48"); err == nil {
+		t.Error("VNI of an IPv6 range: no error")
+	}
+}
+
+func TestPeersOnAnotherVNI(t *testing.T) {
+	nodes := []*corev1.Node{node("b", "10.42.1.0/24", "bb:bb:bb:bb:bb:bb", "192.168.1.11")}
+	if got := Peers("self", 2, nodes); len(got) != 0 {
+		t.Errorf("a node on VNI 1 is a peer on VNI 2: %v", got)
 	}
 }

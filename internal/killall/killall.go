@@ -1,7 +1,7 @@
 // Package killall stops a node and everything it started, and removes what it
 // set up on the host at run time: pods, their mounts, cgroups and network
 // namespaces, the pod bridge, the overlay device and the Service proxy's
-// nftables table. The data dir stays: starting the node again brings it back.
+// nftables table (named after the data dir: see agent.Host). The data dir stays: starting the node again brings it back.
 // `skiff killall` runs it; so does skiff-killall.sh, written by the installer.
 package killall
 
@@ -27,7 +27,9 @@ import (
 // Node is what belongs to one node on this host.
 type Node struct {
 	DataDir string
-	RunDir  string
+	// The run dir, bridge, overlay device and nftables table: those of the
+	// data dir.
+	Host agent.Host
 	// The kubelet's root dir, cgroup root and driver: what the kubelet
 	// recorded in the run dir, else the defaults for the data dir.
 	kubelet.State
@@ -35,11 +37,12 @@ type Node struct {
 
 // For is the node whose data dir is dataDir (an absolute path).
 func For(dataDir string) Node {
-	n := Node{DataDir: filepath.Clean(dataDir), RunDir: agent.RunDir(dataDir)}
-	if s, ok := kubelet.ReadState(n.RunDir); ok {
+	dataDir = filepath.Clean(dataDir)
+	n := Node{DataDir: dataDir, Host: agent.HostFor(dataDir)}
+	if s, ok := kubelet.ReadState(n.Host.RunDir); ok {
 		n.State = s
 	} else {
-		n.State = kubelet.State{RootDir: agent.KubeletRoot(dataDir), CgroupRoot: agent.CgroupRoot(dataDir), CgroupDriver: "cgroupfs"}
+		n.State = kubelet.State{RootDir: n.Host.KubeletRoot, CgroupRoot: n.Host.CgroupRoot, CgroupDriver: "cgroupfs"}
 	}
 	return n
 }
@@ -47,22 +50,18 @@ func For(dataDir string) Node {
 // Report says what Run did.
 type Report struct {
 	Processes, Pods, Mounts int
-	// KeptNetwork is the pid of another node's skiff in this network
-	// namespace, whose network devices and table were therefore kept.
-	KeptNetwork int
+	// Network names the node's bridge, overlay device and nftables table,
+	// all gone now.
+	Network string
 }
 
 func (r Report) String() string {
-	s := fmt.Sprintf("stopped %d skiff processes and %d pod processes, unmounted %d mounts", r.Processes, r.Pods, r.Mounts)
-	if r.KeptNetwork != 0 {
-		s += fmt.Sprintf("; kept %s, %s and the nftables table %s: another skiff node (pid %d) uses them", cni.Bridge, flannel.Device, proxy.DefaultTable, r.KeptNetwork)
-	}
-	return s
+	return fmt.Sprintf("stopped %d skiff processes and %d pod processes, unmounted %d mounts; %s are gone", r.Processes, r.Pods, r.Mounts, r.Network)
 }
 
 // Run stops the node's processes (skiff, containerd, the shims) and pods,
-// then removes its mounts, cgroups, run dir and, unless another node in this
-// network namespace uses them, the network devices and table. It goes on past errors and returns them together.
+// then removes its mounts, cgroups, network devices, nftables table and run
+// dir. It goes on past errors and returns them together.
 func (n Node) Run() (Report, error) {
 	var r Report
 	var errs []error
@@ -72,7 +71,7 @@ func (n Node) Run() (Report, error) {
 	}
 	// skiff itself and containerd first, politely: the datastore closes
 	// cleanly, and nothing restarts what is killed next.
-	procs, others := n.owned(self)
+	procs := n.owned(self)
 	var main, shims []int
 	for _, p := range procs {
 		if p.shim() {
@@ -107,7 +106,7 @@ func (n Node) Run() (Report, error) {
 
 	// Mounts: containerd's (rootfs, shm, network namespaces) and the pods'
 	// volumes, deepest first.
-	dirs := []string{n.RunDir, n.DataDir}
+	dirs := []string{n.Host.RunDir, n.DataDir}
 	if n.RootDir != "" && !within(n.RootDir, n.DataDir) {
 		dirs = append(dirs, n.RootDir)
 	}
@@ -123,22 +122,18 @@ func (n Node) Run() (Report, error) {
 			removeTree(filepath.Join(hier, root))
 		}
 	}
-	if len(others) > 0 {
-		// The bridge, overlay device and table have host-wide names: they
-		// are the other node's too.
-		r.KeptNetwork = others[0].pid
-	} else {
-		if err := proxy.Cleanup(proxy.DefaultTable); err != nil {
-			errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", proxy.DefaultTable, err))
-		}
-		if err := cni.RemoveBridge(); err != nil {
-			errs = append(errs, fmt.Errorf("deleting the bridge %s: %w", cni.Bridge, err))
-		}
-		if err := flannel.Cleanup(); err != nil {
-			errs = append(errs, fmt.Errorf("deleting the overlay device %s: %w", flannel.Device, err))
-		}
+	// The network: named after the data dir, so this node's alone.
+	r.Network = fmt.Sprintf("%s, %s and the nftables table %s", n.Host.Bridge, n.Host.Overlay, n.Host.Table)
+	if err := proxy.Cleanup(n.Host.Table); err != nil {
+		errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", n.Host.Table, err))
 	}
-	if err := os.RemoveAll(n.RunDir); err != nil {
+	if err := cni.RemoveBridge(n.Host.Bridge); err != nil {
+		errs = append(errs, fmt.Errorf("deleting the bridge %s: %w", n.Host.Bridge, err))
+	}
+	if err := flannel.Cleanup(n.Host.Overlay); err != nil {
+		errs = append(errs, fmt.Errorf("deleting the overlay device %s: %w", n.Host.Overlay, err))
+	}
+	if err := os.RemoveAll(n.Host.RunDir); err != nil {
 		errs = append(errs, err)
 	}
 	return r, errors.Join(errs...)
@@ -193,14 +188,12 @@ func (p process) shim() bool {
 	return len(p.args) > 1 && (p.args[1] == "-namespace" || strings.HasPrefix(filepath.Base(p.args[0]), "containerd-shim"))
 }
 
-// owned returns the processes of this node and the skiff servers and agents
-// of other nodes in this network namespace, never this process or one of
-// its ancestors. This node's are a skiff binary (see skiffBinary) with an
-// argument naming the data dir or run dir: `skiff server|agent --data-dir
-// D`, `skiff containerd --config D/...`, the shims' `-address R/...`. With
-// the default data dir, a `skiff server|agent` without --data-dir is the
-// node too.
-func (n Node) owned(self string) (mine, others []process) {
+// owned returns the processes of this node, never this process or one of its
+// ancestors: a skiff binary (see skiffBinary) with an argument naming the
+// data dir or run dir: `skiff server|agent --data-dir D`, `skiff containerd
+// --config D/...`, the shims' `-address R/...`. With the default data dir, a
+// `skiff server|agent` without --data-dir is the node too.
+func (n Node) owned(self string) []process {
 	selfInfo, _ := os.Stat(self)
 	ancestors := map[int]bool{}
 	all := processes()
@@ -211,23 +204,16 @@ func (n Node) owned(self string) (mine, others []process) {
 	for pid := os.Getpid(); pid > 1 && !ancestors[pid]; pid = byPid[pid].ppid {
 		ancestors[pid] = true
 	}
-	netns, _ := os.Readlink("/proc/self/ns/net")
+	var mine []process
 	for _, p := range all {
 		if ancestors[p.pid] || len(p.args) < 2 || p.args[1] == "killall" {
 			continue
 		}
-		if !skiffBinary(p.exe, self, selfInfo) {
-			continue
-		}
-		if n.names(p.args[1:]) {
+		if skiffBinary(p.exe, self, selfInfo) && n.names(p.args[1:]) {
 			mine = append(mine, p)
-			continue
-		}
-		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.pid)); ns == netns && (p.args[1] == "server" || p.args[1] == "agent") {
-			others = append(others, p)
 		}
 	}
-	return mine, others
+	return mine
 }
 
 // skiffBinary says whether exe is a skiff binary: this one (the same file,
@@ -255,7 +241,7 @@ func (n Node) names(args []string) bool {
 		if a == "--data-dir" || a == "-d" {
 			flagged = true
 		}
-		if within(a, n.DataDir) || within(a, n.RunDir) {
+		if within(a, n.DataDir) || within(a, n.Host.RunDir) {
 			return true
 		}
 	}

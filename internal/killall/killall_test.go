@@ -1,10 +1,14 @@
 package killall
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/skiff-dev/skiff/internal/agent"
+)
 
 func TestNames(t *testing.T) {
-	custom := Node{DataDir: "/tmp/ci/data", RunDir: "/run/skiff-0123abcd"}
-	def := Node{DataDir: "/var/lib/skiff", RunDir: "/run/skiff"}
+	custom := Node{DataDir: "/tmp/ci/data", Host: agent.Host{RunDir: "/run/skiff-0123abcd"}}
+	def := Node{DataDir: "/var/lib/skiff", Host: agent.Host{RunDir: "/run/skiff"}}
 	cases := []struct {
 		n    Node
 		args []string

@@ -43,6 +43,9 @@ type Config struct {
 	// cgroupfs driver) cgroup root unless --kubelet-arg sets them.
 	RootDir    string
 	CgroupRoot string
+	// Port and HealthzPort are the kubelet's ports unless --kubelet-arg
+	// sets them; 0 leaves upstream's 10250 and 10248.
+	Port, HealthzPort int
 	// RunDir, if set, receives kubelet.json: the root dir and cgroup root
 	// in use, for `skiff killall`.
 	RunDir string
@@ -88,6 +91,12 @@ func New(cfg *Config) (*Kubelet, error) {
 	kc.Authentication.X509.ClientCAFile = cfg.ClientCA
 	kc.Authorization.Mode = kubeletconfig.KubeletAuthorizationModeWebhook
 	kc.ReadOnlyPort = 0
+	if cfg.Port != 0 {
+		kc.Port = int32(cfg.Port)
+	}
+	if cfg.HealthzPort != 0 {
+		kc.HealthzPort = int32(cfg.HealthzPort)
+	}
 	kc.FailSwapOn = false
 	kc.SerializeImagePulls = false
 	kc.CgroupsPerQOS = true

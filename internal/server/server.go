@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,13 +68,18 @@ func Run(ctx context.Context, o Options) error {
 	if err := addons.CheckDisable(o.Disable); err != nil {
 		return err
 	}
-	serviceIP, err := checkNetworks(o)
+	serviceIP, err := checkNetworks(&o)
 	if err != nil {
 		return err
 	}
 	dataDir, err := filepath.Abs(o.DataDir)
 	if err != nil {
 		return err
+	}
+	if !o.DisableAgent {
+		if err := agent.CheckRange(dataDir, o.ClusterCIDR); err != nil {
+			return fmt.Errorf("--cluster-cidr %s: %v (another cluster on this host?): give this cluster a range of its own with --cluster-cidr, and --service-cidr too", o.ClusterCIDR, err)
+		}
 	}
 	if err := checkWritable(dataDir); err != nil {
 		return err
@@ -108,6 +114,13 @@ func Run(ctx context.Context, o Options) error {
 		APIServerArgs:         o.APIServerArgs,
 		ControllerManagerArgs: o.ControllerManagerArgs,
 		SchedulerArgs:         o.SchedulerArgs,
+	}
+	if !agent.HostFor(dataDir).WellKnownPorts {
+		ports, err := agent.FreePorts(2)
+		if err != nil {
+			return err
+		}
+		cfg.ControllerManagerPort, cfg.SchedulerPort = ports[0], ports[1]
 	}
 	if err := cfg.CheckArgs(); err != nil {
 		return err
@@ -194,9 +207,10 @@ func Run(ctx context.Context, o Options) error {
 	return readyErr
 }
 
-// checkNetworks validates the cluster's address ranges and returns the
-// kubernetes Service's IP (the first of the service range).
-func checkNetworks(o Options) (net.IP, error) {
+// checkNetworks validates the cluster's address ranges, sets the cluster DNS
+// IP if not given (the tenth of the service range, as in k3s), and returns
+// the kubernetes Service's IP (the first of the service range).
+func checkNetworks(o *Options) (net.IP, error) {
 	_, cluster, err := net.ParseCIDR(o.ClusterCIDR)
 	if err != nil {
 		return nil, fmt.Errorf("--cluster-cidr %q is not a CIDR such as 10.42.0.0/16", o.ClusterCIDR)
@@ -207,6 +221,14 @@ func checkNetworks(o Options) (net.IP, error) {
 	}
 	if cluster.Contains(service.IP) || service.Contains(cluster.IP) {
 		return nil, fmt.Errorf("--cluster-cidr %s and --service-cidr %s overlap: pick ranges apart", cluster, service)
+	}
+	if o.ClusterDNS == "" {
+		p, _ := netip.ParsePrefix(service.String())
+		dns := p.Masked().Addr()
+		for range 10 {
+			dns = dns.Next()
+		}
+		o.ClusterDNS = dns.String()
 	}
 	if dns := net.ParseIP(o.ClusterDNS); dns == nil || !service.Contains(dns) {
 		return nil, fmt.Errorf("--cluster-dns %q must be an IP inside --service-cidr %s", o.ClusterDNS, service)

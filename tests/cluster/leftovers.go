@@ -22,12 +22,13 @@ func PodNetns(cgroupRoot string) map[string]bool {
 	return out
 }
 
-// Leftovers lists what a node left on this machine, as a user would look for
-// it: processes whose arguments name one of dirs, processes in podNetns,
-// mounts under dirs, the namespaces of podNetns still mounted, the cgroup
-// root in any hierarchy, the pod bridge and overlay device, and the
-// proxy's nftables table.
-func Leftovers(dirs []string, cgroupRoot string, podNetns map[string]bool) []string {
+// Leftovers lists what the node of h left on this machine, as a user would
+// look for it: processes whose arguments name one of dirs or its run dir,
+// processes in podNetns, mounts under those dirs, the namespaces of podNetns
+// still mounted, its cgroup root in any hierarchy, its pod bridge and
+// overlay device, and its proxy's nftables table.
+func Leftovers(h NodeNames, dirs []string, podNetns map[string]bool) []string {
+	dirs = append(dirs, h.RunDir)
 	var out []string
 	under := func(path string) bool {
 		for _, d := range dirs {
@@ -70,17 +71,17 @@ func Leftovers(dirs []string, cgroupRoot string, podNetns map[string]bool) []str
 		f.Close()
 	}
 	for _, hier := range cgroupHierarchies() {
-		if _, err := os.Stat(filepath.Join(hier, cgroupRoot)); err == nil {
-			out = append(out, "cgroup "+filepath.Join(hier, cgroupRoot))
+		if _, err := os.Stat(filepath.Join(hier, h.CgroupRoot)); err == nil {
+			out = append(out, "cgroup "+filepath.Join(hier, h.CgroupRoot))
 		}
 	}
-	for _, link := range []string{"cni0", "flannel.1"} {
+	for _, link := range []string{h.Bridge, h.Overlay} {
 		if _, err := net.InterfaceByName(link); err == nil {
 			out = append(out, "interface "+link)
 		}
 	}
-	if ok, err := TableExists(); err != nil || ok {
-		out = append(out, fmt.Sprintf("nftables table ip %s (%v)", ProxyTable, err))
+	if ok, err := TableExists(h.Table); err != nil || ok {
+		out = append(out, fmt.Sprintf("nftables table ip %s (%v)", h.Table, err))
 	}
 	return out
 }

@@ -9,19 +9,16 @@ import (
 	"github.com/google/nftables/expr"
 )
 
-// ProxyTable is the nftables table of the node's service proxy.
-const ProxyTable = "skiff"
-
-// TableMentions lists the proxy's table in this network namespace over
-// netlink, as a user would with `nft list table ip skiff`, and tells whether
+// TableMentions lists a node's proxy table in this network namespace over
+// netlink, as a user would with `nft list table ip NAME`, and tells whether
 // any rule or map element names ip, or any element keyed by protocol and
 // port names port.
-func TableMentions(ip net.IP, port uint16) (bool, error) {
+func TableMentions(name string, ip net.IP, port uint16) (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, err
 	}
-	table := &nftables.Table{Name: ProxyTable, Family: nftables.TableFamilyIPv4}
+	table := &nftables.Table{Name: name, Family: nftables.TableFamilyIPv4}
 	ip4 := ip.To4()
 	var portKey [2]byte
 	binary.BigEndian.PutUint16(portKey[:], port)
@@ -50,7 +47,7 @@ func TableMentions(ip net.IP, port uint16) (bool, error) {
 		return false, err
 	}
 	for _, ch := range chains {
-		if ch.Table.Name != ProxyTable {
+		if ch.Table.Name != name {
 			continue
 		}
 		rules, err := c.GetRules(table, ch)
@@ -68,8 +65,9 @@ func TableMentions(ip net.IP, port uint16) (bool, error) {
 	return false, nil
 }
 
-// TableExists says whether the proxy's table is in this network namespace.
-func TableExists() (bool, error) {
+// TableExists says whether the nftables table ip name is in this network
+// namespace.
+func TableExists(name string) (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, err
@@ -79,7 +77,7 @@ func TableExists() (bool, error) {
 		return false, err
 	}
 	for _, t := range tables {
-		if t.Name == ProxyTable {
+		if t.Name == name {
 			return true, nil
 		}
 	}

@@ -150,10 +150,17 @@ func (s *Server) Teardown() error {
 	return nil
 }
 
-// RunDir is where skiff keeps the runtime state of a node with a
-// non-default data dir (see agent.RunDir).
-func RunDir(dataDir string) string {
-	return fmt.Sprintf("/run/skiff-%x", sha256.Sum256([]byte(dataDir)))[:len("/run/skiff-")+8]
+// NodeNames are what skiff names after a node's non-default data dir, as its
+// README says (see agent.HostFor): the tests look for these as a user
+// would, with ip link and nft.
+type NodeNames struct {
+	RunDir, CgroupRoot, Bridge, Overlay, Table string
+}
+
+// NamesOf is the names of the node whose data dir is dataDir.
+func NamesOf(dataDir string) NodeNames {
+	h := fmt.Sprintf("%x", sha256.Sum256([]byte(dataDir)))[:8]
+	return NodeNames{RunDir: "/run/skiff-" + h, CgroupRoot: "/skiff-" + h, Bridge: "cni-" + h, Overlay: "vxlan-" + h, Table: "skiff-" + h}
 }
 
 func cgroupHierarchies() []string {
@@ -190,7 +197,7 @@ func cgroupPids(root string) []int {
 
 // CRIEndpoint is the node's containerd socket.
 func (s *Server) CRIEndpoint() string {
-	return "unix://" + filepath.Join(RunDir(s.DataDir), "containerd", "containerd.sock")
+	return "unix://" + filepath.Join(NamesOf(s.DataDir).RunDir, "containerd", "containerd.sock")
 }
 
 // Crictl runs `skiff crictl` against the node's containerd.

@@ -17,18 +17,20 @@ import (
 // dirs are the ones skiff derives from the data dir.
 type Throwaway struct {
 	Dir, DataDir, Kubeconfig, Log string
-	RunDir, CgroupRoot            string
+	// The run dir, cgroup root, bridge, overlay device and nftables table
+	// skiff derives from the data dir.
+	NodeNames
 	// Flags are the server's flags (after `server`).
 	Flags  []string
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
 
-// NewThrowaway prepares a throwaway cluster in dir.
-func NewThrowaway(dir string) (*Throwaway, error) {
+// NewThrowaway prepares a throwaway cluster in dir; extra are more server
+// flags (a second cluster's ranges, say).
+func NewThrowaway(dir string, extra ...string) (*Throwaway, error) {
 	c := &Throwaway{Dir: dir, DataDir: filepath.Join(dir, "data"), Kubeconfig: filepath.Join(dir, "kubeconfig"), Log: filepath.Join(dir, "skiff.log")}
-	c.RunDir = RunDir(c.DataDir)
-	c.CgroupRoot = "/" + filepath.Base(c.RunDir)
+	c.NodeNames = NamesOf(c.DataDir)
 	if err := WriteBusyboxImage(filepath.Join(c.DataDir, "agent", "images")); err != nil {
 		return nil, err
 	}
@@ -38,6 +40,7 @@ func NewThrowaway(dir string) (*Throwaway, error) {
 	}
 	c.Flags = []string{"--data-dir", c.DataDir, "--https-listen-port", fmt.Sprint(FreePort()),
 		"--write-kubeconfig", c.Kubeconfig, "--resolv-conf", resolv}
+	c.Flags = append(c.Flags, extra...)
 	return c, nil
 }
 
@@ -60,6 +63,21 @@ func (c *Throwaway) Start(bin string) error {
 	go func() { c.cmd.Wait(); logf.Close(); close(c.exited) }()
 	_, err = c.Skiff(4*time.Minute, "wait", "--kubeconfig", c.Kubeconfig, "--timeout", "3m")
 	return err
+}
+
+// Port is the API server's port.
+func (c *Throwaway) Port() string {
+	for i, f := range c.Flags[:len(c.Flags)-1] {
+		if f == "--https-listen-port" {
+			return c.Flags[i+1]
+		}
+	}
+	return ""
+}
+
+// Kubectl runs `skiff kubectl` against the cluster.
+func (c *Throwaway) Kubectl(timeout time.Duration, args ...string) (string, error) {
+	return c.Skiff(timeout, append([]string{"kubectl", "--kubeconfig", c.Kubeconfig}, args...)...)
 }
 
 // RunPod runs the test image as pod p and waits until it is Ready.

@@ -37,9 +37,9 @@ func TestNodesHaveDistinctPodCIDRsAndOverlay(t *testing.T) {
 		if !strings.Contains(n.Annotations["flannel.alpha.coreos.com/backend-data"], "VtepMAC") {
 			t.Errorf("node %s publishes no VTEP MAC: %v", name, n.Annotations)
 		}
-		out, err := h.Run("ip", "-d", "link", "show", "flannel.1")
+		out, err := h.Run("ip", "-d", "link", "show", overlay(i))
 		if err != nil || !strings.Contains(out, "vxlan id 1 ") || !strings.Contains(out, "dstport 8472") || !strings.Contains(out, "mtu 1450") {
-			t.Errorf("flannel.1 on %s is not VXLAN VNI 1, port 8472, MTU 1450 (%v):\n%s", name, err, out)
+			t.Errorf("%s on %s is not VXLAN VNI 1, port 8472, MTU 1450 (%v):\n%s", overlay(i), name, err, out)
 		}
 	}
 }
@@ -158,7 +158,7 @@ func TestDeletedNodeLeavesNoRoutes(t *testing.T) {
 	}
 	cidr := n.Spec.PodCIDR
 	for i := range 2 {
-		out, _ := lan.Hosts[i].Run("ip", "route", "show", "dev", "flannel.1")
+		out, _ := lan.Hosts[i].Run("ip", "route", "show", "dev", overlay(i))
 		if !strings.Contains(out, cidr) {
 			t.Fatalf("%s has no route to %s's pods (%s) before the deletion:\n%s", nodes[i], gone, cidr, out)
 		}
@@ -182,12 +182,17 @@ func TestDeletedNodeLeavesNoRoutes(t *testing.T) {
 	for i := range 2 {
 		h := lan.Hosts[i]
 		cluster.WaitFor(t, fmt.Sprintf("%s to forget %s", nodes[i], gone), func(ctx context.Context) (bool, error) {
-			routes, _ := h.Run("ip", "route", "show", "dev", "flannel.1")
-			fdb, _ := h.Run("bridge", "fdb", "show", "dev", "flannel.1")
-			neigh, _ := h.Run("ip", "neigh", "show", "dev", "flannel.1")
+			routes, _ := h.Run("ip", "route", "show", "dev", overlay(i))
+			fdb, _ := h.Run("bridge", "fdb", "show", "dev", overlay(i))
+			neigh, _ := h.Run("ip", "neigh", "show", "dev", overlay(i))
 			return !strings.Contains(routes, cidr) && !strings.Contains(fdb, mac) && !strings.Contains(neigh, mac), nil
 		})
 	}
+}
+
+// overlay is the VXLAN device of host i's node, named after its data dir.
+func overlay(i int) string {
+	return cluster.NamesOf(append([]*cluster.Server{srv}, agents...)[i].DataDir).Overlay
 }
 
 // vtepMAC reads the MAC from flannel's backend-data annotation.

@@ -463,11 +463,11 @@ func TestDeletedServiceLeavesNoRules(t *testing.T) {
 	svc := service(t, ns, "gone")
 	ip, nodePort := svc.Spec.ClusterIP, svc.Spec.Ports[0].NodePort
 	waitFor(t, "rules for the Service", func(ctx context.Context) (bool, error) {
-		return cluster.TableMentions(net.ParseIP(ip), uint16(nodePort))
+		return cluster.TableMentions(cluster.NamesOf(srv.DataDir).Table, net.ParseIP(ip), uint16(nodePort))
 	})
 	kubectl(t, "", "delete", "-n", ns, "service", "gone")
 	waitFor(t, "no rules for the deleted Service", func(ctx context.Context) (bool, error) {
-		found, err := cluster.TableMentions(net.ParseIP(ip), uint16(nodePort))
+		found, err := cluster.TableMentions(cluster.NamesOf(srv.DataDir).Table, net.ParseIP(ip), uint16(nodePort))
 		return !found, err
 	})
 }

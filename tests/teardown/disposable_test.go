@@ -4,84 +4,156 @@
 package teardown
 
 import (
+	"context"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
-// TestThrowawayCluster: a server in a temp data dir on another API port,
-// `skiff wait`, a pod, then `skiff killall --data-dir`. Afterwards no
-// process, mount, cgroup, pod network namespace, interface or nftables
-// table of it is left, and the data dir stays, removable with rm -rf.
-func TestThrowawayCluster(t *testing.T) {
-	dir := t.TempDir()
-	c := start(t, dir, cluster.Binary())
-	podNetns := cluster.PodNetns(c.CgroupRoot)
-	if len(podNetns) == 0 {
-		t.Fatalf("found no pod network namespace among the processes of cgroup %s", c.CgroupRoot)
+// TestThrowawayClustersSideBySide: two throwaway clusters of the README's
+// recipe on this host at once, the second with ranges of its own. Each runs
+// a pod that resolves its own cluster's kubernetes Service; a third with the
+// first one's ranges is refused. `skiff killall` of one leaves the other
+// running; after killall of both, no process, mount, cgroup, pod network
+// namespace, interface or nftables table of either is left, and their data
+// dirs stay, removable with rm -rf.
+func TestThrowawayClustersSideBySide(t *testing.T) {
+	first, second := t.TempDir(), t.TempDir()
+	var a, b *cluster.Throwaway
+	var wg sync.WaitGroup
+	wg.Go(func() { a = start(t, first, cluster.Binary()) })
+	wg.Go(func() {
+		b = start(t, second, cluster.Binary(), "--cluster-cidr", "10.142.0.0/16", "--service-cidr", "10.143.0.0/16")
+	})
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for _, c := range []struct {
+		*cluster.Throwaway
+		pods, kubernetes, vni string
+	}{{a, "10.42.", "10.43.0.1", "1"}, {b, "10.142.", "10.143.0.1", "691712"}} {
+		// Both VXLAN devices on UDP 8472, told apart by their VNIs.
+		link, err := exec.Command("ip", "-d", "link", "show", c.Overlay).CombinedOutput()
+		if err != nil || !strings.Contains(string(link), "vxlan id "+c.vni+" ") || !strings.Contains(string(link), "dstport 8472") {
+			t.Errorf("%s is not VXLAN VNI %s on port 8472 (%v):\n%s", c.Overlay, c.vni, err, link)
+		}
+		ip, err := c.Kubectl(time.Minute, "get", "pod", "p", "-o", "jsonpath={.status.podIP}")
+		if err != nil || !strings.HasPrefix(ip, c.pods) {
+			t.Errorf("%s: pod IP %q (%v), want one in %s0.0/16", c.DataDir, ip, err, c.pods)
+		}
+		out, err := c.Kubectl(time.Minute, "exec", "p", "--", "nslookup", "kubernetes.default.svc.cluster.local")
+		if err != nil || !strings.Contains(out, "Address: "+c.kubernetes) {
+			t.Errorf("%s: a pod resolves the kubernetes Service to something else than %s (%v):\n%s", c.DataDir, c.kubernetes, err, out)
+		}
 	}
 
-	// killall of another data dir leaves this node alone, its network too.
-	out, err := c.Skiff(time.Minute, "killall", "--data-dir", filepath.Join(dir, "other"))
+	// A third cluster with the first one's pod range would take its routes:
+	// refused in one line, before anything is written.
+	// On the first one's API port too: if the range were not checked, it
+	// would stop there rather than run.
+	third := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cluster.Binary(), "server", "--data-dir", third, "--https-listen-port", a.Port(),
+		"--write-kubeconfig", filepath.Join(third, "kubeconfig"))
+	cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
+	out, err := cmd.CombinedOutput()
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil ||
+		!strings.Contains(lines[len(lines)-1], "--cluster-cidr 10.42.0.0/16") || !strings.Contains(lines[len(lines)-1], a.Bridge) {
+		t.Errorf("a third cluster on the first one's range: %v, want a line naming --cluster-cidr and %s:\n%s", err, a.Bridge, out)
+	} else {
+		t.Logf("a third cluster on the first one's range: %s", lines[len(lines)-1])
+	}
+	if _, err := os.Stat(third); err == nil {
+		t.Errorf("the refused server created its data dir %s", third)
+	}
+
+	podNetns := map[*cluster.Throwaway]map[string]bool{}
+	for _, c := range []*cluster.Throwaway{a, b} {
+		if podNetns[c] = cluster.PodNetns(c.CgroupRoot); len(podNetns[c]) == 0 {
+			t.Fatalf("found no pod network namespace among the processes of cgroup %s", c.CgroupRoot)
+		}
+	}
+
+	// killall of the second leaves the first alone.
+	killall(t, b)
+	if a.Exited(0) || len(cluster.PodNetns(a.CgroupRoot)) == 0 {
+		t.Fatal("killall of the second cluster stopped the first or its pod")
+	}
+	for _, dev := range []string{a.Bridge, a.Overlay} {
+		if _, err := net.InterfaceByName(dev); err != nil {
+			t.Errorf("killall of the second cluster deleted the first one's %s: %v", dev, err)
+		}
+	}
+	if ok, err := cluster.TableExists(a.Table); !ok {
+		t.Errorf("killall of the second cluster deleted the first one's nftables table %s (%v)", a.Table, err)
+	}
+	if out, err := a.Kubectl(time.Minute, "exec", "p", "--", "nslookup", "kubernetes.default.svc.cluster.local"); err != nil {
+		t.Errorf("the first cluster's pod no longer resolves names after killall of the second: %v\n%s", err, out)
+	}
+	killall(t, a)
+
+	for _, c := range []*cluster.Throwaway{a, b} {
+		for _, l := range cluster.Leftovers(c.NodeNames, []string{c.Dir}, podNetns[c]) {
+			t.Errorf("left behind: %s", l)
+		}
+		if _, err := os.Stat(filepath.Join(c.DataDir, "server", "db", "state.db")); err != nil {
+			t.Errorf("the data is gone: %v", err)
+		}
+		if err := os.RemoveAll(c.DataDir); err != nil {
+			t.Errorf("removing the data dir: %v", err)
+		}
+	}
+}
+
+// killall runs `skiff killall --data-dir` for c and waits for its server to
+// end.
+func killall(t *testing.T, c *cluster.Throwaway) {
+	t.Helper()
+	out, err := c.Skiff(time.Minute, "killall", "--data-dir", c.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "kept cni0") {
-		t.Errorf("killall of another data dir: %q, want it to keep cni0", out)
-	}
-	if c.Exited(0) || len(cluster.PodNetns(c.CgroupRoot)) == 0 {
-		t.Fatal("killall of another data dir stopped this node or its pod")
-	}
-	if _, err := net.InterfaceByName("cni0"); err != nil {
-		t.Fatalf("killall of another data dir deleted cni0: %v", err)
-	}
-
-	out, err = c.Skiff(time.Minute, "killall", "--data-dir", c.DataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("skiff killall: %s", strings.TrimSpace(out))
+	t.Logf("skiff killall --data-dir %s: %s", c.DataDir, strings.TrimSpace(out))
 	if !c.Exited(30 * time.Second) {
-		t.Fatal("the server still runs after skiff killall")
-	}
-	for _, l := range cluster.Leftovers([]string{dir, c.RunDir}, c.CgroupRoot, podNetns) {
-		t.Errorf("left behind: %s", l)
+		t.Fatalf("the server of %s still runs after skiff killall", c.DataDir)
 	}
 	if _, err := os.Stat(c.RunDir); err == nil {
 		t.Errorf("run dir %s is still there", c.RunDir)
 	}
-	if _, err := os.Stat(filepath.Join(c.DataDir, "server", "db", "state.db")); err != nil {
-		t.Errorf("the data is gone: %v", err)
-	}
-	if err := os.RemoveAll(c.DataDir); err != nil {
-		t.Errorf("removing the data dir: %v", err)
-	}
 }
 
 // start starts a throwaway cluster in dir from bin with a pod running on
-// it; whatever happens, the test ends with it gone.
-func start(t *testing.T, dir, bin string) *cluster.Throwaway {
+// it; whatever happens, the test ends with it gone. It may run in its own
+// goroutine: it reports failures with Error and returns nil.
+func start(t *testing.T, dir, bin string, extra ...string) *cluster.Throwaway {
 	t.Helper()
-	c, err := cluster.NewThrowaway(dir)
+	c, err := cluster.NewThrowaway(dir, extra...)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	t.Cleanup(func() {
 		c.Remove()
 		if t.Failed() {
-			t.Logf("server log (tail):\n%s", c.LogTail(40))
+			t.Logf("server log of %s (tail):\n%s", dir, c.LogTail(40))
 		}
 	})
 	if err := c.Start(bin); err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	if err := c.RunPod(); err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	return c
 }

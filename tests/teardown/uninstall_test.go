@@ -71,7 +71,7 @@ func TestUninstallAfterRun(t *testing.T) {
 	if !c.Exited(30 * time.Second) {
 		t.Fatal("the server still runs after skiff-uninstall.sh")
 	}
-	for _, l := range cluster.Leftovers([]string{dir, c.RunDir}, c.CgroupRoot, podNetns) {
+	for _, l := range cluster.Leftovers(c.NodeNames, []string{dir}, podNetns) {
 		t.Errorf("left behind: %s", l)
 	}
 	for _, gone := range []string{c.DataDir, c.RunDir, filepath.Join(bin, "skiff"), filepath.Join(bin, "kubectl"),

@@ -1,0 +1,34 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestHostFor(t *testing.T) {
+	def := HostFor(DefaultDataDir)
+	want := Host{RunDir: "/run/skiff", KubeletRoot: "/var/lib/kubelet", CgroupRoot: "/skiff",
+		Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", WellKnownPorts: true}
+	if def != want {
+		t.Errorf("HostFor(%s) = %+v, want %+v", DefaultDataDir, def, want)
+	}
+	a, b := HostFor("/tmp/ci-1/data"), HostFor("/tmp/ci-2/data")
+	if a.WellKnownPorts || a.KubeletRoot != "/tmp/ci-1/data/kubelet" {
+		t.Errorf("HostFor(/tmp/ci-1/data) = %+v: want its own kubelet root and free ports", a)
+	}
+	hash := strings.TrimPrefix(a.RunDir, "/run/skiff-")
+	if len(hash) != 8 || a.CgroupRoot != "/skiff-"+hash || a.Bridge != "cni-"+hash || a.Overlay != "vxlan-"+hash || a.Table != "skiff-"+hash {
+		t.Errorf("HostFor(/tmp/ci-1/data) = %+v: want every name after one 8-digit hash", a)
+	}
+	for _, dev := range []string{a.Bridge, a.Overlay} {
+		if len(dev) > 15 {
+			t.Errorf("interface name %q is longer than the kernel's 15 bytes", dev)
+		}
+	}
+	if a.RunDir == b.RunDir || a.Bridge == b.Bridge || a.Overlay == b.Overlay || a.Table == b.Table {
+		t.Errorf("two data dirs share names: %+v and %+v", a, b)
+	}
+	if HostFor("/tmp/ci-1/data") != a {
+		t.Error("HostFor is not stable")
+	}
+}
