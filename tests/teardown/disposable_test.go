@@ -26,6 +26,12 @@ import (
 // dirs stay, removable with rm -rf.
 func TestThrowawayClustersSideBySide(t *testing.T) {
 	first, second := t.TempDir(), t.TempDir()
+	// The installed node's names, which a throwaway cluster must not take.
+	defaults := map[string]bool{}
+	for _, dev := range []string{"cni0", "flannel.1"} {
+		_, err := net.InterfaceByName(dev)
+		defaults[dev] = err == nil
+	}
 	var a, b *cluster.Throwaway
 	var wg sync.WaitGroup
 	wg.Go(func() { a = start(t, first, cluster.Binary()) })
@@ -45,6 +51,11 @@ func TestThrowawayClustersSideBySide(t *testing.T) {
 		if err != nil || !strings.Contains(string(link), "vxlan id "+c.vni+" ") || !strings.Contains(string(link), "dstport 8472") {
 			t.Errorf("%s is not VXLAN VNI %s on port 8472 (%v):\n%s", c.Overlay, c.vni, err, link)
 		}
+		// exec below goes through the kubelet, on a port of its own.
+		port, err := c.Kubectl(time.Minute, "get", "nodes", "-o", "jsonpath={.items[0].status.daemonEndpoints.kubeletEndpoint.Port}")
+		if err != nil || port == "10250" || port == "" {
+			t.Errorf("%s: the kubelet listens on %q (%v), want a free port rather than the installed node's 10250", c.DataDir, port, err)
+		}
 		ip, err := c.Kubectl(time.Minute, "get", "pod", "p", "-o", "jsonpath={.status.podIP}")
 		if err != nil || !strings.HasPrefix(ip, c.pods) {
 			t.Errorf("%s: pod IP %q (%v), want one in %s0.0/16", c.DataDir, ip, err, c.pods)
@@ -52,6 +63,12 @@ func TestThrowawayClustersSideBySide(t *testing.T) {
 		out, err := c.Kubectl(time.Minute, "exec", "p", "--", "nslookup", "kubernetes.default.svc.cluster.local")
 		if err != nil || !strings.Contains(out, "Address: "+c.kubernetes) {
 			t.Errorf("%s: a pod resolves the kubernetes Service to something else than %s (%v):\n%s", c.DataDir, c.kubernetes, err, out)
+		}
+	}
+
+	for dev, was := range defaults {
+		if _, err := net.InterfaceByName(dev); err == nil && !was {
+			t.Errorf("a throwaway cluster created %s, the installed node's name", dev)
 		}
 	}
 
