@@ -15,6 +15,7 @@ import (
 
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/join"
+	"github.com/skiff-dev/skiff/internal/loadbalancer"
 )
 
 // NodeIP is the IP given with --node-ip, else the address of the interface
@@ -82,6 +83,17 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(files.Dir, 0o700); err != nil {
 		return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", dataDir, err)
 	}
+	// The node's clients reach the API servers through the load balancer,
+	// which moves to another server when theirs goes down.
+	port := 0
+	if HostFor(dataDir).WellKnownPorts {
+		port = loadbalancer.DefaultPort
+	}
+	lb, err := loadbalancer.New(port, filepath.Join(files.Dir, "api-servers.json"), o.Server)
+	if err != nil {
+		return err
+	}
+	lb.Kubeconfig = cfg.Kubeconfig
 	joiner := &join.Agent{Server: o.Server, Token: o.Token, NodeName: cfg.NodeName, Addresses: []string{cfg.NodeIP}, Files: files}
 	settings, err := joiner.Join(ctx)
 	if errors.Is(err, join.ErrUnreachable) {
@@ -100,11 +112,17 @@ func Run(ctx context.Context, o Options) error {
 	if err := CheckRange(dataDir, cfg.ClusterCIDR); err != nil {
 		return fmt.Errorf("the cluster's pod network %s: %v (another cluster's node on this host?): this host cannot be a node of both", cfg.ClusterCIDR, err)
 	}
+	if err := files.WriteKubeconfig(lb.URL()); err != nil {
+		return err
+	}
 	components, err := Components(cfg)
 	if err != nil {
 		return err
 	}
-	components = append(components, &join.Renewer{Agent: joiner, Every: 12 * time.Hour})
+	renew := *joiner
+	renew.Server = lb.URL()
+	components = append([]component.Component{lb}, components...)
+	components = append(components, &join.Renewer{Agent: &renew, Every: 12 * time.Hour})
 	return component.Run(ctx, components, func() {
 		klog.InfoS("skiff agent is ready", "node", cfg.NodeName, "ip", cfg.NodeIP, "server", o.Server)
 	})

@@ -232,7 +232,13 @@ func (a *Agent) write(resp *Response, ca []byte, password string, clientKey, ser
 			return err
 		}
 	}
-	kc := kubeconfig.Files{Server: a.Server, CAFile: f.ServerCA(), CertFile: f.ClientCert(), KeyFile: f.ClientKey()}
+	return f.WriteKubeconfig(a.Server)
+}
+
+// WriteKubeconfig writes the node's kubeconfig for the API at server (the
+// agent's load balancer), with the joined credentials.
+func (f Files) WriteKubeconfig(server string) error {
+	kc := kubeconfig.Files{Server: server, CAFile: f.ServerCA(), CertFile: f.ClientCert(), KeyFile: f.ClientKey()}
 	return kc.Write(f.Kubeconfig())
 }
 

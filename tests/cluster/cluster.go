@@ -78,10 +78,19 @@ func New(dir string, extra ...string) *Server {
 		"--https-listen-port", fmt.Sprint(s.Port),
 		"--write-kubeconfig", s.Kubeconfig,
 		"--disable-agent",
-		"--kube-controller-manager-arg", fmt.Sprintf("secure-port=%d", FreePort()),
-		"--kube-scheduler-arg", fmt.Sprintf("secure-port=%d", FreePort()),
 	}, extra...)
 	return s
+}
+
+// SetPort moves the server's API to port: servers of one cluster on hosts
+// of their own share it, as the kubernetes Service's endpoints assume.
+func (s *Server) SetPort(port int) {
+	for i, a := range s.Args[:len(s.Args)-1] {
+		if a == "--https-listen-port" {
+			s.Args[i+1] = fmt.Sprint(port)
+		}
+	}
+	s.Port = port
 }
 
 // Start starts the server process and waits until its API is ready.

@@ -61,7 +61,7 @@ func TestOneCluster(t *testing.T) {
 
 	// Both API servers are endpoints of the kubernetes Service.
 	cluster.WaitFor(t, "both servers behind the kubernetes Service", func(ctx context.Context) (bool, error) {
-		return slices.Equal(apiEndpoints(ctx, t), []string{lan.Hosts[0].IP, lan.Hosts[1].IP}), nil
+		return slices.Equal(apiEndpoints(ctx, t, servers[1]), []string{lan.Hosts[0].IP, lan.Hosts[1].IP}), nil
 	})
 }
 
@@ -126,47 +126,85 @@ func TestUnreachableDatastore(t *testing.T) {
 	}
 }
 
-// TestFirstServerDown runs last: with server-1 stopped, server-2 takes over
-// the controllers: a new Deployment gets its pod scheduled and running on
-// the agent, and only server-2 stays behind the kubernetes Service.
+// TestFirstServerDown: with server-1 stopped, server-2 takes over the
+// controllers: a new Deployment gets its pod scheduled and running on the
+// agent, and only server-2 stays behind the kubernetes Service. Then
+// server-1 comes back.
 func TestFirstServerDown(t *testing.T) {
 	if err := servers[0].Stop(); err != nil {
 		t.Fatalf("stopping server-1: %v", err)
 	}
 	second := servers[1]
-	ns := second.Namespace(t)
-	second.KubectlT(t, `
+	podOnAgent(t, second, "after")
+	cluster.WaitFor(t, "only server-2 behind the kubernetes Service", func(ctx context.Context) (bool, error) {
+		return slices.Equal(apiEndpoints(ctx, t, second), []string{lan.Hosts[1].IP}), nil
+	})
+	if err := servers[0].Start(cluster.Context(t)); err != nil {
+		t.Fatalf("starting server-1 again: %v", err)
+	}
+	cluster.WaitFor(t, "both servers behind the kubernetes Service again", func(ctx context.Context) (bool, error) {
+		return slices.Equal(apiEndpoints(ctx, t, second), []string{lan.Hosts[0].IP, lan.Hosts[1].IP}), nil
+	})
+}
+
+// TestAgentsServerDown runs last: the agent joined through server-2 learns
+// the other server from the kubernetes Service and keeps it in its data
+// dir; with server-2 stopped, it goes on through server-1: it stays Ready
+// and runs a new Deployment's pod.
+func TestAgentsServerDown(t *testing.T) {
+	kept := filepath.Join(agent.DataDir, "agent", "api-servers.json")
+	first := fmt.Sprintf("%s:%d", lan.Hosts[0].IP, apiPort)
+	cluster.WaitFor(t, "the agent to keep server-1 in "+kept, func(ctx context.Context) (bool, error) {
+		data, _ := os.ReadFile(kept)
+		return strings.Contains(string(data), first), nil
+	})
+	if err := servers[1].Stop(); err != nil {
+		t.Fatalf("stopping server-2: %v", err)
+	}
+	podOnAgent(t, servers[0], "without-server-2")
+	if agent.Exited() {
+		t.Fatalf("the agent exited:\n%s", agent.LogTail(20))
+	}
+	if !cluster.NodeReady(cluster.Context(t), servers[0].ClientT(t), "agent") {
+		t.Error("the agent's node is not Ready")
+	}
+}
+
+// podOnAgent applies a Deployment of one pod through s and waits for the
+// pod to run on the agent.
+func podOnAgent(t *testing.T, s *cluster.Server, name string) {
+	t.Helper()
+	ns := s.Namespace(t)
+	s.KubectlT(t, fmt.Sprintf(`
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: after}
+metadata: {name: %[1]s}
 spec:
-  selector: {matchLabels: {app: after}}
+  selector: {matchLabels: {app: %[1]s}}
   template:
-    metadata: {labels: {app: after}}
+    metadata: {labels: {app: %[1]s}}
     spec:
       terminationGracePeriodSeconds: 0
       containers:
-      - {name: c, image: `+cluster.BusyboxImage+`, command: [sleep, "3600"]}
-`, "apply", "-n", ns, "-f", "-")
-	cs := second.ClientT(t)
+      - {name: c, image: %[2]s, command: [sleep, "3600"]}
+`, name, cluster.BusyboxImage), "apply", "-n", ns, "-f", "-")
+	cs := s.ClientT(t)
 	cluster.WaitFor(t, "the Deployment's pod running on the agent", func(ctx context.Context) (bool, error) {
-		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=after"})
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
 		if err != nil || len(pods.Items) == 0 {
 			return false, nil
 		}
 		p := pods.Items[0]
 		return p.Spec.NodeName == "agent" && p.Status.Phase == corev1.PodRunning, nil
 	})
-	cluster.WaitFor(t, "only server-2 behind the kubernetes Service", func(ctx context.Context) (bool, error) {
-		return slices.Equal(apiEndpoints(ctx, t), []string{lan.Hosts[1].IP}), nil
-	})
 }
 
-// apiEndpoints lists the kubernetes Service's endpoint addresses, sorted.
-func apiEndpoints(ctx context.Context, t *testing.T) []string {
+// apiEndpoints lists the kubernetes Service's endpoint addresses, sorted, as
+// s tells them.
+func apiEndpoints(ctx context.Context, t *testing.T, s *cluster.Server) []string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	slices, err := servers[1].ClientT(t).DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+	slices, err := s.ClientT(t).DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
 	if err != nil {
 		return nil
 	}

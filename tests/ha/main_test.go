@@ -23,6 +23,8 @@ var (
 	servers []*cluster.Server
 	agent   *cluster.Server
 	dir     string
+	// apiPort is every server's API port, on its own host.
+	apiPort = cluster.FreePort()
 )
 
 func TestMain(m *testing.M) {
@@ -93,6 +95,7 @@ func newServer(name string, h *cluster.LANHost, extra ...string) *cluster.Server
 		"--node-ip", h.IP, "--datastore-endpoint", pg.Endpoint("skiff"),
 	}, extra...)...)
 	s.Netns = h.Netns
+	s.SetPort(apiPort)
 	s.APIServer = fmt.Sprintf("https://%s:%d", h.IP, s.Port)
 	return s
 }
