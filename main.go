@@ -12,6 +12,9 @@ import (
 	"github.com/skiff-dev/skiff/internal/containerd"
 	"github.com/skiff-dev/skiff/internal/crictl"
 	"github.com/skiff-dev/skiff/internal/kubectl"
+	// Initialised before any kubectl package, wherever it is imported: see
+	// its doc.
+	_ "github.com/skiff-dev/skiff/internal/kubectl/translations"
 )
 
 func main() {
