@@ -82,8 +82,9 @@ type Host struct {
 	// Table is the Service proxy's nftables table: skiff, else skiff-<hash>.
 	Table string
 	// WellKnownPorts: the kubelet listens on 10250 (healthz 10248), the
-	// controller manager on 10257 and the scheduler on 10259. Otherwise
-	// each takes a free port (see FreePorts).
+	// controller manager on 10257, the scheduler on 10259 and an agent's
+	// API load balancer on 6444. Otherwise each takes a free port (see
+	// FreePorts).
 	WellKnownPorts bool
 }
 
