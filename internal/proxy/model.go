@@ -35,6 +35,7 @@ import (
 //	map svc-H              number -> goto ep-H (maps and chains have separate names)
 //	lcl-H  node-local endpoints, the same (chain and map)
 //	ext-H  NodePort / LoadBalancer / externalIP entry: masquerade or source shortcuts, then svc-H or lcl-H
+//	fw-H   load balancer addresses of a Service with loadBalancerSourceRanges: those sources to ext-H, the rest dropped
 //	ep-H   hairpin masquerade, affinity update, dnat
 //	aff-H  per-endpoint dynamic set of client addresses (sessionAffinity ClientIP)
 
@@ -385,6 +386,8 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 	for _, s := range svc.Spec.ExternalIPs {
 		addExt(s)
 	}
+	var lbIPs []net.IP
+	var sourceRanges []*net.IPNet
 	if svc.Spec.Type == v1.ServiceTypeLoadBalancer {
 		for _, in := range svc.Status.LoadBalancer.Ingress {
 			// ipMode Proxy means the load balancer delivers to the node
@@ -393,6 +396,15 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 				continue
 			}
 			addExt(in.IP)
+			if ip := f.addr(net.ParseIP(in.IP)); ip != nil {
+				lbIPs = append(lbIPs, ip)
+			}
+		}
+		// The API validates them; one of the other family is not ours.
+		for _, c := range svc.Spec.LoadBalancerSourceRanges {
+			if _, n, err := net.ParseCIDR(strings.TrimSpace(c)); err == nil && f.addr(n.IP) != nil {
+				sourceRanges = append(sourceRanges, n)
+			}
 		}
 	}
 	var affinity time.Duration
@@ -428,7 +440,7 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 		p := &portRules{
 			st: st, key: portKey(svc, sp), name: svc.Namespace + "/" + svc.Name + ":" + portName(sp) + "/" + strings.ToLower(string(sp.Protocol)),
 			proto: proto, port: uint16(sp.Port), nodePort: uint16(sp.NodePort),
-			clusterIP: clusterIP, extIPs: extIPs, affinity: affinity,
+			clusterIP: clusterIP, extIPs: extIPs, lbIPs: lbIPs, sourceRanges: sourceRanges, affinity: affinity,
 			localInternal: localInternal, localExternal: localExternal,
 		}
 		p.all, p.local = usable(eps)
@@ -571,6 +583,8 @@ type portRules struct {
 	port, nodePort               uint16
 	clusterIP                    net.IP
 	extIPs                       []net.IP
+	lbIPs                        []net.IP     // those of extIPs that are the load balancer's
+	sourceRanges                 []*net.IPNet // the clients the load balancer addresses take; none: all
 	affinity                     time.Duration
 	localInternal, localExternal bool
 	all, local                   []endpoint
@@ -582,6 +596,8 @@ func (p *portRules) build() *svcRules {
 	p.out = &svcRules{key: p.key}
 	p.eps = make(map[string]string, len(p.all))
 	svcChain, lclChain, extChain := hashName(svcPrefix, p.key), hashName(lclPrefix, p.key), hashName("ext-", p.key)
+	fwChain := hashName("fw-", p.key)
+	firewall := len(p.sourceRanges) > 0 && len(p.lbIPs) > 0 && len(p.all) > 0
 
 	// Internal traffic: the ClusterIP.
 	internal, internalChain := p.all, svcChain
@@ -604,6 +620,10 @@ func (p *portRules) build() *svcRules {
 			target, m, mp = chainReject, mapNoEndpointIPs, mapNoEndpointPorts
 		}
 		for _, ip := range p.extIPs {
+			if firewall && slices.ContainsFunc(p.lbIPs, ip.Equal) {
+				p.elem(m, ipProtoPortKey(ip, p.proto, p.port), fwChain)
+				continue
+			}
 			p.elem(m, ipProtoPortKey(ip, p.proto, p.port), target)
 		}
 		if p.nodePort != 0 {
@@ -642,10 +662,20 @@ func (p *portRules) build() *svcRules {
 		}
 		p.out.chains = append(p.out.chains, newChain(extChain, p.name+" external", rules...))
 	}
+	if firewall {
+		// Only the first packet of a connection passes the nat hooks:
+		// dropping it here keeps the connection from ever being made.
+		var rules []rule
+		for _, n := range p.sourceRanges {
+			rules = append(rules, r(p.st.fam.saddrIn(n, false), x(goTo(extChain))))
+		}
+		rules = append(rules, r(x(verdict(expr.VerdictDrop))))
+		p.out.chains = append(p.out.chains, newChain(fwChain, p.name+" load balancer source ranges", rules...))
+	}
 	// Entry chains first, then endpoints, for listings.
 	rank := func(c *chain) int {
 		switch c.name[:3] {
-		case "ext":
+		case "fw-", "ext":
 			return 0
 		case "svc":
 			return 1

@@ -90,6 +90,10 @@ func loadBalancer(n int32, ingress ...string) svcOpt {
 	}
 }
 
+func sourceRanges(cidrs ...string) svcOpt {
+	return func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = cidrs }
+}
+
 func externalIPs(ips ...string) svcOpt { return func(s *v1.Service) { s.Spec.ExternalIPs = ips } }
 
 func affinity(seconds int32) svcOpt {

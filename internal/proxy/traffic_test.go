@@ -347,8 +347,14 @@ func TestTrafficThroughNode(t *testing.T) {
 		service("default", "remote", "10.43.0.22", nodePort(30083), externalLocal),
 		service("default", "empty", "10.43.0.24", nodePort(30082)),
 		service("default", "empty-udp", "10.43.0.25", ports(v1.ServicePort{Name: "dns", Protocol: v1.ProtocolUDP, Port: 53})),
+		service("default", "open", "10.43.0.26", ports(v1.ServicePort{Name: "http", Port: 8081, TargetPort: intstr.FromInt32(8080)}),
+			loadBalancer(30084, "10.0.0.1"), sourceRanges("192.0.2.0/24", " 10.0.0.0/24")),
+		service("default", "fenced", "10.43.0.27", ports(v1.ServicePort{Name: "http", Port: 8082, TargetPort: intstr.FromInt32(8080)}),
+			loadBalancer(30085, "10.0.0.1"), sourceRanges("192.0.2.0/24")),
 	}
 	eps := []*discoveryv1.EndpointSlice{
+		slice("default", "open", "open-1", httpPort, readyEP("10.42.0.5", testNode)),
+		slice("default", "fenced", "fenced-1", httpPort, readyEP("10.42.0.5", testNode)),
 		slice("default", "web", "web-1", httpPort, readyEP("10.42.0.5", testNode)),
 		slice("default", "local", "local-1", httpPort, readyEP("10.42.0.5", testNode)),
 		slice("default", "remote", "remote-1", httpPort, readyEP("10.42.1.9", "node-b")),
@@ -375,6 +381,8 @@ func TestTrafficThroughNode(t *testing.T) {
 		{"UDP ClusterIP without endpoints, from a pod", pod, "udp4", "10.43.0.25:53", "", syscall.ECONNREFUSED},
 		{"NodePort without endpoints, from outside", client, "tcp4", "10.0.0.1:30082", "", syscall.ECONNREFUSED},
 		{"ClusterIP without endpoints, from outside", client, "tcp4", "10.43.0.24:80", "", syscall.ECONNREFUSED},
+		{"load balancer address, client in its source ranges", client, "tcp4", "10.0.0.1:8081", "10.42.0.1", nil},
+		{"NodePort of a load balancer whose source ranges leave the client out", client, "tcp4", "10.0.0.1:30085", "10.42.0.1", nil},
 	} {
 		got, err := askFrom(tc.from, tc.network, tc.addr)
 		if tc.wantErr != nil {
@@ -391,6 +399,10 @@ func TestTrafficThroughNode(t *testing.T) {
 	// (the dial times out).
 	if got, err := askFrom(client, "tcp4", "10.0.0.1:30083"); !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err) {
 		t.Errorf("NodePort, Local policy, no local endpoint: %q, %v; want a timeout", got, err)
+	}
+	// A client outside a load balancer's source ranges: dropped.
+	if got, err := askFrom(client, "tcp4", "10.0.0.1:8082"); !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err) {
+		t.Errorf("load balancer address, client outside its source ranges: %q, %v; want a timeout", got, err)
 	}
 }
 

@@ -437,6 +437,20 @@ func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 		t.Errorf("with externalTrafficPolicy Local the pod saw %q, want the client's address %s", strings.TrimSpace(out), host.IP)
 	}
 
+	// loadBalancerSourceRanges: a client outside them cannot connect, one
+	// inside can.
+	lbAddr := net.JoinHostPort(ingress, "18080")
+	kubectl(t, "", "patch", "-n", ns, "service", "lb", "-p", `{"spec":{"loadBalancerSourceRanges":["192.0.2.250/32"]}}`)
+	waitFor(t, "the load balancer to turn away a client outside its source ranges", func(ctx context.Context) (bool, error) {
+		out, err := host.Run(ctx, tool, "dial", "-timeout", "2s", lbAddr)
+		return err == nil && strings.HasPrefix(out, "timeout"), nil
+	})
+	kubectl(t, "", "patch", "-n", ns, "service", "lb", "-p", `{"spec":{"loadBalancerSourceRanges":["192.0.2.250/32","`+host.IP+`/32"]}}`)
+	waitFor(t, "the load balancer to answer a client inside its source ranges", func(ctx context.Context) (bool, error) {
+		_, err := host.Run(ctx, tool, "get", lbURL)
+		return err == nil, nil
+	})
+
 	// A second LoadBalancer on the same port gets no address, and an event.
 	kubectl(t, "apiVersion: v1\nkind: Service\nmetadata: {name: clash}\nspec:\n  type: LoadBalancer\n  selector: {app: lb}\n  ports: [{port: 18080, targetPort: 8080}]\n", "apply", "-n", ns, "-f", "-")
 	waitFor(t, "a PortInUse event on the clashing Service", func(ctx context.Context) (bool, error) {
