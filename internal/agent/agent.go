@@ -45,15 +45,17 @@ type NodeOptions struct {
 	DisableProxy             bool
 	FlannelIface             string
 	FlannelBackend           string // vxlan, or none
+	// NodePortAddresses limits NodePorts to the node's addresses in these
+	// CIDRs (default: every address but loopback).
+	NodePortAddresses []string
 }
 
 // Config is a node's settings.
 type Config struct {
 	NodeOptions
-	DataDir           string
-	ClusterCIDR       string
-	NodePortAddresses []string
-	DisableDNS        bool
+	DataDir     string
+	ClusterCIDR string
+	DisableDNS  bool
 	// The kubelet's credentials.
 	Kubeconfig  string
 	ClientCA    string

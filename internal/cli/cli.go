@@ -102,12 +102,15 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 		&cli.BoolFlag{Name: "disable-proxy", Destination: &n.DisableProxy, Usage: "do not run the built-in Service proxy (bring your own)"},
 		&cli.StringFlag{Name: "flannel-iface", Destination: &n.FlannelIface, Usage: "interface the VXLAN overlay runs over (default: the one holding the node IP)"},
 		&cli.StringFlag{Name: "flannel-backend", Value: "vxlan", Destination: &n.FlannelBackend, Usage: "pod network between nodes: vxlan, or none (bring your own)"},
+		&cli.StringSliceFlag{Name: "nodeport-addresses", Usage: "CIDRs of the node's addresses that NodePorts answer on (default: every address but loopback)"},
 	}
 }
 
-// nodeSlices reads the node's list flags: labels, taints, kubelet args.
+// nodeSlices reads the node's list flags: labels, taints, kubelet args,
+// NodePort addresses.
 func nodeSlices(c *cli.Context, n *agent.NodeOptions) {
 	n.Labels, n.Taints, n.KubeletArgs = c.StringSlice("node-label"), c.StringSlice("node-taint"), c.StringSlice("kubelet-arg")
+	n.NodePortAddresses = c.StringSlice("nodeport-addresses")
 }
 
 func checkConfigCommand() *cli.Command {

@@ -98,7 +98,7 @@ func (c Config) settings() (*settings, error) {
 		for _, s := range c.NodePortAddresses {
 			_, n, err := net.ParseCIDR(strings.TrimSpace(s))
 			if err != nil {
-				return nil, fmt.Errorf("--nodeport-addresses: %q is not a CIDR", s)
+				return nil, fmt.Errorf("--nodeport-addresses: %q is not a CIDR such as 192.168.1.0/24", s)
 			}
 			if n := st.fam.cidr(n); n != nil {
 				st.nodePortCIDRs = append(st.nodePortCIDRs, n)

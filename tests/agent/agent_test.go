@@ -93,6 +93,7 @@ func TestAgentBadInput(t *testing.T) {
 		{[]string{"--server", "http://127.0.0.1:6443", "--token", "x"}, "is not a URL such as https://SERVER:6443"},
 		{[]string{"--server", fmt.Sprintf("https://127.0.0.1:%d", cluster.FreePort()), "--token", "x"}, "cannot reach the server"},
 		{[]string{"--server", "https://127.0.0.1:6443", "--token", "K10abc::server:x"}, "--token: the token's CA hash"},
+		{[]string{"--server", "https://127.0.0.1:6443", "--token", "x", "--nodeport-addresses", "192.168.1.0/24,bogus"}, `--nodeport-addresses: "bogus" is not a CIDR`},
 	} {
 		code, out := cluster.Run(context.Background(), nil, append([]string{"agent", "--data-dir", dir + "/data"}, tc.args...)...)
 		if code == 0 || !strings.Contains(out, tc.want) || strings.Count(strings.TrimSpace(out), "\n") > 0 {
