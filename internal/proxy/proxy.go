@@ -195,6 +195,8 @@ func (p *Proxy) run(ctx context.Context, client kubernetes.Interface, netns int)
 		go p.waitDNS(ctx)
 	}
 
+	health := &healthChecks{node: syncer.st.node}
+	defer health.close()
 	sync := func() error {
 		svcs, err := services.Lister().List(labels.Everything())
 		if err != nil {
@@ -207,6 +209,7 @@ func (p *Proxy) run(ctx context.Context, client kubernetes.Interface, netns int)
 		if ip := p.dns.Load(); ip != nil {
 			syncer.SetDNSAddress(*ip)
 		}
+		health.update(svcs, eps)
 		start := time.Now()
 		err = syncer.Sync(svcs, eps)
 		klog.V(2).InfoS("service proxy sync", "full", syncer.last.full, "servicePorts", syncer.last.services,

@@ -451,6 +451,25 @@ func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 		return err == nil, nil
 	})
 
+	// The health check port of an externalTrafficPolicy Local load
+	// balancer says whether this node has endpoints, as kube-proxy's does.
+	hcURL := fmt.Sprintf("http://%s/", net.JoinHostPort(node, fmt.Sprint(service(t, ns, "lb").Spec.HealthCheckNodePort)))
+	health := func(code int, endpoints string) func(context.Context) (bool, error) {
+		return func(ctx context.Context) (bool, error) {
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(hcURL)
+			if err != nil {
+				return false, nil
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode == code && strings.Contains(string(body), `"localEndpoints":`+endpoints), nil
+		}
+	}
+	waitFor(t, "the health check port answering 200 with one local endpoint", health(http.StatusOK, "1"))
+	scale(t, ns, "lb", 0)
+	waitFor(t, "the health check port answering 503 without local endpoints", health(http.StatusServiceUnavailable, "0"))
+	scale(t, ns, "lb", 1)
+
 	// A second LoadBalancer on the same port gets no address, and an event.
 	kubectl(t, "apiVersion: v1\nkind: Service\nmetadata: {name: clash}\nspec:\n  type: LoadBalancer\n  selector: {app: lb}\n  ports: [{port: 18080, targetPort: 8080}]\n", "apply", "-n", ns, "-f", "-")
 	waitFor(t, "a PortInUse event on the clashing Service", func(ctx context.Context) (bool, error) {
