@@ -148,14 +148,19 @@ func pssMB(pid int) (int, error) {
 }
 
 func statusMB(path, key string) (int, error) {
+	kb, err := statusKB(path, key)
+	return kb / 1024, err
+}
+
+// statusKB reads the "key: N kB" line of a /proc file.
+func statusKB(path, key string) (int, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
-			kb, err := strconv.Atoi(f[1])
-			return kb / 1024, err
+			return strconv.Atoi(f[1])
 		}
 	}
 	return 0, fmt.Errorf("no %s in %s", key, path)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -67,6 +68,9 @@ func benchNode() error {
 	}
 	fmt.Printf("30 pods of one Deployment Running: %.2f s (goal < 30 s)\n", time.Since(t).Seconds())
 
+	if err := benchShims(s); err != nil {
+		return err
+	}
 	if err := benchDNS(ctx, cs); err != nil {
 		return err
 	}
@@ -148,6 +152,37 @@ func poll(ctx context.Context, cond func(context.Context) bool) error {
 	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		return cond(ctx), nil
 	})
+}
+
+// benchShims prints the memory of the pods' runc shims (one per pod), each
+// a process of the skiff binary: its own (anonymous) memory and its PSS.
+func benchShims(s *cluster.Server) error {
+	sock := filepath.Join(cluster.NamesOf(s.DataDir).RunDir, "containerd")
+	var n, anon, pss int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, _ := os.ReadFile(p)
+		args := strings.Split(string(data), "\x00")
+		if len(args) < 2 || args[1] != "-namespace" || !strings.Contains(string(data), sock) {
+			continue
+		}
+		dir := filepath.Dir(p)
+		a, err := statusKB(filepath.Join(dir, "smaps_rollup"), "Anonymous:")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		ps, err := statusKB(filepath.Join(dir, "smaps_rollup"), "Pss:")
+		if err != nil {
+			continue
+		}
+		n, anon, pss = n+1, anon+a, pss+ps
+	}
+	if n == 0 {
+		return fmt.Errorf("no shim of %s found", sock)
+	}
+	fmt.Printf("pod shims, with the 31 pods running: %d shims, each %.1f MB own memory, PSS %.1f MB (mean)\n",
+		n, float64(anon)/1024/float64(n), float64(pss)/1024/float64(n))
+	return nil
 }
 
 // nodePids returns the server's pid and its containerd child's.
