@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	// The daemon's plugins, exactly as upstream containerd registers them.
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
@@ -43,6 +44,10 @@ func Main(args []string) int {
 
 // ShimMain runs the runc shim v2. It never returns.
 func ShimMain() {
+	// Every package of the binary ran its init before this, most of it
+	// garbage to a shim: collect it and give the memory back now rather
+	// than leave it to the runtime's slow scavenging, in each pod's shim.
+	debug.FreeOSMemory()
 	// The daemon's plugins are registered in this binary too; a shim loads
 	// every registered plugin, so it starts from an empty registry and adds
 	// its task service, as the upstream shim binary's own plugin does.
