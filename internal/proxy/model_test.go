@@ -27,6 +27,8 @@ func testConfig() Config {
 	return Config{
 		NodeName:    testNode,
 		ClusterCIDR: "10.42.0.0/16",
+		Table:       "skiff",
+		Bridge:      "cni0",
 		DNSService:  types.NamespacedName{Namespace: "kube-system", Name: "kube-dns"},
 		DNSAddress:  func(context.Context) (net.IP, error) { return nil, nil },
 	}

@@ -3,8 +3,8 @@
 // binary), so that ClusterIPs, NodePorts, load balancer addresses and
 // external IPs lead to the Services' endpoints.
 //
-// The table (family ip, "skiff" by default) is the proxy's alone and nothing
-// else on the host is touched. Every sync is one atomic transaction: the
+// The table (family ip, named by the node: see agent.HostFor) is the
+// proxy's alone and nothing else on the host is touched. Every sync is one atomic transaction: the
 // first rewrites the whole table, later ones only the chains and map
 // elements of the Services that changed. Stopping the proxy leaves the
 // table in place, so connections keep working across restarts; Cleanup
@@ -32,12 +32,6 @@ import (
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 )
 
-// Defaults of Config.
-const (
-	DefaultTable  = "skiff"
-	DefaultBridge = "cni0"
-)
-
 // Config configures the proxy.
 type Config struct {
 	// NodeName is this node's name: endpoints on it are the local ones.
@@ -51,10 +45,10 @@ type Config struct {
 	// addresses within these CIDRs; by default they answer on every local
 	// address but loopback.
 	NodePortAddresses []string
-	// Table is the nftables table, DefaultTable if empty.
+	// Table is the nftables table.
 	Table string
-	// Bridge is the pod bridge, DefaultBridge if empty: pod egress leaving
-	// by another interface is masqueraded.
+	// Bridge is the pod bridge: pod egress leaving by another interface is
+	// masqueraded.
 	Bridge string
 	// DNSService is the cluster DNS Service (kube-system/kube-dns). With
 	// DNSAddress set, it has one endpoint on every node whatever the API
@@ -65,17 +59,11 @@ type Config struct {
 	DNSAddress func(context.Context) (net.IP, error)
 }
 
-// settings validates c and fills in the defaults.
+// settings validates c.
 func (c Config) settings() (*settings, error) {
 	st := &settings{fam: ipv4, table: c.Table, node: c.NodeName, bridge: c.Bridge}
-	if st.table == "" {
-		st.table = DefaultTable
-	}
-	if st.bridge == "" {
-		st.bridge = DefaultBridge
-	}
-	if c.NodeName == "" {
-		return nil, errors.New("service proxy: the node name is empty")
+	if c.NodeName == "" || c.Table == "" || c.Bridge == "" {
+		return nil, errors.New("service proxy: the node name, table and bridge must all be given")
 	}
 	for _, s := range strings.Split(c.ClusterCIDR, ",") {
 		s = strings.TrimSpace(s)
@@ -130,12 +118,8 @@ func New(cfg Config) (*Proxy, error) {
 // Name implements component.Component.
 func (p *Proxy) Name() string { return "service proxy" }
 
-// Cleanup deletes the proxy's table (DefaultTable if table is empty), if
-// it exists.
+// Cleanup deletes the proxy's table, if it exists.
 func Cleanup(table string) error {
-	if table == "" {
-		table = DefaultTable
-	}
 	return cleanup(ipv4, table, 0)
 }
 
