@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -58,7 +57,9 @@ func (h *healthServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 }
 
 // update serves the health check ports the Services ask for, and stops
-// serving those no Service asks for any more.
+// serving those no Service asks for any more. It runs at every sync: with
+// no such Service it returns at once, and it counts only those Services'
+// endpoints.
 func (hc *healthChecks) update(svcs []*v1.Service, slices []*discoveryv1.EndpointSlice) {
 	want := map[int32]types.NamespacedName{}
 	for _, s := range svcs {
@@ -66,9 +67,11 @@ func (hc *healthChecks) update(svcs []*v1.Service, slices []*discoveryv1.Endpoin
 			want[s.Spec.HealthCheckNodePort] = types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
 		}
 	}
-	local := localEndpoints(hc.node, slices)
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
+	if len(want) == 0 && len(hc.servers) == 0 {
+		return
+	}
 	if hc.servers == nil {
 		hc.servers = map[int32]*healthServer{}
 	}
@@ -78,6 +81,7 @@ func (hc *healthChecks) update(svcs []*v1.Service, slices []*discoveryv1.Endpoin
 			delete(hc.servers, port)
 		}
 	}
+	local := localEndpoints(hc.node, want, slices)
 	for port, svc := range want {
 		h := hc.servers[port]
 		if h == nil {
@@ -109,24 +113,31 @@ func (hc *healthChecks) close() {
 	}
 }
 
-// localEndpoints counts each Service's ready endpoints on node: distinct
-// addresses, whatever their ports.
-func localEndpoints(node string, slices []*discoveryv1.EndpointSlice) map[types.NamespacedName]int {
-	seen := map[string]bool{}
+// localEndpoints counts the ready endpoints on node of the Services in want:
+// distinct addresses, whatever their ports.
+func localEndpoints(node string, want map[int32]types.NamespacedName, slices []*discoveryv1.EndpointSlice) map[types.NamespacedName]int {
+	wanted := map[types.NamespacedName]bool{}
+	for _, svc := range want {
+		wanted[svc] = true
+	}
+	type key struct {
+		svc  types.NamespacedName
+		addr string
+	}
+	seen := map[key]bool{}
 	out := map[types.NamespacedName]int{}
 	for _, s := range slices {
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
+		svc := types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]}
+		if !wanted[svc] {
 			continue
 		}
-		svc := types.NamespacedName{Namespace: s.Namespace, Name: name}
 		for _, e := range s.Endpoints {
 			if e.NodeName == nil || *e.NodeName != node || (e.Conditions.Ready != nil && !*e.Conditions.Ready) {
 				continue
 			}
 			for _, a := range e.Addresses {
-				if key := fmt.Sprintf("%s/%s", svc, a); !seen[key] {
-					seen[key] = true
+				if k := (key{svc, a}); !seen[k] {
+					seen[k] = true
 					out[svc]++
 				}
 			}

@@ -376,8 +376,10 @@ func TestLocalEndpoints(t *testing.T) {
 	web := slice("default", "web", "web-1", httpPort, readyEP("10.42.0.5", testNode), readyEP("10.42.1.9", "node-b"),
 		terminatingEP("10.42.0.6", testNode, true))
 	web2 := slice("default", "web", "web-2", []slicePort{{"other", v1.ProtocolTCP, 9090}}, readyEP("10.42.0.5", testNode))
-	got := localEndpoints(testNode, []*discoveryv1.EndpointSlice{web, web2})
+	other := slice("default", "other", "other-1", httpPort, readyEP("10.42.0.7", testNode))
+	asked := map[int32]types.NamespacedName{31000: {Namespace: "default", Name: "web"}}
+	got := localEndpoints(testNode, asked, []*discoveryv1.EndpointSlice{web, web2, other})
 	if want := map[types.NamespacedName]int{{Namespace: "default", Name: "web"}: 1}; !reflect.DeepEqual(got, want) {
-		t.Errorf("localEndpoints = %v, want %v (ready, on this node, each address once)", got, want)
+		t.Errorf("localEndpoints = %v, want %v (ready, on this node, each address once, of the wanted Services)", got, want)
 	}
 }
