@@ -103,10 +103,6 @@ func (s *Server) Start(ctx context.Context) error {
 
 // StartProcess starts the process with s.Args and does not wait.
 func (s *Server) StartProcess() error {
-	logf, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
 	if s.Netns != "" {
 		// Only the network namespace: the node shares the host's mounts
 		// and cgroups, as a node on its own machine would have its own.
@@ -114,20 +110,45 @@ func (s *Server) StartProcess() error {
 	} else {
 		s.cmd = exec.Command(Binary(), s.Args...)
 	}
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
+	done := make(chan struct{})
+	if err := startLogged(s.cmd, s.Log, func(err error) { s.err = err; close(done) }); err != nil {
+		return err
+	}
+	s.done = done
+	return nil
+}
+
+// startLogged starts cmd in a process group of its own, its output appended
+// to the file log and the host's config file ignored; ended gets what Wait
+// returned once the process has ended.
+func startLogged(cmd *exec.Cmd, log string, ended func(error)) error {
+	logf, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return err
 	}
-	s.done = make(chan struct{})
 	go func() {
-		s.err = s.cmd.Wait()
+		err := cmd.Wait()
 		logf.Close()
-		close(s.done)
+		ended(err)
 	}()
 	return nil
+}
+
+// PrintLogs writes the last lines of each node's log to stderr, for a
+// failed test package; nil nodes are skipped.
+func PrintLogs(lines int, nodes ...*Server) {
+	for _, n := range nodes {
+		if n != nil {
+			fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(lines))
+		}
+	}
 }
 
 // WaitReady waits for the admin kubeconfig and a ready API.

@@ -47,21 +47,13 @@ func NewThrowaway(dir string, extra ...string) (*Throwaway, error) {
 // Start runs `bin server` with the flags in the background, then `skiff
 // wait` until the cluster can take pods.
 func (c *Throwaway) Start(bin string) error {
-	logf, err := os.Create(c.Log)
-	if err != nil {
-		return err
-	}
 	c.cmd = exec.Command(bin, append([]string{"server"}, c.Flags...)...)
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		logf.Close()
+	exited := make(chan struct{})
+	if err := startLogged(c.cmd, c.Log, func(error) { close(exited) }); err != nil {
 		return err
 	}
-	c.exited = make(chan struct{})
-	go func() { c.cmd.Wait(); logf.Close(); close(c.exited) }()
-	_, err = c.Skiff(4*time.Minute, "wait", "--kubeconfig", c.Kubeconfig, "--timeout", "3m")
+	c.exited = exited
+	_, err := c.Skiff(4*time.Minute, "wait", "--kubeconfig", c.Kubeconfig, "--timeout", "3m")
 	return err
 }
 

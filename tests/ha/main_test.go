@@ -73,16 +73,12 @@ func run(m *testing.M) int {
 	}()
 	if err := start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		for _, n := range all() {
-			fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(40))
-		}
+		cluster.PrintLogs(40, all()...)
 		return 1
 	}
 	code := m.Run()
 	if code != 0 {
-		for _, n := range all() {
-			fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(60))
-		}
+		cluster.PrintLogs(60, all()...)
 	}
 	return code
 }

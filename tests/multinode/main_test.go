@@ -58,18 +58,12 @@ func run(m *testing.M) int {
 	}()
 	if err := start(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		for _, n := range append(agents, srv) {
-			if n != nil {
-				fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(40))
-			}
-		}
+		cluster.PrintLogs(40, append(agents, srv)...)
 		return 1
 	}
 	code := m.Run()
 	if code != 0 {
-		for _, n := range append(agents, srv) {
-			fmt.Fprintf(os.Stderr, "log of %s:\n%s\n", n.Dir, n.LogTail(60))
-		}
+		cluster.PrintLogs(60, append(agents, srv)...)
 	}
 	return code
 }
