@@ -29,7 +29,7 @@ import (
 const DefaultDataDir = "/var/lib/skiff"
 
 // DefaultClusterCIDR is the pod network's default range.
-const DefaultClusterCIDR = "10.42.0.0/16"
+const DefaultClusterCIDR = flannel.DefaultNetwork
 
 // NodeOptions are a node's flags, the same for server and agent.
 type NodeOptions struct {

@@ -110,7 +110,7 @@ func Run(ctx context.Context, o Options) error {
 	// disagree with it.
 	cfg.ClusterCIDR, cfg.ClusterDNS, cfg.ClusterDomain = settings.ClusterCIDR, settings.ClusterDNS, settings.ClusterDomain
 	if err := CheckRange(dataDir, cfg.ClusterCIDR); err != nil {
-		return fmt.Errorf("the cluster's pod network %s: %v (another cluster's node on this host?): this host cannot be a node of both", cfg.ClusterCIDR, err)
+		return fmt.Errorf("the cluster's pod network %s: %v (another cluster's node on this host?): stop that node first (skiff killall --data-dir ITS_DATA_DIR), or join from another host", cfg.ClusterCIDR, err)
 	}
 	if err := files.WriteKubeconfig(lb.URL()); err != nil {
 		return err

@@ -79,7 +79,7 @@ func New(port int, file, server string) (*LoadBalancer, error) {
 		return nil, fmt.Errorf("port %d, where the agent reaches the API servers, is already in use: stop what listens there", port)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the agent's API load balancer cannot listen on 127.0.0.1:%d (%v): check the host's loopback interface", port, err)
 	}
 	lb := &LoadBalancer{file: file, fallback: fallback, ln: ln, current: fallback}
 	var kept []string
