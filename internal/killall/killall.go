@@ -1,8 +1,9 @@
 // Package killall stops a node and everything it started, and removes what it
 // set up on the host at run time: pods, their mounts, cgroups and network
 // namespaces, the pod bridge, the overlay device and the Service proxy's
-// nftables table (named after the data dir: see agent.Host). The data dir stays: starting the node again brings it back.
-// `skiff killall` runs it; so does skiff-killall.sh, written by the installer.
+// nftables table (named after the data dir: see agent.HostFor). The data dir
+// stays: starting the node again brings it back. `skiff killall` runs it; so
+// does skiff-killall.sh, written by the installer.
 package killall
 
 import (
