@@ -153,9 +153,9 @@ setup_env() {
 	esac
 	DATA_DIR=${DATA_DIR%/}
 	# skiff's runtime dir: /run/skiff for the default data dir, else
-	# /run/skiff-<first 8 hex digits of sha256(data dir)> (see agent.HostFor).
+	# /run/skiff-<first 8 hex digits of sha256(data dir)> (see host.For in internal/host).
 	# The kubelet's root: /var/lib/kubelet for the default data dir, else
-	# inside the data dir (see agent.HostFor).
+	# inside the data dir (see host.For in internal/host).
 	if [ "$DATA_DIR" = /var/lib/skiff ]; then
 		RUN_DIR=/run/skiff
 		KUBELET_DIR=/var/lib/kubelet

@@ -4,45 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/loadbalancer"
 )
-
-// NodeIP is the IP given with --node-ip, else the address of the interface
-// that holds the default route.
-func NodeIP(flag string) (net.IP, error) {
-	if flag != "" {
-		ip := net.ParseIP(flag)
-		if ip == nil {
-			return nil, fmt.Errorf("--node-ip %q is not an IP address", flag)
-		}
-		return ip, nil
-	}
-	ip, err := utilnet.ChooseHostInterface()
-	if err != nil {
-		return nil, fmt.Errorf("cannot find this host's IP (%v): give it with --node-ip", err)
-	}
-	return ip, nil
-}
-
-// NodeName is the name given with --node-name, else the host name.
-func NodeName(flag string) string {
-	if flag != "" {
-		return flag
-	}
-	h, _ := os.Hostname()
-	return strings.ToLower(h)
-}
 
 // Options are `skiff agent`'s settings.
 type Options struct {
@@ -62,13 +34,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ip, err := NodeIP(o.NodeIP)
+	ip, err := host.NodeIP(o.NodeIP)
 	if err != nil {
 		return err
 	}
 	cfg := o.Config
 	cfg.DataDir = dataDir
-	cfg.NodeName = NodeName(cfg.NodeName)
+	cfg.NodeName = host.NodeName(cfg.NodeName)
 	cfg.NodeIP = ip.String()
 	files := join.Files{Dir: filepath.Join(dataDir, "agent")}
 	cfg.Kubeconfig, cfg.ClientCA = files.Kubeconfig(), files.ClientCA()
@@ -76,7 +48,7 @@ func Run(ctx context.Context, o Options) error {
 	// Check the node's own flags before anything is written or sent (with
 	// the default cluster settings, until the server gives its own).
 	check := cfg
-	check.ClusterCIDR, check.ClusterDNS, check.ClusterDomain = DefaultClusterCIDR, "10.43.0.10", "cluster.local"
+	check.ClusterCIDR, check.ClusterDNS, check.ClusterDomain = host.DefaultClusterCIDR, "10.43.0.10", "cluster.local"
 	if _, err := Components(check); err != nil {
 		return err
 	}
@@ -86,14 +58,13 @@ func Run(ctx context.Context, o Options) error {
 	// The node's clients reach the API servers through the load balancer,
 	// which moves to another server when theirs goes down.
 	port := 0
-	if HostFor(dataDir).WellKnownPorts {
+	if host.For(dataDir).WellKnownPorts {
 		port = loadbalancer.DefaultPort
 	}
-	lb, err := loadbalancer.New(port, filepath.Join(files.Dir, "api-servers.json"), o.Server)
+	lb, err := loadbalancer.New(loadbalancer.Config{Port: port, File: filepath.Join(files.Dir, "api-servers.json"), Server: o.Server, Kubeconfig: cfg.Kubeconfig})
 	if err != nil {
 		return err
 	}
-	lb.Kubeconfig = cfg.Kubeconfig
 	joiner := &join.Agent{Server: o.Server, Token: o.Token, NodeName: cfg.NodeName, Addresses: []string{cfg.NodeIP}, Files: files}
 	settings, err := joiner.Join(ctx)
 	if errors.Is(err, join.ErrUnreachable) {

@@ -21,10 +21,9 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
-
-	"github.com/skiff-dev/skiff/internal/pki"
 )
 
 // Key is where the sealed files live in the datastore.
@@ -129,7 +128,7 @@ func Write(paths []string, files map[string][]byte) (replaced []string, err erro
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, err
 		}
-		if err := pki.WriteFile(path, data); err != nil {
+		if err := atomicfile.Write(path, data, 0o600); err != nil {
 			return nil, err
 		}
 	}

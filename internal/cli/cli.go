@@ -11,12 +11,13 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
-	logsapi "k8s.io/component-base/logs/api/v1"
 
 	"github.com/skiff-dev/skiff/internal/agent"
 	"github.com/skiff-dev/skiff/internal/checkconfig"
 	"github.com/skiff-dev/skiff/internal/config"
+	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/kubectl"
+	"github.com/skiff-dev/skiff/internal/logging"
 	"github.com/skiff-dev/skiff/internal/server"
 	"github.com/skiff-dev/skiff/internal/version"
 )
@@ -65,6 +66,7 @@ func kubectlCommand() *cli.Command {
 
 func agentCommand() *cli.Command {
 	var o agent.Options
+	var verbosity int
 	return &cli.Command{
 		Name:  "agent",
 		Usage: "run a node that joins a server",
@@ -72,7 +74,8 @@ func agentCommand() *cli.Command {
 			configFlag(),
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"SKIFF_URL"}, Destination: &o.Server, Usage: "the server, https://SERVER:6443"},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "join token: the server's <data-dir>/server/token, or one from `skiff token create`"},
-			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: agent.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: host.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
+			verbosityFlag(&verbosity),
 		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
 		OnUsageError: usageError,
@@ -81,12 +84,18 @@ func agentCommand() *cli.Command {
 				return fmt.Errorf("agent takes no arguments, got %q: flags start with --", c.Args().First())
 			}
 			nodeSlices(c, &o.NodeOptions)
-			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
+			if err := logging.Setup(verbosity, nil); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return agent.Run(ctx, o)
 		},
 	}
+}
+
+func verbosityFlag(v *int) cli.Flag {
+	return &cli.IntFlag{Name: "v", Destination: v, Usage: "log verbosity (klog level)"}
 }
 
 // nodeFlags are the flags of a node, shared by server and agent.
@@ -150,12 +159,12 @@ func serverCommand() *cli.Command {
 		Usage: "run the control plane (and the node)",
 		Flags: append([]cli.Flag{
 			configFlag(),
-			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: agent.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: host.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
 			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Destination: &o.BindAddress, Usage: "address the API server listens on"},
 			&cli.IntFlag{Name: "https-listen-port", Value: 6443, Destination: &o.HTTPSPort, Usage: "API server port"},
 			&cli.StringFlag{Name: "advertise-address", Destination: &o.AdvertiseAddress, Usage: "IP the API server advertises to the cluster (default: node IP)"},
 			&cli.StringSliceFlag{Name: "tls-san", Usage: "extra host name or IP for the API server's certificate"},
-			&cli.StringFlag{Name: "cluster-cidr", Value: agent.DefaultClusterCIDR, Destination: &o.ClusterCIDR, Usage: "pod network"},
+			&cli.StringFlag{Name: "cluster-cidr", Value: host.DefaultClusterCIDR, Destination: &o.ClusterCIDR, Usage: "pod network"},
 			&cli.StringFlag{Name: "service-cidr", Value: "10.43.0.0/16", Destination: &o.ServiceCIDR, Usage: "Service network"},
 			&cli.StringFlag{Name: "cluster-dns", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP (default: the tenth address of --service-cidr, 10.43.0.10)"},
 			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
@@ -171,7 +180,7 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra kube-apiserver flag, name=value"},
 			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra kube-controller-manager flag, name=value"},
 			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra kube-scheduler flag, name=value"},
-			&cli.IntFlag{Name: "v", Destination: &o.Verbosity, Usage: "log verbosity (klog level)"},
+			verbosityFlag(&o.Verbosity),
 		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
 		OnUsageError: usageError,
@@ -187,7 +196,9 @@ func serverCommand() *cli.Command {
 			o.Disable = c.StringSlice("disable")
 			// Logging is configured once for the whole process; the
 			// components' own identical configurations are then accepted.
-			logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
+			if err := logging.Setup(o.Verbosity, nil); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return server.Run(ctx, o)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/skiff-dev/skiff/internal/agent"
+	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/killall"
 )
 
@@ -20,7 +20,7 @@ func killallCommand() *cli.Command {
 		Name:  "killall",
 		Usage: "stop the node of a data dir (skiff, containerd, pods) and remove its mounts, cgroups, pod bridge, overlay device and nftables table; the data stays",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: agent.DefaultDataDir, Usage: "the data dir of the node to stop"},
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: host.DefaultDataDir, Usage: "the data dir of the node to stop"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {

@@ -21,9 +21,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
-	"github.com/skiff-dev/skiff/internal/pki"
 )
 
 // The upstream containernetworking plugins, built by the Makefile for the
@@ -46,13 +46,13 @@ func Install(dir string) error {
 		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
 			return nil
 		}
-		return pki.WriteFileMode(dst, data, 0o755)
+		return atomicfile.Write(dst, data, 0o755)
 	})
 }
 
-// Config renders the pod network configuration for podCIDR on the bridge
+// Conflist renders the pod network configuration for podCIDR on the bridge
 // named bridge; mtu 0 leaves the bridge plugin's default.
-func Config(bridge, podCIDR, ipamDir string, mtu int) ([]byte, error) {
+func Conflist(bridge, podCIDR, ipamDir string, mtu int) ([]byte, error) {
 	plugin := map[string]any{
 		"type":        "bridge",
 		"bridge":      bridge,
@@ -79,27 +79,35 @@ func Config(bridge, podCIDR, ipamDir string, mtu int) ([]byte, error) {
 	return json.MarshalIndent(conf, "", "  ")
 }
 
+// Config is the pod network's settings.
+type Config struct {
+	NodeName   string
+	Kubeconfig string
+	// Bridge is the pods' bridge.
+	Bridge string
+	// BinDir receives the plugins; ConfDir the CNI configuration; IPAMDir
+	// holds host-local's allocations.
+	BinDir, ConfDir, IPAMDir string
+	// MTU of the pods' interfaces (0: the plugin's default): the overlay's.
+	MTU int
+}
+
 // Network is the component that writes the configuration: it waits for the
 // controller manager to give the node its pod CIDR.
 type Network struct {
-	NodeName   string
-	Kubeconfig string
-	Bridge     string
-	BinDir     string
-	ConfDir    string
-	IPAMDir    string
-	// MTU of the pods' interfaces (0: the plugin's default): the overlay's.
-	MTU int
+	Config
 
 	component.Latch
 	gateway chan struct{}
 	gw      net.IP
 }
 
-// NewNetwork returns the pod network component, its pods on bridge.
-func NewNetwork(node, kubeconfig, bridge, binDir, confDir, ipamDir string) *Network {
-	return &Network{NodeName: node, Kubeconfig: kubeconfig, Bridge: bridge, BinDir: binDir, ConfDir: confDir, IPAMDir: ipamDir,
-		gateway: make(chan struct{})}
+// New returns the pod network component.
+func New(cfg Config) (*Network, error) {
+	if cfg.NodeName == "" || cfg.Bridge == "" || cfg.BinDir == "" || cfg.ConfDir == "" || cfg.IPAMDir == "" {
+		return nil, fmt.Errorf("pod network: a node name, a bridge and its dirs are needed")
+	}
+	return &Network{Config: cfg, gateway: make(chan struct{})}, nil
 }
 
 // Gateway blocks until the pod bridge is up and returns its address, the
@@ -151,14 +159,14 @@ func (n *Network) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("waiting for node %s's pod CIDR: %w", n.NodeName, err)
 	}
-	conf, err := Config(n.Bridge, cidr, n.IPAMDir, n.MTU)
+	conf, err := Conflist(n.Bridge, cidr, n.IPAMDir, n.MTU)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(n.ConfDir, 0o700); err != nil {
 		return err
 	}
-	if err := pki.WriteFileMode(filepath.Join(n.ConfDir, "10-skiff.conflist"), conf, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(n.ConfDir, "10-skiff.conflist"), conf, 0o644); err != nil {
 		return err
 	}
 	if n.gw, err = ensureBridge(n.Bridge, cidr); err != nil {

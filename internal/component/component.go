@@ -22,12 +22,27 @@ type Component interface {
 	// Run does the component's work until ctx is cancelled, then cleans up and
 	// returns nil. An error (or a return before ctx ends) means it failed.
 	Run(ctx context.Context) error
+}
+
+// Readier is a component that is ready some time after it starts: the next
+// one starts once Ready returned. A component without it is ready as soon as
+// it runs.
+type Readier interface {
 	// Ready returns once the component is serving, or with ctx's error.
 	Ready(ctx context.Context) error
 }
 
-// StopTimeout bounds how long one component may take to stop.
-var StopTimeout = 30 * time.Second
+var (
+	// StopTimeout bounds how long one component may take to stop.
+	StopTimeout = 30 * time.Second
+	// ReadyTimeout bounds how long one component may take to be ready;
+	// start-up then fails with its name. It is generous: containerd is
+	// ready once the air-gap images are imported, which on an SD card can
+	// take minutes.
+	ReadyTimeout = 10 * time.Minute
+	// WaitingLog is how often a component that is not ready yet is logged.
+	WaitingLog = 15 * time.Second
+)
 
 type running struct {
 	c      Component
@@ -89,22 +104,39 @@ func start(c Component, failed chan<- error) *running {
 	return r
 }
 
-// waitReady waits for r to be ready, for it to fail, or for ctx to end.
+// waitReady waits for r to be ready, for it to fail, or for ctx to end. A
+// component that takes long is logged by name, and one that is not ready
+// within ReadyTimeout fails start-up.
 func waitReady(ctx context.Context, r *running, failed <-chan error) error {
+	readier, ok := r.c.(Readier)
+	if !ok {
+		return ctx.Err()
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := make(chan error, 1)
-	go func() { ready <- r.c.Ready(rctx) }()
-	select {
-	case err := <-ready:
-		if err != nil && ctx.Err() == nil {
-			return fmt.Errorf("%s: %w", r.c.Name(), err)
+	go func() { ready <- readier.Ready(rctx) }()
+	start := time.Now()
+	timeout := time.NewTimer(ReadyTimeout)
+	defer timeout.Stop()
+	tick := time.NewTicker(WaitingLog)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-ready:
+			if err != nil && ctx.Err() == nil {
+				return fmt.Errorf("%s: %w", r.c.Name(), err)
+			}
+			return ctx.Err()
+		case err := <-failed:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			klog.InfoS("waiting for "+r.c.Name(), "for", time.Since(start).Round(time.Second))
+		case <-timeout.C:
+			return fmt.Errorf("%s was not ready within %s: see the lines above for why", r.c.Name(), ReadyTimeout)
 		}
-		return ctx.Err()
-	case err := <-failed:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

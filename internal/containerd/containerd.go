@@ -20,8 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
-	"github.com/skiff-dev/skiff/internal/pki"
 )
 
 // Namespace is the containerd namespace the CRI plugin uses.
@@ -44,18 +44,31 @@ type Containerd struct {
 	component.Latch
 }
 
-// New returns the component for a node whose data dir is dataDir and whose
-// runtime state lives under runDir.
-func New(dataDir, runDir string) *Containerd {
-	return &Containerd{
-		Root:       filepath.Join(dataDir, "agent", "containerd"),
-		State:      filepath.Join(runDir, "containerd"),
-		ConfigFile: filepath.Join(dataDir, "agent", "etc", "containerd", "config.toml"),
-		BinDir:     filepath.Join(dataDir, "data", "bin"),
-		CNIConfDir: filepath.Join(dataDir, "agent", "etc", "cni", "net.d"),
-		ImagesDir:  filepath.Join(dataDir, "agent", "images"),
-		LogFile:    filepath.Join(dataDir, "agent", "containerd", "containerd.log"),
+// Config is the runtime's settings.
+type Config struct {
+	// DataDir is the node's data dir; RunDir holds its runtime state.
+	DataDir, RunDir string
+	// SandboxImage is imported from SandboxTarball at start.
+	SandboxImage   string
+	SandboxTarball func() ([]byte, error)
+}
+
+// New returns the component for a node. It writes nothing.
+func New(cfg Config) (*Containerd, error) {
+	if cfg.DataDir == "" || cfg.RunDir == "" || cfg.SandboxImage == "" || cfg.SandboxTarball == nil {
+		return nil, fmt.Errorf("containerd: a data dir, a run dir and a sandbox image are needed")
 	}
+	return &Containerd{
+		Root:           filepath.Join(cfg.DataDir, "agent", "containerd"),
+		State:          filepath.Join(cfg.RunDir, "containerd"),
+		ConfigFile:     filepath.Join(cfg.DataDir, "agent", "etc", "containerd", "config.toml"),
+		BinDir:         filepath.Join(cfg.DataDir, "data", "bin"),
+		CNIConfDir:     filepath.Join(cfg.DataDir, "agent", "etc", "cni", "net.d"),
+		ImagesDir:      filepath.Join(cfg.DataDir, "agent", "images"),
+		LogFile:        filepath.Join(cfg.DataDir, "agent", "containerd", "containerd.log"),
+		SandboxImage:   cfg.SandboxImage,
+		SandboxTarball: cfg.SandboxTarball,
+	}, nil
 }
 
 // Name implements component.Component.
@@ -165,7 +178,7 @@ func (c *Containerd) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := pki.WriteFileMode(c.ConfigFile, []byte(c.config()), 0o600); err != nil {
+	if err := atomicfile.Write(c.ConfigFile, []byte(c.config()), 0o600); err != nil {
 		return err
 	}
 	self, err := os.Executable()

@@ -19,10 +19,8 @@ import (
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
+	"github.com/skiff-dev/skiff/internal/host"
 )
-
-// DefaultRunDir holds the runtime state of the node with the default data dir.
-const DefaultRunDir = "/run/skiff"
 
 // ShimName is the name containerd looks the runc shim up by.
 const ShimName = "containerd-shim-runc-v2"
@@ -80,7 +78,7 @@ func ShimMain() {
 // data dir's socket, in the CRI namespace) unless told otherwise.
 func CtrMain(args []string) int {
 	if os.Getenv("CONTAINERD_ADDRESS") == "" {
-		os.Setenv("CONTAINERD_ADDRESS", filepath.Join(DefaultRunDir, "containerd", "containerd.sock"))
+		os.Setenv("CONTAINERD_ADDRESS", filepath.Join(host.DefaultRunDir, "containerd", "containerd.sock"))
 	}
 	if os.Getenv("CONTAINERD_NAMESPACE") == "" {
 		os.Setenv("CONTAINERD_NAMESPACE", Namespace)

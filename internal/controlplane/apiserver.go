@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,32 +18,41 @@ import (
 	"k8s.io/client-go/tools/cache"
 	basecompatibility "k8s.io/component-base/compatibility"
 	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
-	"github.com/skiff-dev/skiff/internal/join"
-	"github.com/skiff-dev/skiff/internal/pki"
 )
 
-// APIServer runs kube-apiserver.
-type APIServer struct {
-	Config *Config
+// APIServerConfig is the API server's settings beside the control plane's.
+type APIServerConfig struct {
+	*Config
 	// Listener is the secure port, bound before anything is written so that a
 	// port in use fails start-up early.
 	Listener net.Listener
 	// ETCDServers gives the datastore's address once it is ready.
 	ETCDServers func() string
-	// Handlers are served on the API port beside the API, behind its
-	// authentication and authorization, by path.
-	Handlers map[string]http.Handler
+	// AnonymousHandlers are served on the API port beside the API, by path,
+	// to anonymous clients too (a joining node has only its token, which
+	// its handler checks): nothing else but the health endpoints is open
+	// to them.
+	AnonymousHandlers map[string]http.Handler
+}
 
+// APIServer runs kube-apiserver.
+type APIServer struct {
+	APIServerConfig
 	component.Latch
 }
 
 // NewAPIServer returns the API server component.
-func NewAPIServer(cfg *Config, ln net.Listener, etcdServers func() string) *APIServer {
-	return &APIServer{Config: cfg, Listener: ln, ETCDServers: etcdServers}
+func NewAPIServer(cfg APIServerConfig) (*APIServer, error) {
+	if cfg.Config == nil || cfg.Listener == nil || cfg.ETCDServers == nil {
+		return nil, fmt.Errorf("kube-apiserver: a control plane config, a listener and a datastore are needed")
+	}
+	return &APIServer{APIServerConfig: cfg}, nil
 }
 
 // Name implements component.Component.
@@ -91,7 +101,8 @@ func (a *APIServer) args() []string {
 
 // Run implements component.Component.
 func (a *APIServer) Run(ctx context.Context) error {
-	if err := writeAuthenticationConfig(a.Config.Files.AuthenticationConfig()); err != nil {
+	ctx = klog.NewContext(ctx, klog.Background().WithName("apiserver"))
+	if err := a.writeAuthenticationConfig(); err != nil {
 		return err
 	}
 	s := options.NewServerRunOptions()
@@ -134,7 +145,7 @@ func (a *APIServer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range a.Handlers {
+	for path, h := range a.AnonymousHandlers {
 		server.GenericAPIServer.Handler.NonGoRestfulMux.Handle(path, h)
 	}
 	prepared, err := server.PrepareRun()
@@ -174,15 +185,18 @@ func (a *APIServer) waitReady(ctx context.Context) {
 }
 
 // writeAuthenticationConfig allows anonymous requests to the health endpoints
-// (load balancers and probes need no credentials) and to the join endpoints
-// (a new node has only its token, which the join handler checks); nothing
-// else is open.
-func writeAuthenticationConfig(path string) error {
-	paths := []string{"/healthz", "/livez", "/readyz", join.CACertsPath, join.JoinPath}
+// (load balancers and probes need no credentials) and to the anonymous
+// handlers; nothing else is open.
+func (a *APIServer) writeAuthenticationConfig() error {
+	paths := []string{"/healthz", "/livez", "/readyz"}
+	for p := range a.AnonymousHandlers {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths[3:])
 	var b strings.Builder
 	b.WriteString("apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\nanonymous:\n  enabled: true\n  conditions:\n")
 	for _, p := range paths {
 		fmt.Fprintf(&b, "  - path: %s\n", p)
 	}
-	return pki.WriteFile(path, []byte(b.String()))
+	return atomicfile.Write(a.Config.Files.AuthenticationConfig(), []byte(b.String()), 0o600)
 }

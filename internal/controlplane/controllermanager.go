@@ -7,6 +7,7 @@ import (
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/rest"
 	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 
@@ -63,6 +64,7 @@ func (m *ControllerManager) args() []string {
 
 // Run implements component.Component.
 func (m *ControllerManager) Run(ctx context.Context) error {
+	ctx = klog.NewContext(ctx, klog.Background().WithName("controller-manager"))
 	s, err := options.NewKubeControllerManagerOptions()
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	basecompatibility "k8s.io/component-base/compatibility"
 	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
@@ -44,6 +45,7 @@ func (s *Scheduler) args() []string {
 
 // Run implements component.Component.
 func (s *Scheduler) Run(ctx context.Context) error {
+	ctx = klog.NewContext(ctx, klog.Background().WithName("scheduler"))
 	opts := options.NewOptions()
 	if err := parseFlags("kube-scheduler", *opts.Flags, s.args(), s.Config.SchedulerArgs); err != nil {
 		return err

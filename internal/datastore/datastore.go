@@ -23,26 +23,40 @@ import (
 	"github.com/skiff-dev/skiff/internal/component"
 )
 
-// Datastore is the kine component.
-type Datastore struct {
+// Config is the datastore's settings.
+type Config struct {
 	// Dir holds the SQLite database and kine's socket.
 	Dir string
 	// Endpoint is a kine endpoint (sqlite://, postgres://, mysql://, http(s):// for
 	// etcd); empty means SQLite at Dir/state.db.
 	Endpoint string
-
 	// Bootstrap, if set, runs once the datastore answers and before it
 	// reports ready: what must be read from or stored in the database before
 	// the API server starts.
 	Bootstrap func(ctx context.Context, kv clientv3.KV) error
+}
 
+// Datastore is the kine component.
+type Datastore struct {
+	Config
 	component.Latch
 	etcd endpoint.ETCDConfig
 }
 
-// New returns the datastore for dir and endpoint.
-func New(dir, ep string) *Datastore {
-	return &Datastore{Dir: dir, Endpoint: ep}
+// New returns the datastore, once its SQLite file, if it has one, is found
+// to be a database. It writes nothing.
+func New(cfg Config) (*Datastore, error) {
+	d := &Datastore{Config: cfg}
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Embedded says whether endpoint is a SQLite file that only this server
+// uses.
+func Embedded(endpoint string) bool {
+	return endpoint == "" || strings.HasPrefix(endpoint, "sqlite://")
 }
 
 // Name implements component.Component.
@@ -54,14 +68,9 @@ func (d *Datastore) DBPath() string { return filepath.Join(d.Dir, "state.db") }
 // Socket is the unix socket kine serves the etcd API on.
 func (d *Datastore) Socket() string { return filepath.Join(d.Dir, "kine.sock") }
 
-// Embedded says whether this is the SQLite file that only this server uses.
-func (d *Datastore) Embedded() bool {
-	return d.Endpoint == "" || strings.HasPrefix(d.Endpoint, "sqlite://")
-}
-
-// Check refuses a SQLite file that is not a database before anything opens it
+// check refuses a SQLite file that is not a database before anything opens it
 // (SQLite would otherwise add a journal beside it).
-func (d *Datastore) Check() error {
+func (d *Datastore) check() error {
 	if d.Endpoint != "" {
 		return nil
 	}
@@ -133,7 +142,7 @@ func (d *Datastore) Run(ctx context.Context) error {
 		done <- listening{etcd, err}
 	}()
 	var l listening
-	if d.Embedded() {
+	if Embedded(d.Endpoint) {
 		l = <-done
 	} else {
 		select {

@@ -13,13 +13,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"text/template"
 	"time"
 
 	"github.com/coredns/caddy"
-	_ "github.com/coredns/coredns/core/dnsserver" // the "dns" server type
+	"github.com/coredns/coredns/core/dnsserver" // the "dns" server type
+	"github.com/coredns/coredns/plugin"
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
@@ -38,9 +40,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
-	"github.com/skiff-dev/skiff/internal/pki"
+	"github.com/skiff-dev/skiff/internal/logging"
 )
 
 // CustomConfigMap in kube-system holds extra Corefile snippets: keys ending
@@ -50,6 +53,28 @@ const CustomConfigMap = "coredns-custom"
 
 // HealthPort is where CoreDNS's health plugin answers, on the DNS address.
 const HealthPort = 8080
+
+// logDirective is a directive of skiff's own, set up right after the
+// kubernetes plugin: that plugin's setup replaces klog's logger with
+// CoreDNS's (every line of the process would then read "[INFO]
+// plugin/kubernetes: ..."), and this one puts the process's logger back.
+const logDirective = "skiff_log"
+
+func init() {
+	// CoreDNS prints the zones it serves to stdout; the component logs its
+	// own line instead.
+	caddy.Quiet, dnsserver.Quiet = true, true
+	plugin.Register(logDirective, func(*caddy.Controller) error {
+		logging.Restore()
+		return nil
+	})
+	for i, d := range dnsserver.Directives {
+		if d == "kubernetes" {
+			dnsserver.Directives = slices.Insert(dnsserver.Directives, i+1, logDirective)
+			break
+		}
+	}
+}
 
 // Config is the node DNS's settings.
 type Config struct {
@@ -238,7 +263,7 @@ func writeSnippets(dir string, data map[string]string) error {
 		if k != filepath.Base(k) || strings.HasPrefix(k, ".") {
 			continue // not a plain file name
 		}
-		if err := pki.WriteFileMode(filepath.Join(dir, k), []byte(v), 0o600); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, k), []byte(v), 0o600); err != nil {
 			return err
 		}
 	}
@@ -289,6 +314,7 @@ var corefile = template.Must(template.New("Corefile").Parse(`.:53 {
 {{- end}}
     cache 30
     loop
+    skiff_log
     import {{.Dir}}/*.override
 }
 import {{.Dir}}/*.server

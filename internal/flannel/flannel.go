@@ -28,13 +28,11 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 )
 
 const (
-	// DefaultNetwork is the pod network's default range, k3s's, whose VNI
-	// is flannel's 1.
-	DefaultNetwork = "10.42.0.0/16"
 	// Port is the VXLAN's UDP port, flannel's.
 	Port = 8472
 	// overhead is what VXLAN adds to a packet: outer IPv4, UDP, VXLAN and
@@ -70,7 +68,7 @@ func VNI(clusterCIDR string) (int, error) {
 	if err != nil || cidr.IP.To4() == nil {
 		return 0, fmt.Errorf("the VXLAN overlay needs an IPv4 cluster CIDR, not %q", clusterCIDR)
 	}
-	if cidr.String() == DefaultNetwork {
+	if cidr.String() == host.DefaultClusterCIDR { // flannel's VNI 1
 		return 1, nil
 	}
 	ip := cidr.IP.To4()

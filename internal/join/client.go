@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/util/keyutil"
 	"k8s.io/klog/v2"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/pki"
@@ -210,7 +211,7 @@ func (a *Agent) write(resp *Response, ca []byte, password string, clientKey, ser
 		if err != nil {
 			return err
 		}
-		if err := pki.WriteFile(k.path, data); err != nil {
+		if err := atomicfile.Write(k.path, data, 0o600); err != nil {
 			return err
 		}
 	}
@@ -228,7 +229,7 @@ func (a *Agent) write(resp *Response, ca []byte, password string, clientKey, ser
 		{f.Settings(), settings, 0o644},
 	}
 	for _, file := range files {
-		if err := pki.WriteFileMode(file.path, file.data, file.mode); err != nil {
+		if err := atomicfile.Write(file.path, file.data, file.mode); err != nil {
 			return err
 		}
 	}

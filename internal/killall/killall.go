@@ -1,7 +1,7 @@
 // Package killall stops a node and everything it started, and removes what it
 // set up on the host at run time: pods, their mounts, cgroups and network
 // namespaces, the pod bridge, the overlay device and the Service proxy's
-// nftables table (named after the data dir: see agent.HostFor). The data dir
+// nftables table (named after the data dir: see host.For). The data dir
 // stays: starting the node again brings it back. `skiff killall` runs it; so
 // does skiff-killall.sh, written by the installer.
 package killall
@@ -18,9 +18,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/skiff-dev/skiff/internal/agent"
 	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/flannel"
+	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/proxy"
 )
@@ -30,7 +30,7 @@ type Node struct {
 	DataDir string
 	// The run dir, bridge, overlay device and nftables table: those of the
 	// data dir.
-	Host agent.Host
+	Host host.Host
 	// The kubelet's root dir, cgroup root and driver: what the kubelet
 	// recorded in the run dir, else the defaults for the data dir.
 	kubelet.State
@@ -39,7 +39,7 @@ type Node struct {
 // For is the node whose data dir is dataDir (an absolute path).
 func For(dataDir string) Node {
 	dataDir = filepath.Clean(dataDir)
-	n := Node{DataDir: dataDir, Host: agent.HostFor(dataDir)}
+	n := Node{DataDir: dataDir, Host: host.For(dataDir)}
 	if s, ok := kubelet.ReadState(n.Host.RunDir); ok {
 		n.State = s
 	} else {
@@ -246,7 +246,7 @@ func (n Node) names(args []string) bool {
 			return true
 		}
 	}
-	return !flagged && n.DataDir == agent.DefaultDataDir && (args[0] == "server" || args[0] == "agent")
+	return !flagged && n.DataDir == host.DefaultDataDir && (args[0] == "server" || args[0] == "agent")
 }
 
 // within says whether path is dir or below it.

@@ -3,12 +3,12 @@ package killall
 import (
 	"testing"
 
-	"github.com/skiff-dev/skiff/internal/agent"
+	"github.com/skiff-dev/skiff/internal/host"
 )
 
 func TestNames(t *testing.T) {
-	custom := Node{DataDir: "/tmp/ci/data", Host: agent.Host{RunDir: "/run/skiff-0123abcd"}}
-	def := Node{DataDir: "/var/lib/skiff", Host: agent.Host{RunDir: "/run/skiff"}}
+	custom := Node{DataDir: "/tmp/ci/data", Host: host.Host{RunDir: "/run/skiff-0123abcd"}}
+	def := Node{DataDir: "/var/lib/skiff", Host: host.Host{RunDir: "/run/skiff"}}
 	cases := []struct {
 		n    Node
 		args []string

@@ -5,11 +5,10 @@ package kubeconfig
 import (
 	"os"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
-	"github.com/skiff-dev/skiff/internal/pki"
 )
 
 // Files is a kubeconfig that refers to certificate files on disk, so that a
@@ -51,7 +50,7 @@ func write(path string, mode os.FileMode, cluster *clientcmdapi.Cluster, user *c
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileMode(path, data, mode)
+	return atomicfile.Write(path, data, mode)
 }
 
 // Client returns a clientset for the kubeconfig at path.

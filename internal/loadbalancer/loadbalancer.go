@@ -32,9 +32,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
-	"github.com/skiff-dev/skiff/internal/pki"
 )
 
 // DefaultPort is where the default data dir's agent listens, k3s's.
@@ -44,16 +44,27 @@ const DefaultPort = 6444
 // answer at all.
 const dialTimeout = 5 * time.Second
 
-// LoadBalancer is the load balancer component.
-type LoadBalancer struct {
+// Config is the load balancer's settings.
+type Config struct {
+	// Port on 127.0.0.1 (0: a free port).
+	Port int
+	// File keeps the servers known, for a restart while Server is down.
+	File string
+	// Server is the agent's --server URL, which stays on the list: it may
+	// be a name that always leads to a live server.
+	Server string
 	// Kubeconfig is the node's, which names the load balancer itself: its
 	// client watches the kubernetes Service's endpoints.
 	Kubeconfig string
+}
 
-	file     string
-	fallback string
-	ln       net.Listener
-	proxy    *tcpproxy.DialProxy
+// LoadBalancer is the load balancer component.
+type LoadBalancer struct {
+	kubeconfig string
+	file       string
+	fallback   string
+	ln         net.Listener
+	proxy      *tcpproxy.DialProxy
 
 	mu      sync.Mutex
 	servers []string
@@ -62,10 +73,10 @@ type LoadBalancer struct {
 	component.Latch
 }
 
-// New listens on 127.0.0.1:port (0: a free port) for the servers kept in
-// file and server, the agent's --server URL, which stays on the list: it
-// may be a name that always leads to a live server.
-func New(port int, file, server string) (*LoadBalancer, error) {
+// New listens on 127.0.0.1 for the servers kept in the file and the agent's
+// --server.
+func New(cfg Config) (*LoadBalancer, error) {
+	port, file, server := cfg.Port, cfg.File, cfg.Server
 	u, err := url.Parse(server)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("--server %q is not a URL such as https://SERVER:6443", server)
@@ -81,7 +92,7 @@ func New(port int, file, server string) (*LoadBalancer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the agent's API load balancer cannot listen on 127.0.0.1:%d (%v): check the host's loopback interface", port, err)
 	}
-	lb := &LoadBalancer{file: file, fallback: fallback, ln: ln, current: fallback}
+	lb := &LoadBalancer{kubeconfig: cfg.Kubeconfig, file: file, fallback: fallback, ln: ln, current: fallback}
 	var kept []string
 	if data, err := os.ReadFile(file); err == nil {
 		json.Unmarshal(data, &kept)
@@ -172,7 +183,7 @@ func (lb *LoadBalancer) setServers(servers []string) {
 	}
 	klog.InfoS("API servers", "servers", all)
 	data, _ := json.Marshal(servers)
-	if err := pki.WriteFileMode(lb.file, data, 0o600); err != nil {
+	if err := atomicfile.Write(lb.file, data, 0o600); err != nil {
 		klog.ErrorS(err, "cannot keep the list of API servers", "file", lb.file)
 	}
 }
@@ -198,7 +209,7 @@ func (lb *LoadBalancer) Run(ctx context.Context) error {
 		}
 	}()
 	lb.SetReady()
-	if lb.Kubeconfig != "" {
+	if lb.kubeconfig != "" {
 		go lb.watch(ctx)
 	}
 	err := <-accepted
@@ -210,7 +221,7 @@ func (lb *LoadBalancer) Run(ctx context.Context) error {
 
 // watch follows the kubernetes Service's endpoints: the API servers.
 func (lb *LoadBalancer) watch(ctx context.Context) {
-	client, err := kubeconfig.Client(lb.Kubeconfig)
+	client, err := kubeconfig.Client(lb.kubeconfig)
 	if err != nil {
 		klog.ErrorS(err, "cannot watch the API servers' endpoints; keeping the known servers")
 		return

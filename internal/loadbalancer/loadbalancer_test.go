@@ -50,7 +50,7 @@ func TestFailover(t *testing.T) {
 	down.Close()
 
 	file := filepath.Join(t.TempDir(), "servers.json")
-	lb, err := New(0, file, "https://"+gone)
+	lb, err := New(Config{File: file, Server: "https://" + gone})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestFailover(t *testing.T) {
 	if data, err := os.ReadFile(file); err != nil || string(data) != `["`+up+`"]` {
 		t.Errorf("kept servers: %s (%v)", data, err)
 	}
-	again, err := New(0, file, "https://"+gone)
+	again, err := New(Config{File: file, Server: "https://" + gone})
 	if err != nil {
 		t.Fatal(err)
 	}

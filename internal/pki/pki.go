@@ -7,7 +7,6 @@
 package pki
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -25,6 +24,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
 )
@@ -120,10 +120,10 @@ func LoadOrCreateCA(dir, name, commonName string) (*CA, error) {
 		return nil, err
 	}
 	// Key first: a cert without its key is the state LoadOrCreateCA refuses.
-	if err := WriteFile(ca.KeyFile, keyPEM); err != nil {
+	if err := atomicfile.Write(ca.KeyFile, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := WriteFile(ca.CertFile, EncodeCert(cert)); err != nil {
+	if err := atomicfile.Write(ca.CertFile, EncodeCert(cert), 0o600); err != nil {
 		return nil, err
 	}
 	ca.Cert, ca.Key = cert, key
@@ -147,7 +147,7 @@ func (ca *CA) EnsureCert(certFile, keyFile string, spec Spec) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return true, WriteFile(certFile, EncodeCert(cert))
+	return true, atomicfile.Write(certFile, EncodeCert(cert), 0o600)
 }
 
 // current says whether cert can be kept: issued by ca for key, matching spec
@@ -231,7 +231,7 @@ func EnsureServiceAccountKey(path string) error {
 	if err != nil {
 		return err
 	}
-	return WriteFile(path, data)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 func loadOrCreateKey(path string) (crypto.Signer, error) {
@@ -248,7 +248,7 @@ func loadOrCreateKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return key, WriteFile(path, data)
+	return key, atomicfile.Write(path, data, 0o600)
 }
 
 func parseSigner(data []byte) (crypto.Signer, error) {
@@ -261,44 +261,6 @@ func parseSigner(data []byte) (crypto.Signer, error) {
 		return nil, errors.New("not a signing key")
 	}
 	return signer, nil
-}
-
-// WriteFile writes data to path with mode 0600 atomically: a crash leaves the
-// old content or the new, never half of it.
-func WriteFile(path string, data []byte) error {
-	return WriteFileMode(path, data, 0o600)
-}
-
-// WriteFileMode is WriteFile with another mode. It leaves an identical file
-// untouched.
-func WriteFileMode(path string, data []byte, mode os.FileMode) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return os.Chmod(path, mode)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func serial() *big.Int {

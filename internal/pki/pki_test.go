@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	certutil "k8s.io/client-go/util/cert"
 )
 
@@ -129,7 +130,7 @@ func TestCertCloseToExpiryIsRenewed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFile(certFile, EncodeCert(short)); err != nil {
+	if err := atomicfile.Write(certFile, EncodeCert(short), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if wrote, err := ca.EnsureCert(certFile, keyFile, spec); err != nil || !wrote {
@@ -156,21 +157,5 @@ func TestCertFromAnotherCAIsReplaced(t *testing.T) {
 	}
 	if err := readCert(t, certFile).CheckSignatureFrom(b.Cert); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestWriteFileIsAtomicAndPrivate(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "f")
-	if err := WriteFile(path, []byte("one")); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteFile(path, []byte("two")); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := os.ReadFile(path)
-	info, _ := os.Stat(path)
-	entries, _ := os.ReadDir(filepath.Dir(path))
-	if string(data) != "two" || info.Mode().Perm() != 0o600 || len(entries) != 1 {
-		t.Fatalf("content %q mode %v entries %d", data, info.Mode(), len(entries))
 	}
 }

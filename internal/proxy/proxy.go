@@ -3,7 +3,7 @@
 // binary), so that ClusterIPs, NodePorts, load balancer addresses and
 // external IPs lead to the Services' endpoints.
 //
-// The table (family ip, named by the node: see agent.HostFor) is the
+// The table (family ip, named by the node: see host.For) is the
 // proxy's alone and nothing else on the host is touched. Every sync is one atomic transaction: the
 // first rewrites the whole table, later ones only the chains and map
 // elements of the Services that changed. Stopping the proxy leaves the

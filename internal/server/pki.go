@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
@@ -145,5 +146,5 @@ func writeToken(c *controlplane.Config, secret, givenHash string) (join.Token, e
 	if givenHash != "" && givenHash != t.CAHash {
 		return join.Token{}, fmt.Errorf("--token: its CA hash is not this cluster's CA (%s...): give the secret alone, or the token of this cluster", t.CAHash[:12])
 	}
-	return t, pki.WriteFile(tokenFile(c), []byte(t.String()+"\n"))
+	return t, atomicfile.Write(tokenFile(c), []byte(t.String()+"\n"), 0o600)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
+	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/servicelb"
@@ -61,121 +62,168 @@ type Options struct {
 // Run runs the server until ctx ends or a component fails. Every check that
 // can fail on bad input runs before anything is written to the data dir.
 func Run(ctx context.Context, o Options) error {
+	p, err := check(o)
+	if err != nil {
+		return err
+	}
+	defer p.ln.Close()
+	components, err := p.components()
+	if err != nil {
+		return err
+	}
+	var readyErr error
+	err = component.Run(ctx, components, func() { readyErr = p.ready() })
+	if err != nil {
+		return err
+	}
+	return readyErr
+}
+
+// plan is a server whose settings were checked: what its components need.
+type plan struct {
+	o         Options
+	cfg       *controlplane.Config
+	mode      os.FileMode // of the admin kubeconfig
+	serviceIP net.IP
+	advertise net.IP
+	ips       []net.IP
+	hostname  string
+	ln        net.Listener
+	node      []component.Component // empty with --disable-agent
+	ncfg      agent.Config
+	secret    string // the token's, and the hash the user gave with it
+	givenHash string
+	joins     *join.Handler
+	store     *datastore.Datastore
+}
+
+// check validates every setting and binds the API port; it writes nothing.
+func check(o Options) (*plan, error) {
 	mode, err := strconv.ParseUint(o.WriteKubeconfigMode, 8, 32)
 	if err != nil || mode > 0o777 {
-		return fmt.Errorf("--write-kubeconfig-mode %q is not an octal file mode such as 0600 or 0644", o.WriteKubeconfigMode)
+		return nil, fmt.Errorf("--write-kubeconfig-mode %q is not an octal file mode such as 0600 or 0644", o.WriteKubeconfigMode)
 	}
 	if err := addons.CheckDisable(o.Disable); err != nil {
-		return err
+		return nil, err
 	}
-	serviceIP, err := checkNetworks(&o)
-	if err != nil {
-		return err
+	p := &plan{o: o, mode: os.FileMode(mode)}
+	if p.serviceIP, err = checkNetworks(&p.o); err != nil {
+		return nil, err
 	}
+	o = p.o
 	dataDir, err := filepath.Abs(o.DataDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !o.DisableAgent {
 		if err := agent.CheckRange(dataDir, o.ClusterCIDR); err != nil {
-			return fmt.Errorf("--cluster-cidr %s: %v (another cluster on this host?): give this cluster a range of its own with --cluster-cidr, and --service-cidr too", o.ClusterCIDR, err)
+			return nil, fmt.Errorf("--cluster-cidr %s: %v (another cluster on this host?): give this cluster a range of its own with --cluster-cidr, and --service-cidr too", o.ClusterCIDR, err)
 		}
 	}
 	if err := checkWritable(dataDir); err != nil {
-		return err
+		return nil, err
 	}
-	store := datastore.New(filepath.Join(dataDir, "server", "db"), o.DatastoreEndpoint)
-	if err := store.Check(); err != nil {
-		return err
+	if p.advertise, p.ips, err = addresses(o); err != nil {
+		return nil, err
 	}
-	advertise, ips, err := addresses(o)
-	if err != nil {
-		return err
-	}
-	ln, err := listen(o.BindAddress, o.HTTPSPort)
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-
-	hostname, _ := os.Hostname()
-	cfg := &controlplane.Config{
+	p.cfg = &controlplane.Config{
 		DataDir:               dataDir,
 		Files:                 controlplane.Files{Dir: filepath.Join(dataDir, "server", "tls")},
 		BindAddress:           o.BindAddress,
 		Port:                  o.HTTPSPort,
-		AdvertiseIP:           advertise,
+		AdvertiseIP:           p.advertise,
 		ClusterCIDR:           o.ClusterCIDR,
 		ServiceCIDR:           o.ServiceCIDR,
 		ServiceNodePortRange:  o.ServiceNodePortRange,
 		ClusterDomain:         o.ClusterDomain,
-		LeaderElect:           !store.Embedded(),
+		LeaderElect:           !datastore.Embedded(o.DatastoreEndpoint),
 		Verbosity:             o.Verbosity,
 		APIServerArgs:         o.APIServerArgs,
 		ControllerManagerArgs: o.ControllerManagerArgs,
 		SchedulerArgs:         o.SchedulerArgs,
 	}
-	if !agent.HostFor(dataDir).WellKnownPorts {
-		ports, err := agent.FreePorts(2)
+	if !host.For(dataDir).WellKnownPorts {
+		ports, err := host.FreePorts(2)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		cfg.ControllerManagerPort, cfg.SchedulerPort = ports[0], ports[1]
+		p.cfg.ControllerManagerPort, p.cfg.SchedulerPort = ports[0], ports[1]
 	}
-	if err := cfg.CheckArgs(); err != nil {
-		return err
+	if err := p.cfg.CheckArgs(); err != nil {
+		return nil, err
 	}
-	nodeName := agent.NodeName(o.NodeName)
-	var node []component.Component
-	ncfg := nodeConfig(cfg, o, nodeName, ips[0])
+	hostname, _ := os.Hostname()
+	p.hostname = strings.ToLower(hostname)
+	p.ncfg = nodeConfig(p.cfg, o, host.NodeName(o.NodeName), p.ips[0])
 	if !o.DisableAgent {
-		if node, err = agent.Components(ncfg); err != nil {
-			return err
+		if p.node, err = agent.Components(p.ncfg); err != nil {
+			return nil, err
 		}
 	}
-	secret, givenHash, err := serverSecret(cfg, o.Token)
-	if err != nil {
-		return err
+	if p.secret, p.givenHash, err = serverSecret(p.cfg, o.Token); err != nil {
+		return nil, err
 	}
-	joins := &join.Handler{
-		ServerCAFile: cfg.Files.ServerCA(),
+	p.joins = &join.Handler{
+		ServerCAFile: p.cfg.Files.ServerCA(),
 		Settings: join.Settings{
 			ClusterCIDR: o.ClusterCIDR, ServiceCIDR: o.ServiceCIDR,
 			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
 		},
-		Client: func() (kubernetes.Interface, error) { return kubeconfig.Client(cfg.Files.Kubeconfig("admin")) },
+		Client: func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },
 	}
-	// prepare makes the certificates and the token, once the cluster's CAs
-	// are in place.
-	prepare := func() error {
-		clientCA, serverCA, err := ensurePKI(cfg, strings.ToLower(hostname), o.TLSSANs, ips, serviceIP)
-		if err != nil {
-			return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
-		}
-		if !o.DisableAgent {
-			if err := ensureNodeCerts(cfg, ncfg, ips[0], clientCA, serverCA); err != nil {
-				return fmt.Errorf("node certificates: %w", err)
-			}
-		}
-		token, err := writeToken(cfg, secret, givenHash)
-		if err != nil {
-			return err
-		}
-		joins.ServerSecret, joins.ServerCA, joins.ClientCA = token.Server, serverCA, clientCA
-		return nil
-	}
-	if store.Embedded() {
-		if err := prepare(); err != nil {
-			return err
-		}
-	} else {
+	dcfg := datastore.Config{Dir: filepath.Join(p.cfg.DataDir, "server", "db"), Endpoint: o.DatastoreEndpoint}
+	if !datastore.Embedded(o.DatastoreEndpoint) {
 		// Servers sharing an external datastore share its CAs too.
-		store.Bootstrap = func(ctx context.Context, kv clientv3.KV) error {
-			return bootstrap.Sync(ctx, kv, cfg.Files.Shared(), secret, prepare)
+		dcfg.Bootstrap = func(ctx context.Context, kv clientv3.KV) error {
+			return bootstrap.Sync(ctx, kv, p.cfg.Files.Shared(), p.secret, p.prepare)
 		}
 	}
-	apiserver := controlplane.NewAPIServer(cfg, ln, store.ETCDServers)
-	apiserver.Handlers = map[string]http.Handler{join.CACertsPath: joins, join.JoinPath: joins}
+	if p.store, err = datastore.New(dcfg); err != nil {
+		return nil, err
+	}
+	if p.ln, err = listen(o.BindAddress, o.HTTPSPort); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// prepare makes the certificates and the token, once the cluster's CAs are
+// in place.
+func (p *plan) prepare() error {
+	cfg := p.cfg
+	clientCA, serverCA, err := ensurePKI(cfg, p.hostname, p.o.TLSSANs, p.ips, p.serviceIP)
+	if err != nil {
+		return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
+	}
+	if !p.o.DisableAgent {
+		if err := ensureNodeCerts(cfg, p.ncfg, p.ips[0], clientCA, serverCA); err != nil {
+			return fmt.Errorf("node certificates: %w", err)
+		}
+	}
+	token, err := writeToken(cfg, p.secret, p.givenHash)
+	if err != nil {
+		return err
+	}
+	p.joins.ServerSecret, p.joins.ServerCA, p.joins.ClientCA = token.Server, serverCA, clientCA
+	return nil
+}
+
+// components prepares the data dir (the embedded datastore's certificates
+// and token; an external one's come with the datastore) and lists the
+// server's components in start order.
+func (p *plan) components() ([]component.Component, error) {
+	o, cfg := p.o, p.cfg
+	if datastore.Embedded(o.DatastoreEndpoint) {
+		if err := p.prepare(); err != nil {
+			return nil, err
+		}
+	}
+	store := p.store
+	apiserver, err := controlplane.NewAPIServer(controlplane.APIServerConfig{Config: cfg, Listener: p.ln, ETCDServers: store.ETCDServers,
+		AnonymousHandlers: map[string]http.Handler{join.CACertsPath: p.joins, join.JoinPath: p.joins}})
+	if err != nil {
+		return nil, err
+	}
 	components := []component.Component{store, apiserver}
 	if !o.DisableControllerManager {
 		components = append(components, controlplane.NewControllerManager(cfg))
@@ -185,26 +233,25 @@ func Run(ctx context.Context, o Options) error {
 	}
 	addOns, err := addons.New(cfg.Files.Kubeconfig("admin"), manifests.Values{ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain}, o.Disable)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	components = append(components, addOns, &join.Passwords{Client: joins.Client})
+	components = append(components, addOns, &join.Passwords{Client: p.joins.Client})
 	if !slices.Contains(o.Disable, "servicelb") {
 		components = append(components, servicelb.New(cfg.Files.Kubeconfig("admin")))
 	}
-	components = append(components, node...)
-	var readyErr error
-	err = component.Run(ctx, components, func() {
-		if o.WriteKubeconfig != "" {
-			if readyErr = writeAdminKubeconfig(cfg, o.WriteKubeconfig, os.FileMode(mode)); readyErr != nil {
-				klog.ErrorS(readyErr, "cannot write the admin kubeconfig", "path", o.WriteKubeconfig)
-			}
+	return append(components, p.node...), nil
+}
+
+// ready writes the admin kubeconfig and says where the cluster is.
+func (p *plan) ready() error {
+	var err error
+	if p.o.WriteKubeconfig != "" {
+		if err = writeAdminKubeconfig(p.cfg, p.o.WriteKubeconfig, p.mode); err != nil {
+			klog.ErrorS(err, "cannot write the admin kubeconfig", "path", p.o.WriteKubeconfig)
 		}
-		klog.InfoS("skiff server is ready", "api", fmt.Sprintf("https://%s", net.JoinHostPort(advertise.String(), itoa(o.HTTPSPort))), "kubeconfig", o.WriteKubeconfig, "token", tokenFile(cfg))
-	})
-	if err != nil {
-		return err
 	}
-	return readyErr
+	klog.InfoS("skiff server is ready", "api", fmt.Sprintf("https://%s", net.JoinHostPort(p.advertise.String(), itoa(p.o.HTTPSPort))), "kubeconfig", p.o.WriteKubeconfig, "token", tokenFile(p.cfg))
+	return err
 }
 
 // checkNetworks validates the cluster's address ranges, sets the cluster DNS
@@ -245,7 +292,7 @@ func checkNetworks(o *Options) (net.IP, error) {
 // addresses returns the IP to advertise and the node's IPs for the serving
 // certificate.
 func addresses(o Options) (net.IP, []net.IP, error) {
-	node, err := agent.NodeIP(o.NodeIP)
+	node, err := host.NodeIP(o.NodeIP)
 	if err != nil {
 		return nil, nil, err
 	}

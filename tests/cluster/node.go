@@ -151,7 +151,7 @@ func (s *Server) Teardown() error {
 }
 
 // NodeNames are what skiff names after a node's non-default data dir, as its
-// README says (see agent.HostFor): the tests look for these as a user
+// README says (see host.For): the tests look for these as a user
 // would, with ip link and nft.
 type NodeNames struct {
 	RunDir, CgroupRoot, Bridge, Overlay, Table string

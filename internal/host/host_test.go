@@ -1,24 +1,24 @@
-package agent
+package host
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestHostFor(t *testing.T) {
-	def := HostFor(DefaultDataDir)
+func TestFor(t *testing.T) {
+	def := For(DefaultDataDir)
 	want := Host{RunDir: "/run/skiff", KubeletRoot: "/var/lib/kubelet", CgroupRoot: "/skiff",
 		Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", WellKnownPorts: true}
 	if def != want {
-		t.Errorf("HostFor(%s) = %+v, want %+v", DefaultDataDir, def, want)
+		t.Errorf("For(%s) = %+v, want %+v", DefaultDataDir, def, want)
 	}
-	a, b := HostFor("/tmp/ci-1/data"), HostFor("/tmp/ci-2/data")
+	a, b := For("/tmp/ci-1/data"), For("/tmp/ci-2/data")
 	if a.WellKnownPorts || a.KubeletRoot != "/tmp/ci-1/data/kubelet" {
-		t.Errorf("HostFor(/tmp/ci-1/data) = %+v: want its own kubelet root and free ports", a)
+		t.Errorf("For(/tmp/ci-1/data) = %+v: want its own kubelet root and free ports", a)
 	}
 	hash := strings.TrimPrefix(a.RunDir, "/run/skiff-")
 	if len(hash) != 8 || a.CgroupRoot != "/skiff-"+hash || a.Bridge != "cni-"+hash || a.Overlay != "vxlan-"+hash || a.Table != "skiff-"+hash {
-		t.Errorf("HostFor(/tmp/ci-1/data) = %+v: want every name after one 8-digit hash", a)
+		t.Errorf("For(/tmp/ci-1/data) = %+v: want every name after one 8-digit hash", a)
 	}
 	for _, dev := range []string{a.Bridge, a.Overlay} {
 		if len(dev) > 15 {
@@ -28,7 +28,7 @@ func TestHostFor(t *testing.T) {
 	if a.RunDir == b.RunDir || a.Bridge == b.Bridge || a.Overlay == b.Overlay || a.Table == b.Table {
 		t.Errorf("two data dirs share names: %+v and %+v", a, b)
 	}
-	if HostFor("/tmp/ci-1/data") != a {
-		t.Error("HostFor is not stable")
+	if For("/tmp/ci-1/data") != a {
+		t.Error("For is not stable")
 	}
 }

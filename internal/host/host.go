@@ -1,0 +1,110 @@
+// Package host is what identifies a node on its host: the names and ports
+// it takes outside its data dir, its IP and name, and the defaults users
+// know from k3s. It imports nothing of skiff, so that killall, the server
+// and the tests can name a node's things without linking the node.
+package host
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+)
+
+const (
+	// DefaultDataDir is the data dir whose runtime state lives in
+	// DefaultRunDir.
+	DefaultDataDir = "/var/lib/skiff"
+	// DefaultRunDir holds the runtime state of the node with the default
+	// data dir.
+	DefaultRunDir = "/run/skiff"
+	// DefaultClusterCIDR is the pod network's default range, k3s's.
+	DefaultClusterCIDR = "10.42.0.0/16"
+)
+
+// Host is what a node sets up on the host outside its data dir. The default
+// data dir gets the usual names and ports; any other gets names derived from
+// a hash of its path and free ports, so that a second node on the host (a
+// throwaway cluster in a temp dir, say) keeps apart from the first.
+type Host struct {
+	// RunDir holds runtime state: sockets, runc state, pods' network
+	// namespaces. Default /run/skiff, else /run/skiff-<hash>.
+	RunDir string
+	// KubeletRoot is the kubelet's root dir: upstream's /var/lib/kubelet,
+	// else <data-dir>/kubelet.
+	KubeletRoot string
+	// CgroupRoot is the cgroup the kubelet puts pods under (cgroupfs
+	// driver): /skiff, else /skiff-<hash>.
+	CgroupRoot string
+	// Bridge is the pods' bridge: cni0, else cni-<hash>.
+	Bridge string
+	// Overlay is the VXLAN device: flannel.1, else vxlan-<hash>.
+	Overlay string
+	// Table is the Service proxy's nftables table: skiff, else skiff-<hash>.
+	Table string
+	// WellKnownPorts: the kubelet listens on 10250 (healthz 10248), the
+	// controller manager on 10257, the scheduler on 10259 and an agent's
+	// API load balancer on 6444. Otherwise each takes a free port (see
+	// FreePorts).
+	WellKnownPorts bool
+}
+
+// For is the host names of the node whose data dir is dataDir (an absolute
+// path).
+func For(dataDir string) Host {
+	if dataDir == DefaultDataDir {
+		return Host{RunDir: DefaultRunDir, KubeletRoot: "/var/lib/kubelet", CgroupRoot: "/skiff",
+			Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", WellKnownPorts: true}
+	}
+	// Interface names hold at most 15 bytes: 8 hex digits leave room for a
+	// prefix that says what the device is.
+	h := fmt.Sprintf("%x", sha256.Sum256([]byte(dataDir)))[:8]
+	return Host{RunDir: "/run/skiff-" + h, KubeletRoot: filepath.Join(dataDir, "kubelet"), CgroupRoot: "/skiff-" + h,
+		Bridge: "cni-" + h, Overlay: "vxlan-" + h, Table: "skiff-" + h}
+}
+
+// FreePorts asks the kernel for n distinct TCP ports that are free now. The
+// components that listen there bind them a moment later; a node with its own
+// data dir uses such ports so that it can run beside another without flags.
+func FreePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", ":0")
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// NodeIP is the IP given with --node-ip, else the address of the interface
+// that holds the default route.
+func NodeIP(flag string) (net.IP, error) {
+	if flag != "" {
+		ip := net.ParseIP(flag)
+		if ip == nil {
+			return nil, fmt.Errorf("--node-ip %q is not an IP address", flag)
+		}
+		return ip, nil
+	}
+	ip, err := utilnet.ChooseHostInterface()
+	if err != nil {
+		return nil, fmt.Errorf("cannot find this host's IP (%v): give it with --node-ip", err)
+	}
+	return ip, nil
+}
+
+// NodeName is the name given with --node-name, else the host name.
+func NodeName(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	h, _ := os.Hostname()
+	return strings.ToLower(h)
+}
