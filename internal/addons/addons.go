@@ -37,7 +37,7 @@ const FieldManager = "skiff"
 
 // Disableable lists what --disable accepts: the optional manifests, and the
 // built-in load balancer controller.
-var Disableable = []string{"dns", "servicelb"}
+var Disableable = []string{"dns", "local-storage", "servicelb"}
 
 // CheckDisable validates --disable's names.
 func CheckDisable(names []string) error {

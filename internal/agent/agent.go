@@ -21,6 +21,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/kubelet"
+	"github.com/skiff-dev/skiff/internal/localstorage"
 	"github.com/skiff-dev/skiff/internal/pause"
 	"github.com/skiff-dev/skiff/internal/proxy"
 )
@@ -39,6 +40,9 @@ type NodeOptions struct {
 	DisableProxy             bool
 	FlannelIface             string
 	FlannelBackend           string // vxlan, or none
+	// DefaultLocalStoragePath is the root of the node's local volumes
+	// (default <data-dir>/storage).
+	DefaultLocalStoragePath string
 	// NodePortAddresses limits NodePorts to the node's addresses in these
 	// CIDRs (default: every address but loopback).
 	NodePortAddresses []string
@@ -50,6 +54,8 @@ type Config struct {
 	DataDir     string
 	ClusterCIDR string
 	DisableDNS  bool
+	// DisableLocalStorage leaves the local volume provisioner out.
+	DisableLocalStorage bool
 	// The kubelet's credentials.
 	Kubeconfig  string
 	ClientCA    string
@@ -193,6 +199,17 @@ func Components(cfg Config) ([]component.Component, error) {
 			Dir:           filepath.Join(cfg.DataDir, "agent", "etc", "coredns"),
 			Address:       network.Gateway,
 		}))
+	}
+	if !cfg.DisableLocalStorage {
+		dir := cfg.DefaultLocalStoragePath
+		if dir == "" {
+			dir = filepath.Join(cfg.DataDir, "storage")
+		}
+		s, err := localstorage.New(localstorage.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, Dir: dir})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }

@@ -80,6 +80,7 @@ func Run(ctx context.Context, o Options) error {
 	// The cluster's settings come from the server, so that a node cannot
 	// disagree with it.
 	cfg.ClusterCIDR, cfg.ClusterDNS, cfg.ClusterDomain = settings.ClusterCIDR, settings.ClusterDNS, settings.ClusterDomain
+	cfg.DisableLocalStorage = settings.DisableLocalStorage
 	if err := CheckRange(dataDir, cfg.ClusterCIDR); err != nil {
 		return fmt.Errorf("the cluster's pod network %s: %v (another cluster's node on this host?): stop that node first (skiff killall --data-dir ITS_DATA_DIR), or join from another host", cfg.ClusterCIDR, err)
 	}

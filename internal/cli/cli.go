@@ -111,6 +111,7 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 		&cli.BoolFlag{Name: "disable-proxy", Destination: &n.DisableProxy, Usage: "do not run the built-in Service proxy (bring your own)"},
 		&cli.StringFlag{Name: "flannel-iface", Destination: &n.FlannelIface, Usage: "interface the VXLAN overlay runs over (default: the one holding the node IP)"},
 		&cli.StringFlag{Name: "flannel-backend", Value: "vxlan", Destination: &n.FlannelBackend, Usage: "pod network between nodes: vxlan, or none (bring your own)"},
+		&cli.StringFlag{Name: "default-local-storage-path", Destination: &n.DefaultLocalStoragePath, Usage: "where the local-path StorageClass keeps this node's volumes (default: <data-dir>/storage)"},
 		&cli.StringSliceFlag{Name: "nodeport-addresses", Usage: "CIDRs of the node's addresses that NodePorts answer on (default: every address but loopback)"},
 	}
 }
@@ -174,7 +175,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Destination: &o.WriteKubeconfigMode, Usage: "file mode of the admin kubeconfig"},
 			&cli.BoolFlag{Name: "disable-agent", Destination: &o.DisableAgent, Usage: "run the control plane only, no node"},
-			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, servicelb"},
+			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, local-storage, servicelb"},
 			&cli.BoolFlag{Name: "disable-scheduler", Destination: &o.DisableScheduler, Usage: "do not run kube-scheduler"},
 			&cli.BoolFlag{Name: "disable-controller-manager", Destination: &o.DisableControllerManager, Usage: "do not run kube-controller-manager"},
 			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra kube-apiserver flag, name=value"},

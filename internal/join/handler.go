@@ -45,6 +45,9 @@ type Settings struct {
 	ServiceCIDR   string `json:"serviceCIDR"`
 	ClusterDNS    string `json:"clusterDNS"`
 	ClusterDomain string `json:"clusterDomain"`
+	// DisableLocalStorage: the server was started with --disable
+	// local-storage, so nodes run no provisioner.
+	DisableLocalStorage bool `json:"disableLocalStorage,omitempty"`
 }
 
 // Request is what a node sends to join, or to renew its certificates.

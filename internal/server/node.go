@@ -15,14 +15,15 @@ import (
 func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP) agent.Config {
 	dir := filepath.Join(c.DataDir, "agent")
 	cfg := agent.Config{
-		DataDir:     c.DataDir,
-		NodeOptions: o.NodeOptions,
-		ClusterCIDR: o.ClusterCIDR,
-		DisableDNS:  slices.Contains(o.Disable, "dns"),
-		Kubeconfig:  filepath.Join(dir, "kubelet.kubeconfig"),
-		ClientCA:    c.Files.ClientCA(),
-		ServingCert: filepath.Join(dir, "serving-kubelet.crt"),
-		ServingKey:  filepath.Join(dir, "serving-kubelet.key"),
+		DataDir:             c.DataDir,
+		NodeOptions:         o.NodeOptions,
+		ClusterCIDR:         o.ClusterCIDR,
+		DisableDNS:          slices.Contains(o.Disable, "dns"),
+		DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
+		Kubeconfig:          filepath.Join(dir, "kubelet.kubeconfig"),
+		ClientCA:            c.Files.ClientCA(),
+		ServingCert:         filepath.Join(dir, "serving-kubelet.crt"),
+		ServingKey:          filepath.Join(dir, "serving-kubelet.key"),
 	}
 	cfg.NodeName, cfg.NodeIP = name, nodeIP.String()
 	return cfg

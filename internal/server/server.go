@@ -168,6 +168,7 @@ func check(o Options) (*plan, error) {
 		Settings: join.Settings{
 			ClusterCIDR: o.ClusterCIDR, ServiceCIDR: o.ServiceCIDR,
 			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
+			DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
 		},
 		Client: func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },
 	}

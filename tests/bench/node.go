@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -74,6 +75,9 @@ func benchNode() error {
 	if err := benchDNS(ctx, cs); err != nil {
 		return err
 	}
+	if err := benchVolumes(ctx, cs); err != nil {
+		return err
+	}
 
 	for _, name := range []string{"first", "thirty"} {
 		cs.AppsV1().Deployments("default").Delete(ctx, name, metav1.DeleteOptions{})
@@ -101,6 +105,61 @@ func benchNode() error {
 	fmt.Printf("RSS after %s idle, no workload: skiff %d MB + containerd %d MB = %d MB (goal < 500 MB); PSS %d + %d = %d MB\n",
 		*idle, rss[0], rss[1], rss[0]+rss[1], pss[0], pss[1], pss[0]+pss[1])
 	return nil
+}
+
+// benchVolumes creates 10 local-path claims and a pod for each at once, and
+// times them to all pods Running; then deletes them all.
+func benchVolumes(ctx context.Context, cs *kubernetes.Clientset) error {
+	const n = 10
+	start := time.Now()
+	for i := range n {
+		name := fmt.Sprintf("vol-%d", i)
+		_, err := cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("16Mi")}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		_, err = cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "volumes"}},
+			Spec: corev1.PodSpec{
+				TerminationGracePeriodSeconds: ptr.To[int64](0),
+				Containers: []corev1.Container{{Name: "c", Image: cluster.BusyboxImage, Command: []string{"sleep", "3600"},
+					VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/data"}}}},
+				Volumes: []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+	}
+	if err := poll(ctx, func(ctx context.Context) bool {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=volumes"})
+		if err != nil || len(pods.Items) != n {
+			return false
+		}
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodRunning {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return fmt.Errorf("pods with local-path claims: %w", err)
+	}
+	fmt.Printf("%d local-path claims and their pods, created at once, to all pods Running: %.2f s\n", n, time.Since(start).Seconds())
+	cs.CoreV1().Pods("default").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "app=volumes"})
+	return poll(ctx, func(ctx context.Context) bool {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=volumes"})
+		if err != nil || len(pods.Items) != 0 {
+			return false
+		}
+		return cs.CoreV1().PersistentVolumeClaims("default").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}) == nil
+	})
 }
 
 func nodeReady(n *corev1.Node) bool {
