@@ -152,7 +152,7 @@ func Components(cfg Config) ([]component.Component, error) {
 			return nil, err
 		}
 		overlay, err = flannel.New(flannel.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, NodeIP: net.ParseIP(cfg.NodeIP), Iface: cfg.FlannelIface,
-			Device: hst.Overlay, VNI: vni})
+			Device: hst.Overlay, VNI: vni, ClusterCIDR: cfg.ClusterCIDR})
 		if err != nil {
 			return nil, err
 		}

@@ -94,6 +94,21 @@ func agentCommand() *cli.Command {
 	}
 }
 
+// passThrough is a repeatable flag whose values go to an upstream component
+// whole: unlike a string slice flag it does not split at commas, so that
+// enable-admission-plugins=NodeRestriction,EventRateLimit stays one value.
+func passThrough(name, usage string) cli.Flag {
+	return &cli.GenericFlag{Name: name, Usage: usage + " (repeat for more)", Value: &config.Values{}}
+}
+
+// passed is a pass-through flag's values.
+func passed(c *cli.Context, name string) []string {
+	if v, ok := c.Generic(name).(*config.Values); ok {
+		return *v
+	}
+	return nil
+}
+
 func verbosityFlag(v *int) cli.Flag {
 	return &cli.IntFlag{Name: "v", Destination: v, Usage: "log verbosity (klog level)"}
 }
@@ -105,7 +120,7 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 		&cli.StringFlag{Name: "node-ip", Destination: &n.NodeIP, Usage: "this node's IP (default: the address of the default route's interface)"},
 		&cli.StringSliceFlag{Name: "node-label", Usage: "label the node registers with, key=value"},
 		&cli.StringSliceFlag{Name: "node-taint", Usage: "taint the node registers with, key=value:Effect"},
-		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "extra kubelet flag, name=value"},
+		passThrough("kubelet-arg", "extra kubelet flag, name=value"),
 		&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &n.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
 		&cli.StringFlag{Name: "resolv-conf", Destination: &n.ResolvConf, Usage: "resolver file for pods' default DNS and for names outside the cluster (default: /etc/resolv.conf, or systemd-resolved's upstream file)"},
 		&cli.BoolFlag{Name: "disable-proxy", Destination: &n.DisableProxy, Usage: "do not run the built-in Service proxy (bring your own)"},
@@ -119,7 +134,7 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 // nodeSlices reads the node's list flags: labels, taints, kubelet args,
 // NodePort addresses.
 func nodeSlices(c *cli.Context, n *agent.NodeOptions) {
-	n.Labels, n.Taints, n.KubeletArgs = c.StringSlice("node-label"), c.StringSlice("node-taint"), c.StringSlice("kubelet-arg")
+	n.Labels, n.Taints, n.KubeletArgs = c.StringSlice("node-label"), c.StringSlice("node-taint"), passed(c, "kubelet-arg")
 	n.NodePortAddresses = c.StringSlice("nodeport-addresses")
 }
 
@@ -178,9 +193,9 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, local-storage, servicelb"},
 			&cli.BoolFlag{Name: "disable-scheduler", Destination: &o.DisableScheduler, Usage: "do not run kube-scheduler"},
 			&cli.BoolFlag{Name: "disable-controller-manager", Destination: &o.DisableControllerManager, Usage: "do not run kube-controller-manager"},
-			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "extra kube-apiserver flag, name=value"},
-			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "extra kube-controller-manager flag, name=value"},
-			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "extra kube-scheduler flag, name=value"},
+			passThrough("kube-apiserver-arg", "extra kube-apiserver flag, name=value"),
+			passThrough("kube-controller-manager-arg", "extra kube-controller-manager flag, name=value"),
+			passThrough("kube-scheduler-arg", "extra kube-scheduler flag, name=value"),
 			verbosityFlag(&o.Verbosity),
 		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
@@ -190,9 +205,9 @@ func serverCommand() *cli.Command {
 				return fmt.Errorf("server takes no arguments, got %q: flags start with --", c.Args().First())
 			}
 			o.TLSSANs = c.StringSlice("tls-san")
-			o.APIServerArgs = c.StringSlice("kube-apiserver-arg")
-			o.ControllerManagerArgs = c.StringSlice("kube-controller-manager-arg")
-			o.SchedulerArgs = c.StringSlice("kube-scheduler-arg")
+			o.APIServerArgs = passed(c, "kube-apiserver-arg")
+			o.ControllerManagerArgs = passed(c, "kube-controller-manager-arg")
+			o.SchedulerArgs = passed(c, "kube-scheduler-arg")
 			nodeSlices(c, &o.NodeOptions)
 			o.Disable = c.StringSlice("disable")
 			// Logging is configured once for the whole process; the

@@ -97,6 +97,23 @@ func scalars(v any) ([]string, error) {
 	}
 }
 
+// Values is a repeatable flag's values, each taken whole (no splitting at
+// commas).
+type Values []string
+
+// Set implements flag.Value: each use adds one value.
+func (v *Values) Set(s string) error {
+	*v = append(*v, s)
+	return nil
+}
+
+func (v *Values) String() string {
+	if v == nil {
+		return ""
+	}
+	return strings.Join(*v, " ")
+}
+
 // Apply reads the config file named by the command's --config flag, or
 // DefaultPath when that flag is not given and the file exists, and sets the
 // flags it names that the command line left unset.
@@ -115,6 +132,9 @@ func Apply(c *cli.Context) error {
 	flags := map[string]Flag{}
 	for _, f := range c.Command.Flags {
 		_, slice := f.(*cli.StringSliceFlag)
+		if g, ok := f.(*cli.GenericFlag); ok {
+			_, slice = g.Value.(*Values)
+		}
 		set := false
 		for _, n := range f.Names() {
 			set = set || c.IsSet(n)

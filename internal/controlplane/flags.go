@@ -22,6 +22,21 @@ func parseFlags(component string, fss cliflag.NamedFlagSets, generated, user []s
 	for _, name := range fss.Order {
 		fs.AddFlagSet(fss.FlagSets[name])
 	}
+	// A flag the user gives replaces skiff's value of it: a list flag
+	// would otherwise add to it.
+	given := map[string]bool{}
+	for _, a := range UserArgs(user) {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		given[name] = true
+	}
+	var kept []string
+	for _, a := range generated {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !given[name] {
+			kept = append(kept, a)
+		}
+	}
+	generated = kept
 	if err := fs.Parse(generated); err != nil {
 		return fmt.Errorf("%s: %w", component, err)
 	}

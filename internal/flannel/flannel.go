@@ -56,6 +56,8 @@ type Config struct {
 	Iface      string // the interface the VXLAN runs over; default: the one holding NodeIP
 	Device     string // the VXLAN device's name
 	VNI        int    // see VNI
+	// ClusterCIDR is the cluster's pod network: peers' ranges must lie in it.
+	ClusterCIDR string
 }
 
 // VNI is the VXLAN network identifier of a cluster whose pod network is
@@ -77,8 +79,12 @@ func VNI(clusterCIDR string) (int, error) {
 
 // Overlay is the overlay component.
 type Overlay struct {
-	cfg    Config
-	parent netlink.Link
+	cfg     Config
+	cluster *net.IPNet
+	parent  netlink.Link
+	// ignored is why each node left out was, last time: logged when it
+	// changes, not at every sync.
+	ignored map[string]string
 
 	component.Latch
 }
@@ -88,7 +94,11 @@ func New(cfg Config) (*Overlay, error) {
 	if cfg.NodeIP.To4() == nil {
 		return nil, fmt.Errorf("the VXLAN overlay needs an IPv4 node IP, not %s: give one with --node-ip", cfg.NodeIP)
 	}
-	o := &Overlay{cfg: cfg}
+	_, cluster, err := net.ParseCIDR(cfg.ClusterCIDR)
+	if err != nil || cluster.IP.To4() == nil {
+		return nil, fmt.Errorf("the VXLAN overlay needs an IPv4 cluster CIDR, not %q", cfg.ClusterCIDR)
+	}
+	o := &Overlay{cfg: cfg, cluster: cluster}
 	if cfg.Iface != "" {
 		l, err := netlink.LinkByName(cfg.Iface)
 		if err != nil {
@@ -162,7 +172,14 @@ func (o *Overlay) Run(ctx context.Context) error {
 			}
 		}
 		if link != nil {
-			if err := apply(link, Peers(o.cfg.NodeName, o.cfg.VNI, all)); err != nil {
+			peers, ignored := Peers(o.cfg.NodeName, o.cfg.VNI, o.cluster, all)
+			for n, why := range ignored {
+				if o.ignored[n] != why {
+					klog.InfoS("ignoring a node's overlay annotations", "node", n, "reason", why)
+				}
+			}
+			o.ignored = ignored
+			if err := apply(link, peers); err != nil {
 				klog.ErrorS(err, "programming the overlay's routes failed; will retry")
 			}
 		}

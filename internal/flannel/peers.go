@@ -2,6 +2,8 @@ package flannel
 
 import (
 	"encoding/json"
+	"errors"
+	"slices"
 	"fmt"
 	"net"
 	"sort"
@@ -33,29 +35,61 @@ type Peer struct {
 func (p Peer) Gateway() net.IP { return p.PodCIDR.IP }
 
 // Peers returns the nodes other than self that the overlay can reach: those
-// with a pod range and a VTEP published on VNI vni, sorted by name.
-func Peers(self string, vni int, nodes []*corev1.Node) []Peer {
+// with a pod range inside the cluster's and a VTEP published on VNI vni,
+// sorted by name; and, by node, why the others that publish a VTEP are left
+// out. Nothing read from a Node is trusted beyond the cluster's pod range:
+// a range outside it, or over the range of a node that registered earlier
+// (or of self), and a VTEP address that is not one of the Node's own are
+// refused, so that one bad Node object cannot steer a host's other routes.
+func Peers(self string, vni int, cluster *net.IPNet, nodes []*corev1.Node) ([]Peer, map[string]string) {
+	nodes = slices.Clone(nodes)
+	slices.SortFunc(nodes, func(a, b *corev1.Node) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	var taken []*net.IPNet
+	for _, n := range nodes {
+		if n.Name == self {
+			if _, cidr, err := net.ParseCIDR(n.Spec.PodCIDR); err == nil {
+				taken = append(taken, cidr)
+			}
+		}
+	}
 	var out []Peer
+	ignored := map[string]string{}
 	for _, n := range nodes {
 		if n.Name == self || n.Spec.PodCIDR == "" || n.Annotations[annBackendType] != "vxlan" {
 			continue
 		}
-		p, err := peer(n, vni)
+		p, err := peer(n, vni, cluster)
+		if err == nil {
+			for _, t := range taken {
+				if t.Contains(p.PodCIDR.IP) || p.PodCIDR.Contains(t.IP) {
+					err = fmt.Errorf("pod CIDR %s overlaps another node's %s", p.PodCIDR, t)
+				}
+			}
+		}
 		if err != nil {
-			klog.InfoS("ignoring a node's overlay annotations", "node", n.Name, "err", err)
+			ignored[n.Name] = err.Error()
 			continue
 		}
+		taken = append(taken, p.PodCIDR)
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
-	return out
+	return out, ignored
 }
 
-func peer(n *corev1.Node, vni int) (Peer, error) {
+func peer(n *corev1.Node, vni int, cluster *net.IPNet) (Peer, error) {
 	p := Peer{Node: n.Name}
 	_, cidr, err := net.ParseCIDR(n.Spec.PodCIDR)
 	if err != nil || cidr.IP.To4() == nil {
 		return p, fmt.Errorf("pod CIDR %q is not IPv4", n.Spec.PodCIDR)
+	}
+	if ones, _ := cidr.Mask.Size(); !cluster.Contains(cidr.IP) || ones <= maskSize(cluster) {
+		return p, fmt.Errorf("pod CIDR %s is not a range inside the cluster's %s", cidr, cluster)
 	}
 	p.PodCIDR = cidr
 	var data backendData
@@ -71,7 +105,17 @@ func peer(n *corev1.Node, vni int) (Peer, error) {
 	if p.PublicIP = net.ParseIP(n.Annotations[annPublicIP]).To4(); p.PublicIP == nil {
 		return p, fmt.Errorf("public IP %q is not IPv4", n.Annotations[annPublicIP])
 	}
+	if !slices.ContainsFunc(n.Status.Addresses, func(a corev1.NodeAddress) bool {
+		return (a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP) && net.ParseIP(a.Address).Equal(p.PublicIP)
+	}) {
+		return p, fmt.Errorf("public IP %s is not one of the node's addresses", p.PublicIP)
+	}
 	return p, nil
+}
+
+func maskSize(n *net.IPNet) int {
+	ones, _ := n.Mask.Size()
+	return ones
 }
 
 // State is what the overlay's device should hold for its peers: one route
@@ -130,8 +174,12 @@ func apply(link netlink.Link, peers []Peer) error {
 		if have[k] {
 			continue
 		}
+		// Added, never replaced: a route the host already has (one the
+		// node did not make) stays as it is.
 		r := &netlink.Route{LinkIndex: idx, Dst: p.PodCIDR, Gw: p.Gateway(), Flags: int(netlink.FLAG_ONLINK)}
-		if err := netlink.RouteReplace(r); err != nil {
+		if err := netlink.RouteAdd(r); errors.Is(err, syscall.EEXIST) {
+			klog.InfoS("the host already routes a node's pod CIDR elsewhere; the overlay leaves that route alone", "node", p.Node, "podCIDR", p.PodCIDR)
+		} else if err != nil {
 			return fmt.Errorf("route to %s's pods %s: %w", p.Node, p.PodCIDR, err)
 		}
 	}

@@ -175,7 +175,7 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 			return nil, refuse(http.StatusUnauthorized, "the server token's secret is wrong: copy the token again from the server's <data-dir>/server/token")
 		}
 	}
-	if err := h.checkPassword(ctx, client, req.NodeName, req.Password); err != nil {
+	if err := h.checkPassword(ctx, client, req.NodeName, req.Password, how == "certificate"); err != nil {
 		return nil, err
 	}
 
@@ -227,30 +227,62 @@ const passwordKey = "hash"
 
 // checkPassword binds a node name to the first password it is used with, and
 // refuses any other. The password is random and long, so a plain sha256
-// suffices to keep it out of the datastore.
-func (h *Handler) checkPassword(ctx context.Context, client kubernetes.Interface, node, password string) error {
-	sum := sha256.Sum256([]byte(password))
-	hash := hex.EncodeToString(sum[:])
-	secrets := client.CoreV1().Secrets(metav1.NamespaceSystem)
-	s, err := secrets.Get(ctx, PasswordSecret(node), metav1.GetOptions{})
+// suffices to keep it out of the datastore. A name without a binding may be
+// taken only by a token holder (renewing needs the binding: a deleted
+// node's certificate renews no more) and only while no Node has it.
+func (h *Handler) checkPassword(ctx context.Context, client kubernetes.Interface, node, password string, renewing bool) error {
+	s, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, PasswordSecret(node), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		_, err = secrets.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: PasswordSecret(node), Namespace: metav1.NamespaceSystem,
-				Labels: map[string]string{"skiff.dev/node-password": "true"}},
-			Type: "skiff.dev/node-password",
-			Data: map[string][]byte{passwordKey: []byte(hash)},
-		}, metav1.CreateOptions{})
-		return err
+		if renewing {
+			return refuse(http.StatusForbidden, "node %s has no node password on the server any more (its Node was deleted): join again with a token", node)
+		}
+		if _, err := client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
+			return refuse(http.StatusForbidden, "node name %s belongs to a node that has no node password (a server's own, or one from before passwords): pick another --node-name, or delete that Node first (`skiff kubectl delete node %s`) if this machine replaces it", node, node)
+		} else if !apierrors.IsNotFound(err) {
+			return err
+		}
+		return bindPassword(ctx, client, node, password, false)
 	}
 	if err != nil {
 		return err
 	}
-	if subtle.ConstantTimeCompare(s.Data[passwordKey], []byte(hash)) != 1 {
+	if subtle.ConstantTimeCompare(s.Data[passwordKey], []byte(hashPassword(password))) != 1 {
 		return refuse(http.StatusForbidden,
 			"node name %s is already taken by another machine (its node password differs): pick another --node-name, or if this machine replaces it, run on the server `skiff kubectl delete node %s; skiff kubectl -n kube-system delete secret %s`",
 			node, node, PasswordSecret(node))
 	}
 	return nil
+}
+
+func hashPassword(password string) string {
+	sum := sha256.Sum256([]byte(password))
+	return hex.EncodeToString(sum[:])
+}
+
+// bindPassword stores node's password Secret; replace overwrites another.
+func bindPassword(ctx context.Context, client kubernetes.Interface, node, password string, replace bool) error {
+	secrets := client.CoreV1().Secrets(metav1.NamespaceSystem)
+	want := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: PasswordSecret(node), Namespace: metav1.NamespaceSystem,
+			Labels: map[string]string{"skiff.dev/node-password": "true"}},
+		Type: "skiff.dev/node-password",
+		Data: map[string][]byte{passwordKey: []byte(hashPassword(password))},
+	}
+	_, err := secrets.Create(ctx, want, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) && replace {
+		have, err := secrets.Get(ctx, want.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if string(have.Data[passwordKey]) == string(want.Data[passwordKey]) {
+			return nil
+		}
+		klog.InfoS("the server's node name was bound to another machine's password; the server takes it back", "node", node)
+		have.Data = want.Data
+		_, err = secrets.Update(ctx, have, metav1.UpdateOptions{})
+		return err
+	}
+	return err
 }
 
 // csrKey checks a PEM certificate request's signature and returns its key.

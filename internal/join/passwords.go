@@ -2,10 +2,12 @@ package join
 
 import (
 	"context"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -14,13 +16,22 @@ import (
 	"github.com/skiff-dev/skiff/internal/component"
 )
 
-// Passwords deletes a node's password Secret when its Node is deleted, so
-// that a rebuilt machine can join under the old name again once an admin
-// has removed the Node.
+// Passwords keeps node names bound to machines on the server: it binds the
+// server's own node to its password before that node registers (so that no
+// join token can take the name), labels that node as the control plane,
+// and deletes a node's password Secret when its Node is deleted, so that a
+// rebuilt machine can join under the old name again once an admin has
+// removed the Node.
 type Passwords struct {
 	Client func() (kubernetes.Interface, error)
+	// ServerNode and ServerPassword are the server's own node, if it runs
+	// one.
+	ServerNode, ServerPassword string
 	component.Latch
 }
+
+// ControlPlaneLabel marks a server's node, as k3s and kubeadm do.
+const ControlPlaneLabel = "node-role.kubernetes.io/control-plane"
 
 // Name implements component.Component.
 func (p *Passwords) Name() string { return "node-passwords" }
@@ -31,9 +42,25 @@ func (p *Passwords) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if p.ServerNode != "" {
+		// The server's node is the admin's own: its binding replaces any.
+		if err := bindPassword(ctx, cs, p.ServerNode, p.ServerPassword, true); err != nil {
+			return fmt.Errorf("binding the server's node name %s: %w", p.ServerNode, err)
+		}
+	}
+	label := func(obj any) {
+		node, ok := obj.(*corev1.Node)
+		if !ok || node.Name != p.ServerNode || node.Labels[ControlPlaneLabel] == "true" {
+			return
+		}
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:"true"}}}`, ControlPlaneLabel)
+		if _, err := cs.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "cannot label the server's node as the control plane", "node", node.Name)
+		}
+	}
 	factory := informers.NewSharedInformerFactory(cs, 0)
 	inf := factory.Core().V1().Nodes().Informer()
-	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
+	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: label, UpdateFunc: func(_, obj any) { label(obj) }, DeleteFunc: func(obj any) {
 		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = d.Obj
 		}

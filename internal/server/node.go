@@ -2,11 +2,15 @@ package server
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/skiff-dev/skiff/internal/agent"
+	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/controlplane"
+	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/pki"
 )
@@ -49,4 +53,15 @@ func ensureNodeCerts(c *controlplane.Config, cfg agent.Config, nodeIP net.IP, cl
 	server := "https://" + net.JoinHostPort(c.LoopbackAddress(), itoa(c.Port))
 	kc := kubeconfig.Files{Server: server, CAFile: c.Files.ServerCA(), CertFile: clientCert, KeyFile: clientKey}
 	return kc.Write(cfg.Kubeconfig)
+}
+
+// nodePassword is the server's own node's password, made at first start:
+// it binds the node's name on the server as an agent's binds its own.
+func nodePassword(c *controlplane.Config) (string, error) {
+	path := filepath.Join(c.DataDir, "server", "node-password")
+	if data, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(data))) >= 16 {
+		return strings.TrimSpace(string(data)), nil
+	}
+	password := join.NewServerSecret()
+	return password, atomicfile.Write(path, []byte(password+"\n"), 0o600)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/pki"
+	"k8s.io/klog/v2"
 )
 
 // clients are the control plane's client identities, signed by the client CA.
@@ -125,6 +126,13 @@ func serverSecret(c *controlplane.Config, flag string) (secret, caHash string, e
 		}
 		if given.ID != "" {
 			return "", "", errors.New("--token: the server takes a secret of your choice, not an <id>.<secret> token (those come from `skiff token create`)")
+		}
+		if len(given.Server) < 16 {
+			// A cluster made before this rule keeps its secret.
+			if _, err := os.Stat(tokenFile(c)); err != nil {
+				return "", "", errors.New("--token: the secret is shorter than 16 characters, short enough to guess: give a longer one, or leave --token out for a random one")
+			}
+			klog.InfoS("WARNING: the server token's secret is shorter than 16 characters: choose a longer one (see `skiff token`)")
 		}
 		return given.Server, given.CAHash, nil
 	}

@@ -236,7 +236,14 @@ func (p *plan) components() ([]component.Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	components = append(components, addOns, &join.Passwords{Client: p.joins.Client})
+	passwords := &join.Passwords{Client: p.joins.Client}
+	if !o.DisableAgent {
+		passwords.ServerNode = p.ncfg.NodeName
+		if passwords.ServerPassword, err = nodePassword(cfg); err != nil {
+			return nil, err
+		}
+	}
+	components = append(components, addOns, passwords)
 	if !slices.Contains(o.Disable, "servicelb") {
 		components = append(components, servicelb.New(cfg.Files.Kubeconfig("admin")))
 	}

@@ -3,15 +3,22 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -80,6 +87,52 @@ func TestAgentJoinsAndRunsPods(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl logs: %q, %v", out, err)
 	}
+
+	// Once its Node is deleted (and with it its node password), the
+	// machine's still valid certificate renews no more.
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CoreV1().Nodes().Delete(ctx, "edge-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Secrets("kube-system").Get(ctx, "edge-1.node-password.skiff", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatalf("edge-1's password Secret outlived its Node: %v", err)
+	}
+	status, body := renew(t, server, a.DataDir, "edge-1")
+	if status != http.StatusForbidden || !strings.Contains(body, "node edge-1 has no node password on the server any more (its Node was deleted): join again with a token") {
+		t.Errorf("a deleted node renewing with its certificate: %d %q, want 403 and a refusal", status, body)
+	}
+}
+
+// renew asks for certificates as an agent's renewal does: with its client
+// certificate and node password, and no token.
+func renew(t *testing.T, server *cluster.Server, dataDir, node string) (int, string) {
+	t.Helper()
+	files := filepath.Join(dataDir, "agent")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(files, "client-kubelet.crt"), filepath.Join(files, "client-kubelet.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	password, err := os.ReadFile(filepath.Join(files, "node-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true,
+	}}}
+	req, _ := json.Marshal(map[string]any{"nodeName": node, "password": strings.TrimSpace(string(password))})
+	resp, err := client.Post(fmt.Sprintf("https://127.0.0.1:%d/v1-skiff/join", server.Port), "application/json", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
 // TestAgentBadInput: what an agent refuses before it contacts any server.
@@ -164,6 +217,12 @@ func TestJoinRefused(t *testing.T) {
 	first.Stop()
 	first.Teardown()
 
+	// A Node registered without a node password (as a server's own was
+	// before they had one) cannot be taken by a token holder.
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare-1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().Nodes().Delete(context.Background(), "bare-1", metav1.DeleteOptions{}) })
 	for _, tc := range []struct {
 		node, token, want string
 	}{
@@ -172,6 +231,7 @@ func TestJoinRefused(t *testing.T) {
 		{"expired", expiring, "expired"},
 		{"deleted", deleted, "does not exist"},
 		{"taken-1", kept, "node name taken-1 is already taken by another machine"},
+		{"bare-1", kept, "node name bare-1 belongs to a node that has no node password"},
 	} {
 		dir := t.TempDir()
 		code, out := cluster.Run(ctx, nil, "agent", "--server", url, "--token", tc.token, "--node-name", tc.node, "--data-dir", dir)
@@ -181,7 +241,7 @@ func TestJoinRefused(t *testing.T) {
 		if files, _ := filepath.Glob(filepath.Join(dir, "agent", "*")); len(files) > 0 {
 			t.Errorf("agent %s left files in its data dir: %v", tc.node, files)
 		}
-		if tc.node == "taken-1" {
+		if tc.node == "taken-1" || tc.node == "bare-1" {
 			continue
 		}
 		if _, err := cs.CoreV1().Secrets("kube-system").Get(ctx, tc.node+".node-password.skiff", metav1.GetOptions{}); err == nil {
@@ -192,8 +252,8 @@ func TestJoinRefused(t *testing.T) {
 		}
 	}
 	log, _ := os.ReadFile(server.Log)
-	for _, node := range []string{"wrong-secret", "expired", "deleted", "taken-1"} {
-		if !strings.Contains(string(log), `"refused a node's join request" node="`+node+`"`) {
+	for _, node := range []string{"wrong-secret", "expired", "deleted", "taken-1", "bare-1"} {
+		if !regexp.MustCompile(`"refused a node's join request" logger="join" node="` + node + `"`).Match(log) {
 			t.Errorf("the server log has no refusal for %s", node)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -99,6 +100,54 @@ func httpGet(ctx context.Context, url string) (string, error) {
 
 // TestServerDownAndBack: the agents and their pods carry on while the
 // server is down for 30 s, and the cluster works again once it is back,
+
+// TestBadNodeObjectsStayOffTheOverlay: Node objects that claim the LAN's
+// range, or a range another node already has, or a VTEP address they do
+// not hold, change no host's routes.
+func TestBadNodeObjectsStayOffTheOverlay(t *testing.T) {
+	ctx := context.Background()
+	victim, err := client(t).CoreV1().Nodes().Get(ctx, nodes[1], metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := make([]string, len(lan.Hosts))
+	for i, h := range lan.Hosts {
+		before[i], _ = h.Run("ip", "route", "show")
+	}
+	rogue := func(name, cidr, ip, address string) *corev1.Node {
+		return &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{
+				"flannel.alpha.coreos.com/backend-type": "vxlan",
+				"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`,
+				"flannel.alpha.coreos.com/public-ip":    ip,
+			}},
+			Spec:   corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: address}}},
+		}
+	}
+	for _, n := range []*corev1.Node{
+		rogue("rogue-lan", "172.30.0.0/24", "172.30.0.99", "172.30.0.99"),
+		rogue("rogue-steal", victim.Spec.PodCIDR, "172.30.0.98", "172.30.0.98"),
+		rogue("rogue-vtep", "10.42.200.0/24", lan.Hosts[1].IP, "172.30.0.97"),
+	} {
+		if _, err := client(t).CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer client(t).CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
+	}
+	for i, n := range append([]*cluster.Server{srv}, agents...) {
+		cluster.WaitFor(t, nodes[i]+" to ignore the rogue nodes", func(context.Context) (bool, error) {
+			log, err := os.ReadFile(n.Log)
+			return err == nil && strings.Contains(string(log), `node="rogue-lan" reason="pod CIDR 172.30.0.0/24 is not a range inside the cluster's 10.42.0.0/16"`) &&
+				strings.Contains(string(log), `node="rogue-steal" reason="pod CIDR `+victim.Spec.PodCIDR+` overlaps another node's`) &&
+				strings.Contains(string(log), `node="rogue-vtep" reason="public IP `+lan.Hosts[1].IP+` is not one of the node's addresses"`), nil
+		})
+		if after, _ := lan.Hosts[i].Run("ip", "route", "show"); after != before[i] {
+			t.Errorf("%s's routes changed:\nbefore:\n%s\nafter:\n%s", nodes[i], before[i], after)
+		}
+	}
+}
+
 // without touching the agents.
 func TestServerDownAndBack(t *testing.T) {
 	ns := srv.Namespace(t)
