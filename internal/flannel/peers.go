@@ -3,9 +3,9 @@ package flannel
 import (
 	"encoding/json"
 	"errors"
-	"slices"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
