@@ -21,6 +21,8 @@ type Options struct {
 	Config
 	Server string
 	Token  string
+	// InsecureSkipCAVerify: see join.Agent.
+	InsecureSkipCAVerify bool
 }
 
 // Run joins the server and runs the node until ctx ends. A node that joined
@@ -65,7 +67,8 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	joiner := &join.Agent{Server: o.Server, Token: o.Token, NodeName: cfg.NodeName, Addresses: []string{cfg.NodeIP}, Files: files}
+	joiner := &join.Agent{Server: o.Server, Token: o.Token, NodeName: cfg.NodeName, Addresses: []string{cfg.NodeIP}, Files: files,
+		InsecureSkipCAVerify: o.InsecureSkipCAVerify}
 	settings, err := joiner.Join(ctx)
 	if errors.Is(err, join.ErrUnreachable) {
 		stored, serr := files.Stored()

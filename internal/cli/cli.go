@@ -74,7 +74,9 @@ func agentCommand() *cli.Command {
 			configFlag(),
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"SKIFF_URL"}, Destination: &o.Server, Usage: "the server, https://SERVER:6443"},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "join token: the server's <data-dir>/server/token, or one from `skiff token create`"},
+			tokenFileFlag(),
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: host.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
+			&cli.BoolFlag{Name: "insecure-skip-ca-verify", Destination: &o.InsecureSkipCAVerify, Usage: "with a token that is only a secret (no K10<CA hash>), trust whatever CA the server sends"},
 			verbosityFlag(&verbosity),
 		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
@@ -85,6 +87,10 @@ func agentCommand() *cli.Command {
 			}
 			nodeSlices(c, &o.NodeOptions)
 			if err := logging.Setup(verbosity, nil); err != nil {
+				return err
+			}
+			var err error
+			if o.Token, err = tokenFrom(c, o.Token); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -107,6 +113,29 @@ func passed(c *cli.Context, name string) []string {
 		return *v
 	}
 	return nil
+}
+
+func tokenFileFlag() cli.Flag {
+	return &cli.StringFlag{Name: "token-file", EnvVars: []string{"SKIFF_TOKEN_FILE"}, Usage: "read --token from this file, which keeps it out of `ps`"}
+}
+
+// tokenFrom is --token, or the contents of --token-file.
+func tokenFrom(c *cli.Context, token string) (string, error) {
+	path := c.String("token-file")
+	if path == "" {
+		return token, nil
+	}
+	if token != "" {
+		return "", errors.New("--token and --token-file both given: keep one")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	if t := strings.TrimSpace(string(data)); t != "" {
+		return t, nil
+	}
+	return "", fmt.Errorf("--token-file %s is empty: put the token in it", path)
 }
 
 func verbosityFlag(v *int) cli.Flag {
@@ -185,6 +214,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "cluster-dns", Destination: &o.ClusterDNS, Usage: "cluster DNS Service IP (default: the tenth address of --service-cidr, 10.43.0.10)"},
 			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "the secret of the server's join token (default: a random one, kept in <data-dir>/server/token)"},
+			tokenFileFlag(),
 			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Destination: &o.ServiceNodePortRange, Usage: "NodePort range"},
 			&cli.StringFlag{Name: "datastore-endpoint", Destination: &o.DatastoreEndpoint, Usage: "kine endpoint (postgres://, mysql://, https:// etcd, sqlite://); default SQLite in the data dir"},
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
@@ -217,6 +247,10 @@ func serverCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			var err error
+			if o.Token, err = tokenFrom(c, o.Token); err != nil {
+				return err
+			}
 			return server.Run(ctx, o)
 		},
 	}

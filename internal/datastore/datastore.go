@@ -23,6 +23,13 @@ import (
 	"github.com/skiff-dev/skiff/internal/component"
 )
 
+// sqliteParams are the embedded database's settings. synchronous=FULL
+// syncs the WAL at every commit, so that a write the API acknowledged
+// survives a power loss (NORMAL, kine's default, may lose the last ones).
+// kine checkpoints the WAL after each compaction; journal_size_limit then
+// truncates it, so the WAL stays bounded instead of keeping its peak size.
+const sqliteParams = "_journal=WAL&_synchronous=FULL&_busy_timeout=30000&_txlock=immediate&_pragma=journal_size_limit(67108864)"
+
 // Config is the datastore's settings.
 type Config struct {
 	// Dir holds the SQLite database and kine's socket.
@@ -100,7 +107,7 @@ func (d *Datastore) Run(ctx context.Context) error {
 	}
 	ep := d.Endpoint
 	if ep == "" {
-		ep = "sqlite://" + d.DBPath() + "?_journal=WAL&_synchronous=NORMAL&_busy_timeout=30000&_txlock=immediate"
+		ep = "sqlite://" + d.DBPath() + "?" + sqliteParams
 	}
 	// A socket left by a process that was killed blocks the listener.
 	os.Remove(d.Socket())

@@ -55,6 +55,9 @@ type Agent struct {
 	NodeName  string
 	Addresses []string
 	Files     Files
+	// InsecureSkipCAVerify lets a token without a CA hash (a bare secret)
+	// trust whatever CA the server sends.
+	InsecureSkipCAVerify bool
 }
 
 // ErrUnreachable wraps failures to reach the server at all.
@@ -121,7 +124,9 @@ func (a *Agent) Join(ctx context.Context) (Settings, error) {
 		NodeName: a.NodeName, Password: password, Addresses: a.Addresses,
 		ClientCSR: string(clientCSR), ServingCSR: string(servingCSR),
 	}
-	if a.Token != "" {
+	// A renewal proves the node by its certificate: the token is not sent
+	// again.
+	if a.Token != "" && !renewing {
 		req.Token = tok.Credential()
 	}
 	body, _ := json.Marshal(req)
@@ -181,8 +186,10 @@ func (a *Agent) trustedCA(ctx context.Context, base string, tok Token) ([]byte, 
 		if got := CAHash(ca); got != tok.CAHash {
 			return nil, fmt.Errorf("the server's CA (sha256 %s) does not match the token's hash %s: the token is for another cluster, or something between here and %s is not the server", got[:12], tok.CAHash[:12], base)
 		}
+	case len(ca) > 0 && !a.InsecureSkipCAVerify:
+		return nil, fmt.Errorf("the token has no CA hash, so the server's CA cannot be verified: give the whole K10... token from the server's <data-dir>/server/token, or pass --insecure-skip-ca-verify to trust whatever answers at %s", base)
 	case len(ca) > 0:
-		klog.InfoS("WARNING: the token has no CA hash, so the server's CA was not verified: use the whole K10... token to avoid trusting an impostor", "server", base)
+		klog.InfoS("WARNING: the token has no CA hash and --insecure-skip-ca-verify is set, so the server's CA was not verified: use the whole K10... token to avoid trusting an impostor", "server", base)
 	}
 	return ca, nil
 }

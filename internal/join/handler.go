@@ -83,6 +83,8 @@ type Handler struct {
 	Client func() (kubernetes.Interface, error)
 
 	mu sync.Mutex // one join at a time: joins are rare, and it keeps the password check race-free
+	// failures limits failed joins per source address.
+	failures failureLimiter
 }
 
 // ServeHTTP implements http.Handler.
@@ -105,16 +107,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// refusal is an error the node is told, with its HTTP status.
+// refusal is an error the node is told, with its HTTP status; reason, when
+// set, is what the server logs instead (a token's real fault, which the
+// node is not told).
 type refusal struct {
 	status int
 	msg    string
+	reason string
 }
 
 func (e *refusal) Error() string { return e.msg }
 
 func refuse(status int, format string, args ...any) error {
-	return &refusal{status, fmt.Sprintf(format, args...)}
+	return &refusal{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// tokenRefused is the one answer to a join whose token is wrong, expired or
+// deleted: which it was would tell a guesser what to try next.
+const tokenRefused = "the join token was refused: it is wrong, expired or deleted (the server's log says which): copy the current one from the server's <data-dir>/server/token, or make one with `skiff token create`"
+
+func refuseToken(err error) error {
+	return &refusal{status: http.StatusUnauthorized, msg: tokenRefused, reason: err.Error()}
 }
 
 func (h *Handler) join(w http.ResponseWriter, r *http.Request) {
@@ -127,15 +140,28 @@ func (h *Handler) join(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the join request is not valid JSON", http.StatusBadRequest)
 		return
 	}
+	source, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if !h.failures.allowed(source) {
+		klog.InfoS("refused a node's join request", "node", req.NodeName, "from", r.RemoteAddr, "reason", "too many failed joins from this address")
+		http.Error(w, "too many failed joins from "+source+": wait a minute, and check the token", http.StatusTooManyRequests)
+		return
+	}
 	h.mu.Lock()
 	resp, err := h.serve(r.Context(), r, &req)
 	h.mu.Unlock()
 	if err != nil {
 		var ref *refusal
 		if !errors.As(err, &ref) {
-			ref = &refusal{http.StatusInternalServerError, "the server could not complete the join: " + err.Error()}
+			ref = &refusal{status: http.StatusInternalServerError, msg: "the server could not complete the join: " + err.Error()}
 		}
-		klog.InfoS("refused a node's join request", "node", req.NodeName, "from", r.RemoteAddr, "reason", ref.msg)
+		reason := ref.msg
+		if ref.reason != "" {
+			reason = ref.reason
+		}
+		if ref.status == http.StatusUnauthorized || ref.status == http.StatusForbidden {
+			h.failures.failed(source)
+		}
+		klog.InfoS("refused a node's join request", "node", req.NodeName, "from", r.RemoteAddr, "reason", reason)
 		http.Error(w, ref.msg, ref.status)
 		return
 	}
@@ -163,16 +189,20 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 		}
 		t, err := ParseToken(req.Token)
 		if err != nil {
-			return nil, refuse(http.StatusUnauthorized, "%v", err)
+			return nil, refuseToken(err)
 		}
 		how = t.Redacted()
 		switch {
 		case t.ID != "":
 			if err := checkToken(ctx, client, t, time.Now()); err != nil {
-				return nil, refuse(http.StatusUnauthorized, "%v", err)
+				var ref *refusal
+				if errors.As(err, &ref) {
+					return nil, refuseToken(errors.New(ref.msg))
+				}
+				return nil, err
 			}
 		case subtle.ConstantTimeCompare([]byte(t.Server), []byte(h.ServerSecret)) != 1:
-			return nil, refuse(http.StatusUnauthorized, "the server token's secret is wrong: copy the token again from the server's <data-dir>/server/token")
+			return nil, refuseToken(errors.New("the server token's secret is wrong"))
 		}
 	}
 	if err := h.checkPassword(ctx, client, req.NodeName, req.Password, how == "certificate"); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"net/http"
 	"sort"
 	"time"
 
@@ -106,19 +107,19 @@ func DeleteToken(ctx context.Context, client kubernetes.Interface, idOrToken str
 func checkToken(ctx context.Context, client kubernetes.Interface, t Token, now time.Time) error {
 	s, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, tokenutil.BootstrapTokenSecretName(t.ID), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("token %s does not exist (deleted, or expired and cleaned up): create a new one with `skiff token create` on the server", t.ID)
+		return refuse(http.StatusUnauthorized, "token %s does not exist (deleted, or expired and cleaned up)", t.ID)
 	}
 	if err != nil {
 		return err
 	}
 	if s.Type != bootstrapapi.SecretTypeBootstrapToken || bootstrapsecrets.GetData(s, usageJoin) != "true" {
-		return fmt.Errorf("token %s is not a join token: create one with `skiff token create` on the server", t.ID)
+		return refuse(http.StatusUnauthorized, "token %s is not a join token", t.ID)
 	}
 	if subtle.ConstantTimeCompare([]byte(bootstrapsecrets.GetData(s, bootstrapapi.BootstrapTokenSecretKey)), []byte(t.Secret)) != 1 {
-		return fmt.Errorf("token %s has the wrong secret: copy the whole token again", t.ID)
+		return refuse(http.StatusUnauthorized, "token %s has the wrong secret", t.ID)
 	}
 	if bootstrapsecrets.HasExpired(s, now) {
-		return fmt.Errorf("token %s expired at %s: create a new one with `skiff token create` on the server", t.ID,
+		return refuse(http.StatusUnauthorized, "token %s expired at %s", t.ID,
 			bootstrapsecrets.GetData(s, bootstrapapi.BootstrapTokenExpirationKey))
 	}
 	return nil

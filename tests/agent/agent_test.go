@@ -122,11 +122,20 @@ func renew(t *testing.T, server *cluster.Server, dataDir, node string) (int, str
 	if err != nil {
 		t.Fatal(err)
 	}
+	return post(t, server, map[string]any{"nodeName": node, "password": strings.TrimSpace(string(password))}, cert)
+}
+
+// post sends a join request to the server, with the client certificates
+// given.
+func post(t *testing.T, server *cluster.Server, req map[string]any, certs ...tls.Certificate) (int, string) {
+	t.Helper()
+	// The join endpoint is reached before the CA is trusted, as an agent's
+	// first request is; what is checked here is the server's answer.
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true,
+		Certificates: certs, InsecureSkipVerify: true,
 	}}}
-	req, _ := json.Marshal(map[string]any{"nodeName": node, "password": strings.TrimSpace(string(password))})
-	resp, err := client.Post(fmt.Sprintf("https://127.0.0.1:%d/v1-skiff/join", server.Port), "application/json", bytes.NewReader(req))
+	body, _ := json.Marshal(req)
+	resp, err := client.Post(fmt.Sprintf("https://127.0.0.1:%d/v1-skiff/join", server.Port), "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +207,8 @@ func TestJoinRefused(t *testing.T) {
 	}
 
 	otherHash := "K10" + strings.Repeat("0", 64)
+	// One answer for every bad token; the server's log says which it was.
+	const refused = "the join token was refused: it is wrong, expired or deleted (the server's log says which)"
 	// The first machine named taken-1 joins (and then stops at once: its
 	// node is not needed here).
 	first, err := cluster.NewAgent(t.TempDir(), server, "--node-name", "taken-1")
@@ -226,10 +237,11 @@ func TestJoinRefused(t *testing.T) {
 	for _, tc := range []struct {
 		node, token, want string
 	}{
-		{"wrong-secret", hash + "::server:not-the-secret", "the server token's secret is wrong"},
+		{"wrong-secret", hash + "::server:not-the-secret", refused},
 		{"wrong-hash", otherHash + "::" + cred, "does not match the token's hash"},
-		{"expired", expiring, "expired"},
-		{"deleted", deleted, "does not exist"},
+		{"bare-secret", strings.TrimPrefix(cred, "server:"), "the token has no CA hash, so the server's CA cannot be verified: give the whole K10... token"},
+		{"expired", expiring, refused},
+		{"deleted", deleted, refused},
 		{"taken-1", kept, "node name taken-1 is already taken by another machine"},
 		{"bare-1", kept, "node name bare-1 belongs to a node that has no node password"},
 	} {
@@ -241,7 +253,7 @@ func TestJoinRefused(t *testing.T) {
 		if files, _ := filepath.Glob(filepath.Join(dir, "agent", "*")); len(files) > 0 {
 			t.Errorf("agent %s left files in its data dir: %v", tc.node, files)
 		}
-		if tc.node == "taken-1" || tc.node == "bare-1" {
+		if tc.node == "taken-1" || tc.node == "bare-1" || tc.node == "bare-secret" {
 			continue
 		}
 		if _, err := cs.CoreV1().Secrets("kube-system").Get(ctx, tc.node+".node-password.skiff", metav1.GetOptions{}); err == nil {
@@ -252,10 +264,36 @@ func TestJoinRefused(t *testing.T) {
 		}
 	}
 	log, _ := os.ReadFile(server.Log)
-	for _, node := range []string{"wrong-secret", "expired", "deleted", "taken-1", "bare-1"} {
-		if !regexp.MustCompile(`"refused a node's join request" logger="join" node="` + node + `"`).Match(log) {
-			t.Errorf("the server log has no refusal for %s", node)
+	for node, reason := range map[string]string{
+		"wrong-secret": "the server token's secret is wrong", "expired": "expired at", "deleted": "does not exist",
+		"taken-1": "already taken by another machine", "bare-1": "has no node password",
+	} {
+		if !regexp.MustCompile(`"refused a node's join request" logger="join" node="` + node + `" from="[^"]+" reason="[^"]*` + reason).Match(log) {
+			t.Errorf("the server log has no refusal for %s saying %q", node, reason)
 		}
+	}
+
+	// A guesser is slowed down: after a few failures from one address,
+	// every try is turned away at once, with the same one line.
+	limited := 0
+	for range 100 {
+		status, body := post(t, server, map[string]any{"nodeName": "guesser", "password": strings.Repeat("p", 16), "token": "server:guess"})
+		if strings.Contains(body, "\n") {
+			t.Fatalf("a refusal of more than one line: %q", body)
+		}
+		switch status {
+		case http.StatusUnauthorized:
+			if body != refused+": copy the current one from the server's <data-dir>/server/token, or make one with `skiff token create`" {
+				t.Fatalf("a wrong secret answered %q", body)
+			}
+		case http.StatusTooManyRequests:
+			limited++
+		default:
+			t.Fatalf("a wrong secret answered %d %q", status, body)
+		}
+	}
+	if limited < 80 {
+		t.Errorf("%d of 100 wrong secrets in a row were turned away by the rate limit, want most", limited)
 	}
 	for _, secret := range []string{"not-the-secret", strings.TrimPrefix(cred, "server:"), strings.Split(kept, ".")[1]} {
 		if strings.Contains(string(log), secret) {

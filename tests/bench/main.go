@@ -27,7 +27,7 @@ import (
 var (
 	idle  = flag.Duration("idle", 60*time.Second, "how long the server idles before its memory is read")
 	warms = flag.Int("warm", 3, "warm starts to take the median of")
-	only  = flag.String("only", "", "run one part only: server, node, multinode or disposable")
+	only  = flag.String("only", "", "run one part only: server, datastore, node, multinode or disposable")
 )
 
 func main() {
@@ -35,7 +35,7 @@ func main() {
 	for _, part := range []struct {
 		name string
 		run  func() error
-	}{{"server", run}, {"node", benchNode}, {"multinode", benchMultinode}, {"disposable", benchDisposable}} {
+	}{{"server", run}, {"datastore", benchDatastore}, {"node", benchNode}, {"multinode", benchMultinode}, {"disposable", benchDisposable}} {
 		if *only != "" && *only != part.name {
 			continue
 		}

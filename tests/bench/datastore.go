@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+// benchDatastore times ConfigMap creates and deletes by 16 clients on the
+// embedded SQLite, as the server runs it (synchronous=FULL) and with kine's
+// own default (synchronous=NORMAL), side by side.
+func benchDatastore() error {
+	for _, mode := range []string{"FULL", "NORMAL"} {
+		dir, err := os.MkdirTemp("", "skiff-bench-db-")
+		if err != nil {
+			return err
+		}
+		var extra []string
+		if mode == "NORMAL" {
+			extra = []string{"--datastore-endpoint", "sqlite://" + filepath.Join(dir, "data", "server", "db", "state.db") +
+				"?_journal=WAL&_synchronous=NORMAL&_busy_timeout=30000&_txlock=immediate"}
+		}
+		s := cluster.New(dir, extra...)
+		err = func() error {
+			defer s.Stop()
+			ctx := context.Background()
+			if err := s.Start(ctx); err != nil {
+				return err
+			}
+			cs, err := s.Client()
+			if err != nil {
+				return err
+			}
+			const clients, objects = 16, 2000
+			data := map[string]string{"v": strings.Repeat("x", 1024)}
+			create, err := parallel(clients, objects, func(i int) error {
+				_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%d", i)}, Data: data}, metav1.CreateOptions{})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			del, err := parallel(clients, objects, func(i int) error {
+				return cs.CoreV1().ConfigMaps("default").Delete(ctx, fmt.Sprintf("cm-%d", i), metav1.DeleteOptions{})
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Printf("datastore synchronous=%s, %d clients, %d ConfigMaps of 1 KiB: %s creates, %s deletes\n", mode, clients, objects, create, del)
+			return nil
+		}()
+		os.RemoveAll(dir)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rate is a throughput and its 99th percentile latency.
+type rate struct {
+	perSecond float64
+	p99       time.Duration
+}
+
+func (r rate) String() string {
+	return fmt.Sprintf("%.0f/s (p99 %d ms)", r.perSecond, r.p99.Milliseconds())
+}
+
+// parallel runs op for 0..n-1 from clients goroutines.
+func parallel(clients, n int, op func(i int) error) (rate, error) {
+	var mu sync.Mutex
+	var lat []time.Duration
+	var first error
+	next := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t := time.Now()
+				err := op(i)
+				d := time.Since(t)
+				mu.Lock()
+				lat = append(lat, d)
+				if err != nil && first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	total := time.Since(start)
+	if first != nil {
+		return rate{}, first
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return rate{perSecond: float64(n) / total.Seconds(), p99: lat[len(lat)*99/100]}, nil
+}
