@@ -85,6 +85,14 @@ func LoadOrCreateCA(dir, name, commonName string) (*CA, error) {
 		ca.Cert, ca.Key = certs[0], key
 		return ca, nil
 	case errors.Is(cerr, os.ErrNotExist) && errors.Is(kerr, os.ErrNotExist):
+	case errors.Is(cerr, os.ErrNotExist) && kerr == nil:
+		// A crash between the key and the certificate: nothing was signed
+		// yet (leaves come after both), so the CA is made from its key.
+		key, err := parseSigner(keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("CA key %s: %w", ca.KeyFile, err)
+		}
+		return ca, ca.create(commonName, key)
 	case cerr != nil && !errors.Is(cerr, os.ErrNotExist):
 		return nil, cerr
 	case kerr != nil && !errors.Is(kerr, os.ErrNotExist):
@@ -97,6 +105,20 @@ func LoadOrCreateCA(dir, name, commonName string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	keyPEM, err = keyutil.MarshalPrivateKeyToPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	// Key first: a key without its certificate is the state a crash here
+	// can leave, which the next start completes.
+	if err := atomicfile.Write(ca.KeyFile, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	return ca, ca.create(commonName, key)
+}
+
+// create makes the CA's self-signed certificate for key and writes it.
+func (ca *CA) create(commonName string, key crypto.Signer) error {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
@@ -109,25 +131,17 @@ func LoadOrCreateCA(dir, name, commonName string) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
-	}
-	keyPEM, err = keyutil.MarshalPrivateKeyToPEM(key)
-	if err != nil {
-		return nil, err
-	}
-	// Key first: a cert without its key is the state LoadOrCreateCA refuses.
-	if err := atomicfile.Write(ca.KeyFile, keyPEM, 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	if err := atomicfile.Write(ca.CertFile, EncodeCert(cert), 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	ca.Cert, ca.Key = cert, key
-	return ca, nil
+	return nil
 }
 
 // EnsureCert makes sure certFile and keyFile hold a certificate signed by ca

@@ -1,10 +1,12 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +159,31 @@ func TestCertFromAnotherCAIsReplaced(t *testing.T) {
 	}
 	if err := readCert(t, certFile).CheckSignatureFrom(b.Cert); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A crash between the CA's key and its certificate leaves the key alone:
+// the next start makes the certificate for that key instead of refusing.
+func TestCAKeyWithoutCertIsCompleted(t *testing.T) {
+	dir := t.TempDir()
+	first, err := LoadOrCreateCA(dir, "ca", "test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(first.CertFile); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadOrCreateCA(dir, "ca", "test-ca")
+	if err != nil {
+		t.Fatalf("a CA key without its certificate: %v", err)
+	}
+	if !again.Cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(first.Key.Public()) {
+		t.Error("the completed CA has another key")
+	}
+	if err := os.Remove(again.KeyFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreateCA(dir, "ca", "test-ca"); err == nil || !strings.Contains(err.Error(), "restore it from a backup") {
+		t.Errorf("a CA certificate without its key: %v, want a refusal", err)
 	}
 }
