@@ -27,9 +27,11 @@ import (
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
+	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
+	"github.com/skiff-dev/skiff/internal/loadbalancer"
 	"github.com/skiff-dev/skiff/internal/servicelb"
 	"github.com/skiff-dev/skiff/manifests"
 )
@@ -245,7 +247,15 @@ func (p *plan) components() ([]component.Component, error) {
 	}
 	components = append(components, addOns, passwords)
 	if !slices.Contains(o.Disable, "servicelb") {
-		components = append(components, servicelb.New(cfg.Files.Kubeconfig("admin")))
+		lb, err := servicelb.New(servicelb.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"), Reserved: map[string]string{
+			fmt.Sprintf("%d/TCP", o.HTTPSPort):              "the API server",
+			fmt.Sprintf("%d/TCP", loadbalancer.DefaultPort): "an agent's API load balancer",
+			fmt.Sprintf("%d/UDP", flannel.Port):             "the VXLAN overlay",
+		}})
+		if err != nil {
+			return nil, err
+		}
+		components = append(components, lb)
 	}
 	return append(components, p.node...), nil
 }

@@ -7,6 +7,7 @@ package servicelb
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -33,21 +34,36 @@ import (
 // to those nodes; without it on any node, all nodes serve.
 const NodeLabel = "svccontroller.skiff.dev/enablelb"
 
+// Config is the controller's settings.
+type Config struct {
+	// Kubeconfig has rights to update Service status.
+	Kubeconfig string
+	// Reserved are the ports the nodes themselves listen on, as "6443/TCP",
+	// with what listens there: a LoadBalancer Service may not take them
+	// (every node's kubelet port is added from its Node).
+	Reserved map[string]string
+}
+
 // Controller is the load balancer controller component.
 type Controller struct {
-	kubeconfig string
+	cfg Config
 	component.Latch
 }
 
-// New returns the controller; kubeconfig has rights to update Service status.
-func New(kubeconfig string) *Controller { return &Controller{kubeconfig: kubeconfig} }
+// New returns the controller.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Kubeconfig == "" {
+		return nil, fmt.Errorf("service load balancer: a kubeconfig is needed")
+	}
+	return &Controller{cfg: cfg}, nil
+}
 
 // Name implements component.Component.
 func (c *Controller) Name() string { return "service load balancer" }
 
 // Run implements component.Component.
 func (c *Controller) Run(ctx context.Context) error {
-	client, err := kubeconfig.Client(c.kubeconfig)
+	client, err := kubeconfig.Client(c.cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -92,7 +108,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		svcs, _ := services.Lister().List(labels.Everything())
 		ns, _ := nodes.Lister().List(labels.Everything())
-		err := sync(ctx, client, recorder, svcs, ns, reported)
+		err := sync(ctx, client, recorder, svcs, ns, c.cfg.Reserved, reported)
 		if err != nil {
 			klog.ErrorS(err, "updating LoadBalancer Services")
 			queue.AddRateLimited(key)
@@ -104,8 +120,8 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 // sync writes every LoadBalancer Service's status from the plan.
-func sync(ctx context.Context, client kubernetes.Interface, rec record.EventRecorder, svcs []*v1.Service, nodes []*v1.Node, reported map[string]string) error {
-	assigned, conflicts := Plan(svcs, nodes)
+func sync(ctx context.Context, client kubernetes.Interface, rec record.EventRecorder, svcs []*v1.Service, nodes []*v1.Node, reserved, reported map[string]string) error {
+	assigned, conflicts := Plan(svcs, nodes, reserved)
 	// Forget reports of conflicts that ended, deleted Services included.
 	for key := range reported {
 		if _, still := conflicts[key]; !still {
@@ -145,8 +161,9 @@ func Managed(s *v1.Service) bool {
 
 // Plan returns the load balancer addresses (the serving nodes' addresses) and,
 // for each Service that can't have them because an older Service already
-// takes one of its ports on those addresses, the reason.
-func Plan(svcs []*v1.Service, nodes []*v1.Node) ([]v1.LoadBalancerIngress, map[string]string) {
+// takes one of its ports on those addresses, or the nodes themselves listen
+// there (reserved, and each node's kubelet port), the reason.
+func Plan(svcs []*v1.Service, nodes []*v1.Node, reserved map[string]string) ([]v1.LoadBalancerIngress, map[string]string) {
 	var ips []string
 	labelled := slices.ContainsFunc(nodes, func(n *v1.Node) bool { return n.Labels[NodeLabel] == "true" })
 	for _, n := range nodes {
@@ -172,18 +189,29 @@ func Plan(svcs []*v1.Service, nodes []*v1.Node) ([]v1.LoadBalancerIngress, map[s
 		}
 		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
 	})
+	own := maps.Clone(reserved)
+	if own == nil {
+		own = map[string]string{}
+	}
+	for _, n := range nodes {
+		if p := n.Status.DaemonEndpoints.KubeletEndpoint.Port; p != 0 {
+			own[fmt.Sprintf("%d/TCP", p)] = "the kubelet"
+		}
+	}
 	taken := map[string]string{} // "80/TCP" -> Service
 	conflicts := map[string]string{}
 	for _, s := range managed {
 		key := s.Namespace + "/" + s.Name
 		var clash []string
 		for _, p := range s.Spec.Ports {
-			if owner, ok := taken[portKey(p)]; ok && owner != key {
-				clash = append(clash, fmt.Sprintf("%s is already used by LoadBalancer Service %s", portKey(p), owner))
+			if what, ok := own[portKey(p)]; ok {
+				clash = append(clash, fmt.Sprintf("%s is where %s listens on the nodes' addresses: pick another port", portKey(p), what))
+			} else if owner, ok := taken[portKey(p)]; ok && owner != key {
+				clash = append(clash, fmt.Sprintf("%s is already used by LoadBalancer Service %s on the nodes' addresses: pick another port, or delete that Service", portKey(p), owner))
 			}
 		}
 		if len(clash) > 0 {
-			conflicts[key] = strings.Join(clash, "; ") + " on the nodes' addresses: pick another port, or delete that Service"
+			conflicts[key] = strings.Join(clash, "; ")
 			continue
 		}
 		for _, p := range s.Spec.Ports {

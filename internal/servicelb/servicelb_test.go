@@ -45,12 +45,12 @@ func ips(in []v1.LoadBalancerIngress) []string {
 
 func TestPlanAddresses(t *testing.T) {
 	nodes := []*v1.Node{node("b", "10.0.0.2", true, nil), node("a", "10.0.0.10", true, nil), node("c", "10.0.0.3", false, nil)}
-	got, _ := Plan(nil, nodes)
+	got, _ := Plan(nil, nodes, nil)
 	if want := []string{"10.0.0.2", "10.0.0.10"}; !slices.Equal(ips(got), want) {
 		t.Fatalf("all ready nodes: got %v, want %v", ips(got), want)
 	}
 	nodes[1].Labels = map[string]string{NodeLabel: "true"}
-	got, _ = Plan(nil, nodes)
+	got, _ = Plan(nil, nodes, nil)
 	if want := []string{"10.0.0.10"}; !slices.Equal(ips(got), want) {
 		t.Fatalf("labelled node only: got %v, want %v", ips(got), want)
 	}
@@ -62,8 +62,26 @@ func TestPlanConflicts(t *testing.T) {
 	udp.Spec.Ports[0].Protocol = v1.ProtocolUDP
 	cluster := lb("cluster", 1, 80)
 	cluster.Spec.Type = v1.ServiceTypeClusterIP
-	_, conflicts := Plan([]*v1.Service{newer, other, older, udp, cluster}, nil)
+	_, conflicts := Plan([]*v1.Service{newer, other, older, udp, cluster}, nil, nil)
 	if len(conflicts) != 1 || conflicts["default/newer"] == "" {
 		t.Fatalf("want one conflict for default/newer, got %v", conflicts)
+	}
+}
+
+// The ports the nodes listen on themselves are not for LoadBalancers: a
+// Service on the API port would take the API from every other node.
+func TestPlanReservedPorts(t *testing.T) {
+	api, kubelet, free := lb("api", 0, 6443), lb("kubelet", 1, 10250), lb("free", 2, 8080)
+	n := &v1.Node{}
+	n.Status.DaemonEndpoints.KubeletEndpoint.Port = 10250
+	_, conflicts := Plan([]*v1.Service{api, kubelet, free}, []*v1.Node{n}, map[string]string{"6443/TCP": "the API server"})
+	if got := conflicts["default/api"]; got != "6443/TCP is where the API server listens on the nodes' addresses: pick another port" {
+		t.Errorf("api: %q", got)
+	}
+	if got := conflicts["default/kubelet"]; got != "10250/TCP is where the kubelet listens on the nodes' addresses: pick another port" {
+		t.Errorf("kubelet: %q", got)
+	}
+	if _, bad := conflicts["default/free"]; bad || len(conflicts) != 2 {
+		t.Errorf("conflicts %v, want only api and kubelet", conflicts)
 	}
 }
