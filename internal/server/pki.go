@@ -34,6 +34,9 @@ func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
 		return nil, nil, err
 	}
+	if err := rotateIfAsked(c); err != nil {
+		return nil, nil, err
+	}
 	serverCA, err := pki.LoadOrCreateCA(f.Dir, "server-ca", "skiff-server-ca")
 	if err != nil {
 		return nil, nil, err
@@ -155,4 +158,32 @@ func writeToken(c *controlplane.Config, secret, givenHash string) (join.Token, e
 		return join.Token{}, fmt.Errorf("--token: its CA hash is not this cluster's CA (%s...): give the secret alone, or the token of this cluster", t.CAHash[:12])
 	}
 	return t, atomicfile.Write(tokenFile(c), []byte(t.String()+"\n"), 0o600)
+}
+
+// RotateMarker asks the server's next start to issue every leaf
+// certificate anew (`skiff certificate rotate`); the CAs stay.
+func RotateMarker(dataDir string) string {
+	return filepath.Join(dataDir, "server", "tls", "rotate-certificates")
+}
+
+// rotateIfAsked removes the leaf certificates when RotateMarker is there, so
+// that this start issues them again (their keys stay), then the marker.
+func rotateIfAsked(c *controlplane.Config) error {
+	marker := RotateMarker(c.DataDir)
+	if _, err := os.Stat(marker); err != nil {
+		return nil
+	}
+	f := c.Files
+	leaves := []string{f.ServingCert(), f.APIServerClientCert(), f.AuthProxyCert(),
+		filepath.Join(c.DataDir, "agent", "client-kubelet.crt"), filepath.Join(c.DataDir, "agent", "serving-kubelet.crt")}
+	for _, cl := range clients {
+		leaves = append(leaves, f.ClientCert(cl.name))
+	}
+	for _, l := range leaves {
+		if err := os.Remove(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	klog.InfoS("issuing every certificate anew, as `skiff certificate rotate` asked", "dir", f.Dir)
+	return os.Remove(marker)
 }

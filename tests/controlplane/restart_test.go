@@ -2,7 +2,13 @@ package controlplane
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"strconv"
 	"sync"
 	"testing"
@@ -52,6 +58,50 @@ func TestRestartKeepsStateAndCA(t *testing.T) {
 	if _, err := cs.CoreV1().Namespaces().Get(ctx, "kube-node-lease", metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
+
+	// skiff certificate check lists them; rotate issues the server's
+	// certificates anew at the next start, under the same CAs.
+	code, out := cluster.Run(ctx, nil, "certificate", "check", "--data-dir", s.DataDir)
+	if code != 0 || !regexp.MustCompile(`(?m)^server/tls/server-ca\.crt\s+skiff-server-ca@\d+ \[CA\]\s+skiff-server-ca@\d+\s+\S+Z\s+3649d$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^server/tls/serving-kube-apiserver\.crt\s+kube-apiserver\s+skiff-server-ca@\d+\s+\S+Z\s+36[45]d$`).MatchString(out) {
+		t.Errorf("skiff certificate check: exit %d:\n%s", code, out)
+	}
+	servingBefore, caBefore := certOf(t, s, "serving-kube-apiserver.crt"), certOf(t, s, "server-ca.crt")
+	if code, out := cluster.Run(ctx, nil, "certificate", "rotate", "--data-dir", s.DataDir); code != 0 || !strings.Contains(out, "at its next start") {
+		t.Fatalf("skiff certificate rotate: exit %d: %s", code, out)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if servingAfter := certOf(t, s, "serving-kube-apiserver.crt"); servingAfter.SerialNumber.Cmp(servingBefore.SerialNumber) == 0 {
+		t.Error("the serving certificate was not issued anew after skiff certificate rotate")
+	}
+	if caAfter := certOf(t, s, "server-ca.crt"); !caAfter.Equal(caBefore) {
+		t.Error("skiff certificate rotate changed the CA")
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Errorf("the kubeconfig from before the rotation: %v", err)
+	}
+}
+
+func certOf(t *testing.T, s *cluster.Server, name string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(s.DataDir, "server", "tls", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s holds no PEM", name)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func rv(t *testing.T, s string) int64 {
