@@ -48,9 +48,9 @@ test: test-deps unit e2e
 # What the end-to-end tests use from Debian, installed when missing: runc for
 # the nodes, busybox-static for the test image, iproute2 for the network
 # namespaces, PostgreSQL for servers sharing a datastore, qemu-user-static
-# to start the arm64 release. apt does not start PostgreSQL's own cluster
-# (the tests start theirs).
-TEST_DEPS := runc busybox-static iproute2 postgresql qemu-user-static
+# to start the arm64 release, shellcheck for the install scripts. apt does
+# not start PostgreSQL's own cluster (the tests start theirs).
+TEST_DEPS := runc busybox-static iproute2 postgresql qemu-user-static shellcheck
 test-deps:
 	@missing=; for p in $(TEST_DEPS); do \
 		dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \

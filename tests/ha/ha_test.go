@@ -18,9 +18,29 @@ import (
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
-// TestOneCluster: both servers hold the same CAs and token, and serve the
+// TestHA runs its steps in order, each on the cluster as the one before
+// left it: the later ones stop servers.
+func TestHA(t *testing.T) {
+	for _, step := range []struct {
+		name string
+		run  func(*testing.T)
+	}{
+		{"OneCluster", oneCluster},
+		{"AgentJoinedThroughSecondServer", agentJoinedThroughSecondServer},
+		{"WrongTokenRefused", wrongTokenRefused},
+		{"UnreachableDatastore", unreachableDatastore},
+		{"FirstServerDown", firstServerDown},
+		{"AgentsServerDown", agentsServerDown},
+	} {
+		if !t.Run(step.name, step.run) {
+			return
+		}
+	}
+}
+
+// oneCluster: both servers hold the same CAs and token, and serve the
 // same objects; one server's admin kubeconfig works against the other.
-func TestOneCluster(t *testing.T) {
+func oneCluster(t *testing.T) {
 	first, second := servers[0], servers[1]
 	t1, err := first.Token()
 	if err != nil {
@@ -65,9 +85,9 @@ func TestOneCluster(t *testing.T) {
 	})
 }
 
-// TestAgentJoinedThroughSecondServer: the agent, given server-1's token and
+// agentJoinedThroughSecondServer: the agent, given server-1's token and
 // server-2's URL, is a Ready node with a pod network.
-func TestAgentJoinedThroughSecondServer(t *testing.T) {
+func agentJoinedThroughSecondServer(t *testing.T) {
 	n, err := servers[0].ClientT(t).CoreV1().Nodes().Get(cluster.Context(t), "agent", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -77,10 +97,10 @@ func TestAgentJoinedThroughSecondServer(t *testing.T) {
 	}
 }
 
-// TestWrongTokenRefused: a server with another token on the same datastore
+// wrongTokenRefused: a server with another token on the same datastore
 // stops with one line that says which token to give, and writes neither
 // certificates nor a token.
-func TestWrongTokenRefused(t *testing.T) {
+func wrongTokenRefused(t *testing.T) {
 	s := cluster.New(t.TempDir(), "--datastore-endpoint", pg.Endpoint("skiff"), "--token", "not-the-cluster-secret")
 	if err := s.StartProcess(); err != nil {
 		t.Fatal(err)
@@ -102,10 +122,10 @@ func TestWrongTokenRefused(t *testing.T) {
 	}
 }
 
-// TestUnreachableDatastore: a server whose database does not answer stops
+// unreachableDatastore: a server whose database does not answer stops
 // after a while with one line that names the endpoint, without its
 // password, and writes no certificates.
-func TestUnreachableDatastore(t *testing.T) {
+func unreachableDatastore(t *testing.T) {
 	nobody := fmt.Sprintf("postgres://skiff:hunter2@%s:%d/skiff?sslmode=disable", cluster.LANGateway, cluster.FreePort())
 	s := cluster.New(t.TempDir(), "--datastore-endpoint", nobody)
 	if err := s.StartProcess(); err != nil {
@@ -126,11 +146,11 @@ func TestUnreachableDatastore(t *testing.T) {
 	}
 }
 
-// TestFirstServerDown: with server-1 stopped, server-2 takes over the
+// firstServerDown: with server-1 stopped, server-2 takes over the
 // controllers: a new Deployment gets its pod scheduled and running on the
 // agent, and only server-2 stays behind the kubernetes Service. Then
 // server-1 comes back.
-func TestFirstServerDown(t *testing.T) {
+func firstServerDown(t *testing.T) {
 	if err := servers[0].Stop(); err != nil {
 		t.Fatalf("stopping server-1: %v", err)
 	}
@@ -147,11 +167,11 @@ func TestFirstServerDown(t *testing.T) {
 	})
 }
 
-// TestAgentsServerDown runs last: the agent joined through server-2 learns
+// agentsServerDown: the agent joined through server-2 learns
 // the other server from the kubernetes Service and keeps it in its data
 // dir; with server-2 stopped, it goes on through server-1: it stays Ready
 // and runs a new Deployment's pod.
-func TestAgentsServerDown(t *testing.T) {
+func agentsServerDown(t *testing.T) {
 	kept := filepath.Join(agent.DataDir, "agent", "api-servers.json")
 	first := fmt.Sprintf("%s:%d", lan.Hosts[0].IP, apiPort)
 	cluster.WaitFor(t, "the agent to keep server-1 in "+kept, func(ctx context.Context) (bool, error) {
