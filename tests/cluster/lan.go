@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -136,4 +138,45 @@ func (s *Server) HostKubeconfig() (string, error) {
 	}
 	path := filepath.Join(s.Dir, "host-kubeconfig.yaml")
 	return path, clientcmd.WriteToFile(*cfg, path)
+}
+
+// LANMain runs a test package on a LAN of hosts, in a temp dir named after
+// the package: start brings up its nodes on the LAN, and nodes lists them
+// (nil entries, for nodes not started, are skipped). Every node is stopped
+// and torn down at the end, failed or not, and the nodes' logs are printed
+// when anything failed. It returns the exit code for TestMain.
+func LANMain(m *testing.M, name string, hosts int, start func(dir string, lan *LAN) error, nodes func() []*Server) int {
+	dir, err := os.MkdirTemp("", "skiff-"+name+"-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	lan, err := NewLAN(hosts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer lan.Delete()
+	defer func() {
+		for _, n := range nodes() {
+			if n == nil {
+				continue
+			}
+			n.Stop()
+			if err := n.Teardown(); err != nil {
+				fmt.Fprintf(os.Stderr, "teardown of %s: %v\n", n.Dir, err)
+			}
+		}
+	}()
+	if err := start(dir, lan); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		PrintLogs(40, nodes()...)
+		return 1
+	}
+	code := m.Run()
+	if code != 0 {
+		PrintLogs(60, nodes()...)
+	}
+	return code
 }

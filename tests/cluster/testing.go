@@ -92,3 +92,19 @@ func (s *Server) KubectlT(t *testing.T, stdin string, args ...string) string {
 	}
 	return out
 }
+
+// Step is one step of a test whose steps run in order.
+type Step struct {
+	Name string
+	Run  func(*testing.T)
+}
+
+// Steps runs steps in order as subtests, each on the cluster as the one
+// before left it, and stops at the first that fails.
+func Steps(t *testing.T, steps ...Step) {
+	for _, s := range steps {
+		if !t.Run(s.Name, s.Run) {
+			return
+		}
+	}
+}

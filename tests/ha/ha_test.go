@@ -21,21 +21,14 @@ import (
 // TestHA runs its steps in order, each on the cluster as the one before
 // left it: the later ones stop servers.
 func TestHA(t *testing.T) {
-	for _, step := range []struct {
-		name string
-		run  func(*testing.T)
-	}{
-		{"OneCluster", oneCluster},
-		{"AgentJoinedThroughSecondServer", agentJoinedThroughSecondServer},
-		{"WrongTokenRefused", wrongTokenRefused},
-		{"UnreachableDatastore", unreachableDatastore},
-		{"FirstServerDown", firstServerDown},
-		{"AgentsServerDown", agentsServerDown},
-	} {
-		if !t.Run(step.name, step.run) {
-			return
-		}
-	}
+	cluster.Steps(t,
+		cluster.Step{Name: "OneCluster", Run: oneCluster},
+		cluster.Step{Name: "AgentJoinedThroughSecondServer", Run: agentJoinedThroughSecondServer},
+		cluster.Step{Name: "WrongTokenRefused", Run: wrongTokenRefused},
+		cluster.Step{Name: "UnreachableDatastore", Run: unreachableDatastore},
+		cluster.Step{Name: "FirstServerDown", Run: firstServerDown},
+		cluster.Step{Name: "AgentsServerDown", Run: agentsServerDown},
+	)
 }
 
 // oneCluster: both servers hold the same CAs and token, and serve the

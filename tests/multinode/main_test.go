@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,47 +31,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "skiff-multinode-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if lan, err = cluster.NewLAN(3); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer lan.Delete()
-	defer func() {
-		for _, n := range append(agents, srv) {
-			if n == nil {
-				continue
-			}
-			n.Stop()
-			if err := n.Teardown(); err != nil {
-				fmt.Fprintf(os.Stderr, "teardown of %s: %v\n", n.Dir, err)
-			}
-		}
-	}()
-	if err := start(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		cluster.PrintLogs(40, append(agents, srv)...)
-		return 1
-	}
-	code := m.Run()
-	if code != 0 {
-		cluster.PrintLogs(60, append(agents, srv)...)
-	}
-	return code
+	os.Exit(cluster.LANMain(m, "multinode", 3, start, func() []*cluster.Server { return append(slices.Clone(agents), srv) }))
 }
 
 // start starts the server, then the agents: the first with the server's
 // token, the second with a token made by `skiff token create`.
-func start(dir string) error {
+func start(dir string, l *cluster.LAN) error {
+	lan = l
 	var err error
 	if srv, err = cluster.NewLANServer(filepath.Join(dir, "server"), lan.Hosts[0], "--node-name", nodes[0]); err != nil {
 		return err

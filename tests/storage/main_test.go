@@ -26,45 +26,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(cluster.LANMain(m, "storage", 2, start, func() []*cluster.Server { return []*cluster.Server{agent, srv} }))
 }
 
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "skiff-storage-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if lan, err = cluster.NewLAN(2); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer lan.Delete()
-	defer func() {
-		for _, n := range []*cluster.Server{agent, srv} {
-			if n == nil {
-				continue
-			}
-			n.Stop()
-			if err := n.Teardown(); err != nil {
-				fmt.Fprintf(os.Stderr, "teardown of %s: %v\n", n.Dir, err)
-			}
-		}
-	}()
-	if err := start(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		cluster.PrintLogs(40, agent, srv)
-		return 1
-	}
-	code := m.Run()
-	if code != 0 {
-		cluster.PrintLogs(60, agent, srv)
-	}
-	return code
-}
-
-func start(dir string) error {
+func start(dir string, l *cluster.LAN) error {
+	lan = l
 	var err error
 	if srv, err = cluster.NewLANServer(filepath.Join(dir, "server"), lan.Hosts[0], "--node-name", nodes[0]); err != nil {
 		return err

@@ -22,22 +22,15 @@ import (
 // TestLocalPath runs its steps in order: the later ones restart the server
 // and stop the agent.
 func TestLocalPath(t *testing.T) {
-	for _, step := range []struct {
-		name string
-		run  func(*testing.T)
-	}{
-		{"DefaultClass", defaultClass},
-		{"StatefulSetOnEveryNode", statefulSet},
-		{"RetainKeepsTheDir", retain},
-		{"BadInput", badInput},
-		{"NodeCannotTouchOtherNodesVolumes", nodeIdentity},
-		{"ClaimWaitsForItsNode", nodeDown},
-		{"Disable", disable},
-	} {
-		if !t.Run(step.name, step.run) {
-			return
-		}
-	}
+	cluster.Steps(t,
+		cluster.Step{Name: "DefaultClass", Run: defaultClass},
+		cluster.Step{Name: "StatefulSetOnEveryNode", Run: statefulSet},
+		cluster.Step{Name: "RetainKeepsTheDir", Run: retain},
+		cluster.Step{Name: "BadInput", Run: badInput},
+		cluster.Step{Name: "NodeCannotTouchOtherNodesVolumes", Run: nodeIdentity},
+		cluster.Step{Name: "ClaimWaitsForItsNode", Run: nodeDown},
+		cluster.Step{Name: "Disable", Run: disable},
+	)
 }
 
 func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
