@@ -172,6 +172,9 @@ func (d *Datastore) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if d.Endpoint == "" {
+		exposeSize(ctx, d.DBPath())
+	}
 	d.SetReady()
 	<-ctx.Done()
 	cancel()

@@ -1,0 +1,69 @@
+package datastore
+
+import (
+	"context"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/klog/v2"
+)
+
+// The embedded database's size, on the API server's /metrics, so that a
+// small disk filling up is seen before it is full.
+var (
+	register sync.Once
+	measured struct {
+		sync.Mutex
+		db string
+	}
+)
+
+// fileSize is the size of path in bytes, 0 when it does not exist.
+func fileSize(path string) float64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return float64(fi.Size())
+}
+
+func dbPath() string {
+	measured.Lock()
+	defer measured.Unlock()
+	return measured.db
+}
+
+// exposeSize registers the size gauges (once a process) for the database at
+// path, and logs its size now and once a day until ctx ends.
+func exposeSize(ctx context.Context, path string) {
+	measured.Lock()
+	measured.db = path
+	measured.Unlock()
+	register.Do(func() {
+		legacyregistry.RawMustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_datastore_db_size_bytes", Help: "Size of the embedded SQLite database file."},
+				func() float64 { return fileSize(dbPath()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_datastore_wal_size_bytes", Help: "Size of the embedded SQLite database's write-ahead log."},
+				func() float64 { return fileSize(dbPath() + "-wal") }),
+		)
+	})
+	logSize := func() {
+		klog.InfoS("datastore size", "db", path, "dbBytes", int64(fileSize(path)), "walBytes", int64(fileSize(path+"-wal")))
+	}
+	logSize()
+	go func() {
+		t := time.NewTicker(24 * time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				logSize()
+			}
+		}
+	}()
+}

@@ -1,0 +1,35 @@
+package controlplane
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// TestDatastoreSizeMetrics: the API server's /metrics shows the embedded
+// database's and its WAL's sizes, as they are on disk.
+func TestDatastoreSizeMetrics(t *testing.T) {
+	out, err := srv.Kubectl(ctxT(t), "", "get", "--raw", "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ metric, file string }{
+		{"skiff_datastore_db_size_bytes", "state.db"},
+		{"skiff_datastore_wal_size_bytes", "state.db-wal"},
+	} {
+		m := regexp.MustCompile(`(?m)^` + c.metric + ` (\S+)$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("/metrics has no %s", c.metric)
+			continue
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		fi, err := os.Stat(filepath.Join(srv.DataDir, "server", "db", c.file))
+		// The WAL changes with every write; the database file holds still
+		// between checkpoints.
+		if err != nil || (c.file == "state.db" && (v <= 0 || v != float64(fi.Size()))) {
+			t.Errorf("%s = %s, the file: %v %v", c.metric, m[1], fi, err)
+		}
+	}
+}
