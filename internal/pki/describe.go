@@ -55,4 +55,3 @@ func name(cn string, orgs []string) string {
 	}
 	return cn + " (" + strings.Join(orgs, ",") + ")"
 }
-
