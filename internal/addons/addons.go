@@ -111,13 +111,23 @@ type Addons struct {
 	component.Latch
 }
 
+// Config is the add-ons' settings.
+type Config struct {
+	// Kubeconfig is an admin's.
+	Kubeconfig string
+	// Values fill the manifests' templates.
+	Values manifests.Values
+	// Disabled names the manifests left out (--disable).
+	Disabled []string
+}
+
 // New renders the manifests; an error here is a broken manifest.
-func New(kubeconfig string, v manifests.Values, disabled []string) (*Addons, error) {
-	objs, err := Render(v, disabled)
+func New(cfg Config) (*Addons, error) {
+	objs, err := Render(cfg.Values, cfg.Disabled)
 	if err != nil {
 		return nil, err
 	}
-	return &Addons{kubeconfig: kubeconfig, objects: objs}, nil
+	return &Addons{kubeconfig: cfg.Kubeconfig, objects: objs}, nil
 }
 
 // Name implements component.Component.

@@ -192,13 +192,17 @@ func Components(cfg Config) ([]component.Component, error) {
 		out = append(out, p)
 	}
 	if !cfg.DisableDNS {
-		out = append(out, dns.New(dns.Config{
+		d, err := dns.New(dns.Config{
 			Kubeconfig:    cfg.Kubeconfig,
 			ClusterDomain: cfg.ClusterDomain,
 			ResolvConf:    cfg.ResolvConf,
 			Dir:           filepath.Join(cfg.DataDir, "agent", "etc", "coredns"),
 			Address:       network.Gateway,
-		}))
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
 	}
 	if !cfg.DisableLocalStorage {
 		dir := cfg.DefaultLocalStoragePath

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"cmp"
 	"context"
+	"fmt"
 
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/rest"
@@ -22,8 +23,11 @@ type ControllerManager struct {
 }
 
 // NewControllerManager returns the controller manager component.
-func NewControllerManager(cfg *Config) *ControllerManager {
-	return &ControllerManager{Config: cfg}
+func NewControllerManager(cfg *Config) (*ControllerManager, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("kube-controller-manager: a control plane config is needed")
+	}
+	return &ControllerManager{Config: cfg}, nil
 }
 
 // Name implements component.Component.

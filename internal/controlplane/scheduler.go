@@ -3,6 +3,7 @@ package controlplane
 import (
 	"cmp"
 	"context"
+	"fmt"
 
 	"k8s.io/client-go/tools/cache"
 	basecompatibility "k8s.io/component-base/compatibility"
@@ -22,8 +23,11 @@ type Scheduler struct {
 }
 
 // NewScheduler returns the scheduler component.
-func NewScheduler(cfg *Config) *Scheduler {
-	return &Scheduler{Config: cfg}
+func NewScheduler(cfg *Config) (*Scheduler, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("kube-scheduler: a control plane config is needed")
+	}
+	return &Scheduler{Config: cfg}, nil
 }
 
 // Name implements component.Component.

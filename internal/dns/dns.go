@@ -96,7 +96,12 @@ type DNS struct {
 }
 
 // New returns the node DNS component.
-func New(cfg Config) *DNS { return &DNS{cfg: cfg} }
+func New(cfg Config) (*DNS, error) {
+	if cfg.Kubeconfig == "" || cfg.Address == nil || cfg.Dir == "" {
+		return nil, fmt.Errorf("dns: a kubeconfig, a dir and an address are needed")
+	}
+	return &DNS{cfg: cfg}, nil
+}
 
 // Name implements component.Component.
 func (d *DNS) Name() string { return "dns" }

@@ -71,7 +71,26 @@ func New(cfg Config) (*Storage, error) {
 		return nil, fmt.Errorf("--default-local-storage-path %q is not an absolute path: give one such as /mnt/disk1/skiff", cfg.Dir)
 	}
 	cfg.Dir = filepath.Clean(cfg.Dir)
+	if blocker := notADir(cfg.Dir); blocker != "" {
+		return nil, fmt.Errorf("the local storage dir %s cannot be created (%s is not a directory): pick another with --default-local-storage-path, or --disable local-storage", cfg.Dir, blocker)
+	}
 	return &Storage{cfg: cfg}, nil
+}
+
+// notADir returns the first existing path of dir and its parents, when it
+// is not a directory: what would keep dir from being made.
+func notADir(dir string) string {
+	for p := dir; ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil {
+			if !fi.IsDir() {
+				return p
+			}
+			return ""
+		}
+		if p == filepath.Dir(p) {
+			return ""
+		}
+	}
 }
 
 // Name implements component.Component.

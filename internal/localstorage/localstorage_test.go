@@ -1,6 +1,8 @@
 package localstorage
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -80,5 +82,17 @@ func TestOwnsDir(t *testing.T) {
 		if err := s.ownsDir("pvc-1", path); (err == nil) != ok {
 			t.Errorf("ownsDir(pvc-1, %q) = %v, want ok=%v", path, err, ok)
 		}
+	}
+}
+
+func TestNewRefusesADirUnderAFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(file, nil, 0o600)
+	_, err := New(Config{NodeName: "n", Kubeconfig: "k", Dir: filepath.Join(file, "a", "b")})
+	if err == nil || !strings.Contains(err.Error(), "("+file+" is not a directory)") {
+		t.Errorf("New with a storage dir under a file: %v", err)
+	}
+	if _, err := New(Config{NodeName: "n", Kubeconfig: "k", Dir: filepath.Join(t.TempDir(), "new", "dir")}); err != nil {
+		t.Errorf("New with a storage dir to make: %v", err)
 	}
 }

@@ -229,12 +229,21 @@ func (p *plan) components() ([]component.Component, error) {
 	}
 	components := []component.Component{store, apiserver}
 	if !o.DisableControllerManager {
-		components = append(components, controlplane.NewControllerManager(cfg))
+		cm, err := controlplane.NewControllerManager(cfg)
+		if err != nil {
+			return nil, err
+		}
+		components = append(components, cm)
 	}
 	if !o.DisableScheduler {
-		components = append(components, controlplane.NewScheduler(cfg))
+		sched, err := controlplane.NewScheduler(cfg)
+		if err != nil {
+			return nil, err
+		}
+		components = append(components, sched)
 	}
-	addOns, err := addons.New(cfg.Files.Kubeconfig("admin"), manifests.Values{ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain}, o.Disable)
+	addOns, err := addons.New(addons.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"),
+		Values: manifests.Values{ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain}, Disabled: o.Disable})
 	if err != nil {
 		return nil, err
 	}

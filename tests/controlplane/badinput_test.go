@@ -124,6 +124,12 @@ func TestBadInput(t *testing.T) {
 	t.Run("unknown add-on", func(t *testing.T) {
 		failsClearly(t, data, `--disable "traefik" is not something skiff can disable: pick from dns, local-storage, servicelb`, nil, serverArgs(data, cluster.FreePort(), "--disable", "traefik")...)
 	})
+	t.Run("storage dir that cannot be made", func(t *testing.T) {
+		file := filepath.Join(dir, "a-file")
+		os.WriteFile(file, nil, 0o600)
+		args := serverArgs(data, cluster.FreePort(), "--default-local-storage-path", filepath.Join(file, "storage"))
+		failsClearly(t, data, "the local storage dir "+filepath.Join(file, "storage")+" cannot be created ("+file+" is not a directory): pick another with --default-local-storage-path, or --disable local-storage", nil, append([]string{args[0]}, args[2:]...)...)
+	})
 	t.Run("missing resolv.conf", func(t *testing.T) {
 		args := serverArgs(data, cluster.FreePort(), "--resolv-conf", filepath.Join(dir, "absent.conf"))
 		failsClearly(t, data, "--resolv-conf: stat "+filepath.Join(dir, "absent.conf")+": no such file or directory", nil, append([]string{args[0]}, args[2:]...)...)

@@ -215,12 +215,28 @@ provisioner: skiff.dev/local-path
 volumeBindingMode: WaitForFirstConsumer
 parameters: {nodePath: /etc}
 `, "apply", "-f", "-")
-	t.Cleanup(func() { srv.Kubectl(context.Background(), "", "delete", "storageclass", "odd-parameter", "etc") })
+	// A root that cannot be made: a file stands where a dir of it would.
+	blocker, err := os.CreateTemp("/mnt", "skiff-storage-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocker.Close()
+	t.Cleanup(func() { os.Remove(blocker.Name()) })
+	kubectl(t, fmt.Sprintf(`
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: blocked}
+provisioner: skiff.dev/local-path
+volumeBindingMode: WaitForFirstConsumer
+parameters: {nodePath: %s/volumes}
+`, blocker.Name()), "apply", "-f", "-")
+	t.Cleanup(func() { srv.Kubectl(context.Background(), "", "delete", "storageclass", "odd-parameter", "etc", "blocked") })
 	for _, c := range []struct{ name, class, mode, volumeMode, want string }{
 		{"rwx", "", "ReadWriteMany", "", "access mode ReadWriteMany is not supported; ask for ReadWriteOnce or ReadWriteOncePod"},
 		{"block", "", "ReadWriteOnce", "Block", "volumeMode Block is not supported; use volumeMode Filesystem (the default)"},
 		{"odd", "odd-parameter", "ReadWriteOnce", "", `StorageClass parameter "pathPattern" is not one local-path knows: use nodePath or volumeType`},
 		{"etc", "etc", "ReadWriteOnce", "", `StorageClass parameter nodePath "/etc" must be an absolute path inside`},
+		{"blocked", "blocked", "ReadWriteOnce", "", "the volume root " + blocker.Name() + "/volumes on node server cannot be created (not a directory): fix it on the node, or give the StorageClass another nodePath"},
 	} {
 		claimAndPod(t, ns, c.name, c.class, c.mode, c.volumeMode, nodes[0])
 		cluster.WaitFor(t, "an event on claim "+c.name+" saying "+c.want, func(ctx context.Context) (bool, error) {
