@@ -3,8 +3,14 @@ package controlplane
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/rest"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -90,9 +96,60 @@ func (m *ControllerManager) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.SetReady()
+	if c.ComponentConfig.Generic.LeaderElection.LeaderElect || !attachDetachEnabled(c.ComponentConfig.Generic.Controllers) || c.SecureServing == nil {
+		m.SetReady()
+	} else {
+		go m.readyOnceBuilt(ctx, c.SecureServing.Listener.Addr().String())
+	}
 	if c.ComponentConfig.Generic.LeaderElection.LeaderElect {
 		return detach(ctx, func(ctx context.Context) error { return app.Run(ctx, c.Complete()) })
 	}
 	return app.Run(ctx, c.Complete())
+}
+
+// attachDetach is the attach/detach controller's name.
+const attachDetach = "persistentvolume-attach-detach-controller"
+
+// readyOnceBuilt reports the controller manager ready once it has built its
+// controllers, which its /healthz then lists. The attach/detach controller
+// initialises the volume plugins when it is built, and the CSI plugin keeps
+// its node in a package variable: built after the in-process kubelet's
+// plugins, it would leave the kubelet's with no node name, and the kubelet
+// would give up on its CSINode and exit. So the node starts after it.
+func (m *ControllerManager) readyOnceBuilt(ctx context.Context, addr string) {
+	// The controller manager's serving certificate is its own, made in
+	// memory at start; this only reads which checks it has registered.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer client.CloseIdleConnections()
+	url := "https://" + addr + "/healthz?verbose"
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return strings.Contains(string(body), attachDetach), nil
+	})
+	if err == nil {
+		m.SetReady()
+	}
+}
+
+// attachDetachEnabled says whether the --controllers list runs the
+// attach/detach controller.
+func attachDetachEnabled(controllers []string) bool {
+	star := false
+	for _, c := range controllers {
+		switch c {
+		case attachDetach, "attachdetach":
+			return true
+		case "-" + attachDetach, "-attachdetach":
+			return false
+		case "*":
+			star = true
+		}
+	}
+	return star
 }
