@@ -230,7 +230,9 @@ provisioner: skiff.dev/local-path
 volumeBindingMode: WaitForFirstConsumer
 parameters: {nodePath: %s/volumes}
 `, blocker.Name()), "apply", "-f", "-")
-	t.Cleanup(func() { srv.Kubectl(context.Background(), "", "delete", "storageclass", "odd-parameter", "etc", "blocked") })
+	t.Cleanup(func() {
+		srv.Kubectl(context.Background(), "", "delete", "storageclass", "odd-parameter", "etc", "blocked")
+	})
 	for _, c := range []struct{ name, class, mode, volumeMode, want string }{
 		{"rwx", "", "ReadWriteMany", "", "access mode ReadWriteMany is not supported; ask for ReadWriteOnce or ReadWriteOncePod"},
 		{"block", "", "ReadWriteOnce", "Block", "volumeMode Block is not supported; use volumeMode Filesystem (the default)"},
