@@ -3,11 +3,13 @@ package join
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -44,8 +46,17 @@ func (p *Passwords) Run(ctx context.Context) error {
 	}
 	if p.ServerNode != "" {
 		// The server's node is the admin's own: its binding replaces any.
-		if err := bindPassword(ctx, cs, p.ServerNode, p.ServerPassword, true); err != nil {
-			return fmt.Errorf("binding the server's node name %s: %w", p.ServerNode, err)
+		// The API server may still be making kube-system: retry a while.
+		var last error
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			last = bindPassword(ctx, cs, p.ServerNode, p.ServerPassword, true)
+			return last == nil, nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("binding the server's node name %s: %w", p.ServerNode, last)
 		}
 	}
 	label := func(obj any) {

@@ -227,7 +227,16 @@ func (p *plan) components() ([]component.Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	components := []component.Component{store, apiserver}
+	passwords := &join.Passwords{Client: p.joins.Client}
+	if !o.DisableAgent {
+		passwords.ServerNode = p.ncfg.NodeName
+		if passwords.ServerPassword, err = nodePassword(cfg); err != nil {
+			return nil, err
+		}
+	}
+	// Node passwords right after the API: a Node deleted while the rest
+	// starts must not slip past the component that drops its password.
+	components := []component.Component{store, apiserver, passwords}
 	if !o.DisableControllerManager {
 		cm, err := controlplane.NewControllerManager(cfg)
 		if err != nil {
@@ -247,14 +256,7 @@ func (p *plan) components() ([]component.Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	passwords := &join.Passwords{Client: p.joins.Client}
-	if !o.DisableAgent {
-		passwords.ServerNode = p.ncfg.NodeName
-		if passwords.ServerPassword, err = nodePassword(cfg); err != nil {
-			return nil, err
-		}
-	}
-	components = append(components, addOns, passwords)
+	components = append(components, addOns)
 	if !slices.Contains(o.Disable, "servicelb") {
 		lb, err := servicelb.New(servicelb.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"), Reserved: map[string]string{
 			fmt.Sprintf("%d/TCP", o.HTTPSPort):              "the API server",
