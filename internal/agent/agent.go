@@ -24,6 +24,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/localstorage"
 	"github.com/skiff-dev/skiff/internal/pause"
 	"github.com/skiff-dev/skiff/internal/proxy"
+	"github.com/skiff-dev/skiff/internal/registries"
 )
 
 // NodeOptions are a node's flags, the same for server and agent.
@@ -43,6 +44,12 @@ type NodeOptions struct {
 	// DefaultLocalStoragePath is the root of the node's local volumes
 	// (default <data-dir>/storage).
 	DefaultLocalStoragePath string
+	// PrivateRegistry is the node's registries.yaml (default
+	// /etc/skiff/registries.yaml, read when it exists).
+	PrivateRegistry string
+	// DisableDefaultRegistryEndpoint pulls a mirrored registry's images
+	// from its mirrors only.
+	DisableDefaultRegistryEndpoint bool
 	// NodePortAddresses limits NodePorts to the node's addresses in these
 	// CIDRs (default: every address but loopback).
 	NodePortAddresses []string
@@ -75,6 +82,15 @@ func CheckRange(dataDir, clusterCIDR string) error {
 	return cni.CheckRange(cidr, h.Bridge, h.Overlay)
 }
 
+// loadRegistries reads the node's registries.yaml: path, or the default
+// one when it exists.
+func loadRegistries(path string) (*registries.Registries, error) {
+	if path == "" {
+		return registries.Load(registries.DefaultPath, false)
+	}
+	return registries.Load(path, true)
+}
+
 // Components returns the node's components in start order. It checks the
 // configuration and writes nothing, so that bad input fails before anything
 // is written; the kubelet's credentials must exist once they run.
@@ -98,11 +114,18 @@ func Components(cfg Config) ([]component.Component, error) {
 		if err := containerd.CheckRunc(); err != nil {
 			return nil, err
 		}
+		regs, err := loadRegistries(cfg.PrivateRegistry)
+		if err != nil {
+			return nil, err
+		}
 		if runtime, err = containerd.New(containerd.Config{DataDir: cfg.DataDir, RunDir: hst.RunDir,
-			SandboxImage: pause.Image, SandboxTarball: pause.Tarball}); err != nil {
+			SandboxImage: pause.Image, SandboxTarball: pause.Tarball,
+			Registries: regs, DisableDefaultEndpoint: cfg.DisableDefaultRegistryEndpoint}); err != nil {
 			return nil, err
 		}
 		endpoint = runtime.Endpoint()
+	} else if cfg.PrivateRegistry != "" {
+		return nil, fmt.Errorf("--private-registry configures the built-in containerd, and --container-runtime-endpoint replaces it: configure your runtime's registries there and drop --private-registry")
 	}
 	if cfg.ResolvConf == "" {
 		cfg.ResolvConf = kubelet.DefaultResolvConf()

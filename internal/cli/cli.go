@@ -156,6 +156,8 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 		&cli.StringFlag{Name: "flannel-iface", Destination: &n.FlannelIface, Usage: "interface the VXLAN overlay runs over (default: the one holding the node IP)"},
 		&cli.StringFlag{Name: "flannel-backend", Value: "vxlan", Destination: &n.FlannelBackend, Usage: "pod network between nodes: vxlan, or none (bring your own)"},
 		&cli.StringFlag{Name: "default-local-storage-path", Destination: &n.DefaultLocalStoragePath, Usage: "where the local-path StorageClass keeps this node's volumes (default: <data-dir>/storage)"},
+		&cli.StringFlag{Name: "private-registry", Destination: &n.PrivateRegistry, Usage: "registry mirrors and credentials, in k3s's registries.yaml schema (default: /etc/skiff/registries.yaml when it exists)"},
+		&cli.BoolFlag{Name: "disable-default-registry-endpoint", Destination: &n.DisableDefaultRegistryEndpoint, Usage: "pull the images of a registry with mirrors from its mirrors only, never from the registry itself"},
 		&cli.StringSliceFlag{Name: "nodeport-addresses", Usage: "CIDRs of the node's addresses that NodePorts answer on (default: every address but loopback)"},
 	}
 }

@@ -5,12 +5,14 @@ package containerd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/registries"
 )
 
 // Namespace is the containerd namespace the CRI plugin uses.
@@ -40,6 +43,15 @@ type Containerd struct {
 	SandboxImage   string
 	SandboxTarball func() ([]byte, error)
 	SystemdCgroup  bool
+	// CertsDir is containerd's registry config_path: a hosts.toml per
+	// registry, written from Registries at every start.
+	CertsDir   string
+	Registries *registries.Registries
+	// DisableDefaultEndpoint drops a mirrored registry's own endpoint.
+	DisableDefaultEndpoint bool
+	proxies                map[string]*registries.Proxy // by Rewritten.Key()
+	// layout is what Run wrote from Registries.
+	layout registries.Layout
 
 	component.Latch
 }
@@ -51,6 +63,11 @@ type Config struct {
 	// SandboxImage is imported from SandboxTarball at start.
 	SandboxImage   string
 	SandboxTarball func() ([]byte, error)
+	// Registries are the node's mirrors and registry settings (checked).
+	Registries *registries.Registries
+	// DisableDefaultEndpoint pulls a mirrored registry's images from its
+	// mirrors only.
+	DisableDefaultEndpoint bool
 }
 
 // New returns the component for a node. It writes nothing.
@@ -58,16 +75,36 @@ func New(cfg Config) (*Containerd, error) {
 	if cfg.DataDir == "" || cfg.RunDir == "" || cfg.SandboxImage == "" || cfg.SandboxTarball == nil {
 		return nil, fmt.Errorf("containerd: a data dir, a run dir and a sandbox image are needed")
 	}
+	regs := cfg.Registries
+	if regs == nil {
+		regs = &registries.Registries{}
+	}
+	proxies := map[string]*registries.Proxy{}
+	for _, rw := range regs.Rewrites() {
+		u, err := registries.ParseEndpoint(rw.Endpoint)
+		if err != nil {
+			return nil, err
+		}
+		p, err := registries.NewProxy(rw, regs.ConfigFor(u.Host))
+		if err != nil {
+			return nil, fmt.Errorf("%s: mirror %s, endpoint %s: %v", regs.Path, rw.Registry, rw.Endpoint, err)
+		}
+		proxies[rw.Key()] = p
+	}
 	return &Containerd{
-		Root:           filepath.Join(cfg.DataDir, "agent", "containerd"),
-		State:          filepath.Join(cfg.RunDir, "containerd"),
-		ConfigFile:     filepath.Join(cfg.DataDir, "agent", "etc", "containerd", "config.toml"),
-		BinDir:         filepath.Join(cfg.DataDir, "data", "bin"),
-		CNIConfDir:     filepath.Join(cfg.DataDir, "agent", "etc", "cni", "net.d"),
-		ImagesDir:      filepath.Join(cfg.DataDir, "agent", "images"),
-		LogFile:        filepath.Join(cfg.DataDir, "agent", "containerd", "containerd.log"),
-		SandboxImage:   cfg.SandboxImage,
-		SandboxTarball: cfg.SandboxTarball,
+		Root:                   filepath.Join(cfg.DataDir, "agent", "containerd"),
+		State:                  filepath.Join(cfg.RunDir, "containerd"),
+		ConfigFile:             filepath.Join(cfg.DataDir, "agent", "etc", "containerd", "config.toml"),
+		BinDir:                 filepath.Join(cfg.DataDir, "data", "bin"),
+		CNIConfDir:             filepath.Join(cfg.DataDir, "agent", "etc", "cni", "net.d"),
+		ImagesDir:              filepath.Join(cfg.DataDir, "agent", "images"),
+		LogFile:                filepath.Join(cfg.DataDir, "agent", "containerd", "containerd.log"),
+		SandboxImage:           cfg.SandboxImage,
+		SandboxTarball:         cfg.SandboxTarball,
+		CertsDir:               filepath.Join(cfg.DataDir, "agent", "etc", "containerd", "certs.d"),
+		Registries:             regs,
+		DisableDefaultEndpoint: cfg.DisableDefaultEndpoint,
+		proxies:                proxies,
 	}, nil
 }
 
@@ -123,6 +160,10 @@ func (c *Containerd) config() string {
 		"[plugins.'io.containerd.cri.v1.images'.pinned_images]",
 		"  sandbox = " + q(c.SandboxImage),
 		"",
+		"[plugins.'io.containerd.cri.v1.images'.registry]",
+		"  config_path = " + q(c.CertsDir),
+		"",
+		c.registryAuths(),
 		"[plugins.'io.containerd.cri.v1.runtime']",
 		"  netns_mounts_under_state_dir = true",
 		// Without CAP_SYS_RESOURCE (some containers and sandboxes) no
@@ -145,6 +186,29 @@ func (c *Containerd) config() string {
 		"  conf_dir = " + q(c.CNIConfDir),
 		"",
 	}, "\n")
+}
+
+// registryAuths is the CRI image service's credentials per registry host:
+// containerd reads none from hosts.toml.
+func (c *Containerd) registryAuths() string {
+	var b strings.Builder
+	hosts := make([]string, 0, len(c.layout.Auths))
+	for h := range c.layout.Auths {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	for _, h := range hosts {
+		a := c.layout.Auths[h]
+		fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.images'.registry.configs.%s.auth]\n", q(h))
+		for _, kv := range [][2]string{{"username", a.Username}, {"password", a.Password}, {"auth", a.Auth}, {"identitytoken", a.IdentityToken}} {
+			if kv[1] != "" {
+				fmt.Fprintf(&b, "  %s = %s\n", kv[0], q(kv[1]))
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 const capSysResource = 24
@@ -177,6 +241,9 @@ func (c *Containerd) Run(ctx context.Context) error {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
+	}
+	if err := c.serveRegistries(ctx); err != nil {
+		return err
 	}
 	if err := atomicfile.Write(c.ConfigFile, []byte(c.config()), 0o600); err != nil {
 		return err
