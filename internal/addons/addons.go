@@ -35,9 +35,9 @@ import (
 // FieldManager owns the fields skiff applies.
 const FieldManager = "skiff"
 
-// Disableable lists what --disable accepts: the optional manifests, and the
-// built-in load balancer controller.
-var Disableable = []string{"dns", "local-storage", "servicelb"}
+// Disableable lists what --disable accepts: the optional manifests, the
+// built-in load balancer controller, and the resource metrics API.
+var Disableable = []string{"dns", "local-storage", "metrics-server", "servicelb"}
 
 // CheckDisable validates --disable's names.
 func CheckDisable(names []string) error {

@@ -222,7 +222,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Destination: &o.WriteKubeconfigMode, Usage: "file mode of the admin kubeconfig"},
 			&cli.BoolFlag{Name: "disable-agent", Destination: &o.DisableAgent, Usage: "run the control plane only, no node"},
-			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, local-storage, servicelb"},
+			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, local-storage, metrics-server, servicelb"},
 			&cli.BoolFlag{Name: "disable-scheduler", Destination: &o.DisableScheduler, Usage: "do not run kube-scheduler"},
 			&cli.BoolFlag{Name: "disable-controller-manager", Destination: &o.DisableControllerManager, Usage: "do not run kube-controller-manager"},
 			passThrough("kube-apiserver-arg", "extra kube-apiserver flag, name=value"),

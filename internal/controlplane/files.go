@@ -27,6 +27,11 @@ func (f Files) APIServerClientKey() string { return f.path("client-kube-apiserve
 func (f Files) AuthProxyCert() string      { return f.path("client-auth-proxy.crt") }
 func (f Files) AuthProxyKey() string       { return f.path("client-auth-proxy.key") }
 
+// MetricsServingCert and MetricsServingKey serve the resource metrics API to
+// the API server, signed by the server CA for the metrics-server Service.
+func (f Files) MetricsServingCert() string { return f.path("serving-metrics-server.crt") }
+func (f Files) MetricsServingKey() string  { return f.path("serving-metrics-server.key") }
+
 // Shared are the files every server of one cluster must hold alike: the CAs
 // and the service-account signing key. The rest is made from them.
 func (f Files) Shared() []string {
@@ -35,7 +40,7 @@ func (f Files) Shared() []string {
 }
 
 // ClientCert and ClientKey are the certificate files of a named client
-// (admin, controller, scheduler).
+// (admin, controller, scheduler, metrics-server).
 func (f Files) ClientCert(name string) string { return f.path("client-" + name + ".crt") }
 func (f Files) ClientKey(name string) string  { return f.path("client-" + name + ".key") }
 

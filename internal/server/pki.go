@@ -12,6 +12,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
+	"github.com/skiff-dev/skiff/internal/metricsserver"
 	"github.com/skiff-dev/skiff/internal/pki"
 	"k8s.io/klog/v2"
 )
@@ -24,7 +25,14 @@ var clients = []struct {
 	{"admin", pki.Spec{CommonName: "system:admin", Organization: []string{"system:masters"}}},
 	{"controller", pki.Spec{CommonName: "system:kube-controller-manager"}},
 	{"scheduler", pki.Spec{CommonName: "system:kube-scheduler"}},
+	// The resource metrics API: scrapes kubelets, delegates its own
+	// authentication and authorization to the API server.
+	{"metrics-server", pki.Spec{CommonName: MetricsServerUser}},
 }
+
+// MetricsServerUser is the metrics API's identity (manifests/metrics-server.yaml
+// binds its roles).
+const MetricsServerUser = "system:skiff:metrics-server"
 
 // ensurePKI creates what is missing of the cluster's CAs, keys, certificates
 // and kubeconfigs, and renews certificates that are close to expiry or whose
@@ -75,6 +83,11 @@ func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net
 	// The API server's client identity towards kubelets.
 	if _, err := clientCA.EnsureCert(f.APIServerClientCert(), f.APIServerClientKey(),
 		pki.Spec{CommonName: "system:kube-apiserver", Organization: []string{"system:masters"}}); err != nil {
+		return nil, nil, err
+	}
+	if _, err := serverCA.EnsureCert(f.MetricsServingCert(), f.MetricsServingKey(), pki.Spec{
+		CommonName: metricsserver.ServiceName, Usage: pki.Server, DNSNames: metricsserver.DNSNames(c.ClusterDomain),
+	}); err != nil {
 		return nil, nil, err
 	}
 	if _, err := requestHeaderCA.EnsureCert(f.AuthProxyCert(), f.AuthProxyKey(),

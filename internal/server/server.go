@@ -32,6 +32,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/loadbalancer"
+	"github.com/skiff-dev/skiff/internal/metricsserver"
 	"github.com/skiff-dev/skiff/internal/servicelb"
 	"github.com/skiff-dev/skiff/manifests"
 )
@@ -97,6 +98,8 @@ type plan struct {
 	givenHash string
 	joins     *join.Handler
 	store     *datastore.Datastore
+	// metrics is the resource metrics API; nil with --disable metrics-server.
+	metrics *metricsserver.MetricsServer
 }
 
 // check validates every setting and binds the API port; it writes nothing.
@@ -144,12 +147,23 @@ func check(o Options) (*plan, error) {
 		ControllerManagerArgs: o.ControllerManagerArgs,
 		SchedulerArgs:         o.SchedulerArgs,
 	}
+	metricsPort := metricsserver.DefaultPort
 	if !host.For(dataDir).WellKnownPorts {
-		ports, err := host.FreePorts(2)
+		ports, err := host.FreePorts(3)
 		if err != nil {
 			return nil, err
 		}
-		p.cfg.ControllerManagerPort, p.cfg.SchedulerPort = ports[0], ports[1]
+		p.cfg.ControllerManagerPort, p.cfg.SchedulerPort, metricsPort = ports[0], ports[1], ports[2]
+	}
+	if !slices.Contains(o.Disable, "metrics-server") {
+		f := p.cfg.Files
+		if p.metrics, err = metricsserver.New(metricsserver.Config{
+			Kubeconfig: f.Kubeconfig("metrics-server"), AdminKubeconfig: f.Kubeconfig("admin"),
+			ServerCA: f.ServerCA(), ServingCert: f.MetricsServingCert(), ServingKey: f.MetricsServingKey(),
+			BindAddress: o.BindAddress, Port: metricsPort, AdvertiseIP: p.advertise, LeaderElect: p.cfg.LeaderElect,
+		}); err != nil {
+			return nil, err
+		}
 	}
 	if err := p.cfg.CheckArgs(); err != nil {
 		return nil, err
@@ -259,14 +273,19 @@ func (p *plan) components() ([]component.Component, error) {
 	components = append(components, addOns)
 	if !slices.Contains(o.Disable, "servicelb") {
 		lb, err := servicelb.New(servicelb.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"), Reserved: map[string]string{
-			fmt.Sprintf("%d/TCP", o.HTTPSPort):              "the API server",
-			fmt.Sprintf("%d/TCP", loadbalancer.DefaultPort): "an agent's API load balancer",
-			fmt.Sprintf("%d/UDP", flannel.Port):             "the VXLAN overlay",
+			fmt.Sprintf("%d/TCP", o.HTTPSPort):               "the API server",
+			fmt.Sprintf("%d/TCP", loadbalancer.DefaultPort):  "an agent's API load balancer",
+			fmt.Sprintf("%d/UDP", flannel.Port):              "the VXLAN overlay",
+			fmt.Sprintf("%d/TCP", metricsserver.DefaultPort): "the resource metrics API",
 		}})
 		if err != nil {
 			return nil, err
 		}
 		components = append(components, lb)
+	}
+	// After the add-ons, which bind its roles.
+	if p.metrics != nil {
+		components = append(components, p.metrics)
 	}
 	return append(components, p.node...), nil
 }

@@ -73,18 +73,72 @@ func run() error {
 			stop(p)
 			continue
 		}
-		time.Sleep(*idle) // the figure is memory after this long idle
-		rss, err := rssMB(p.Pid)
-		pss, _ := pssMB(p.Pid)
+		rss, pss, cpu, err := idleFigures(p)
 		stop(p)
 		if err != nil {
 			return err
 		}
 		sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
 		fmt.Printf("server start to /readyz, warm (existing data dir): %.2f s median of %d (goal < 4 s)\n", times[len(times)/2].Seconds(), len(times))
-		fmt.Printf("server RSS after %s idle: %d MB (goal < 350 MB); PSS %d MB\n", *idle, rss, pss)
+		fmt.Printf("server RSS after %s idle: %d MB (goal < 350 MB); PSS %d MB; CPU %.1f%% of a core while idle\n", *idle, rss, pss, cpu)
+
+		// The same server without the resource metrics API.
+		off := cluster.New(filepath.Join(dir, "no-metrics"), "--disable", "metrics-server")
+		if err := os.MkdirAll(off.Dir, 0o700); err != nil {
+			return err
+		}
+		_, p, err = startTimed(off)
+		if err != nil {
+			return err
+		}
+		offRSS, offPSS, offCPU, err := idleFigures(p)
+		stop(p)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("the resource metrics API adds to an idle server: RSS %+d MB, PSS %+d MB, CPU %+.1f%% of a core (without it: %d MB, %.1f%%)\n",
+			rss-offRSS, pss-offPSS, cpu-offCPU, offRSS, offCPU)
 	}
 	return nil
+}
+
+// idleFigures lets the process idle, then returns its RSS and PSS and the
+// CPU it used over the idle time (percent of one core).
+func idleFigures(p *os.Process) (rss, pss int, cpu float64, err error) {
+	before, err := cpuSeconds(p.Pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	time.Sleep(*idle) // the figures are after this long idle
+	after, err := cpuSeconds(p.Pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if rss, err = rssMB(p.Pid); err != nil {
+		return 0, 0, 0, err
+	}
+	pss, _ = pssMB(p.Pid)
+	return rss, pss, 100 * (after - before) / idle.Seconds(), nil
+}
+
+// cpuSeconds is the user and system CPU time of a process and its reaped
+// children, from /proc/PID/stat (in clock ticks of 1/100 s).
+func cpuSeconds(pid int) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	var ticks float64
+	for _, i := range []int{11, 12} { // utime, stime: fields 14 and 15
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += v
+	}
+	return ticks / 100, nil
 }
 
 // startTimed starts the server and returns the time from exec to /readyz.

@@ -75,6 +75,13 @@ func benchNode() error {
 		return err
 	}
 	fmt.Printf("node start to a first pod Running, warm: %.2f s\n", time.Since(start).Seconds())
+	if err := poll(ctx, func(ctx context.Context) bool {
+		out, err := s.Kubectl(ctx, "", "top", "nodes", "--no-headers")
+		return err == nil && len(strings.Fields(out)) >= 5
+	}); err != nil {
+		return fmt.Errorf("kubectl top nodes never answered: %w", err)
+	}
+	fmt.Printf("node start to a first `kubectl top nodes` answer, warm: %.2f s\n", time.Since(start).Seconds())
 
 	t := time.Now()
 	if err := runPods(ctx, cs, "thirty", 30); err != nil {

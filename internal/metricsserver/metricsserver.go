@@ -1,0 +1,285 @@
+// Package metricsserver serves the resource metrics API (metrics.k8s.io, what
+// `kubectl top` and HorizontalPodAutoscalers read) inside skiff server, with
+// upstream metrics-server's own packages: it scrapes every kubelet's
+// /metrics/resource over TLS verified against the CA that signs kubelet
+// serving certificates, and the API server reaches it as an aggregated API.
+package metricsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/metrics-server/cmd/metrics-server/app/options"
+)
+
+const (
+	// Namespace and ServiceName name the Service the APIService points at.
+	Namespace   = "kube-system"
+	ServiceName = "metrics-server"
+	// APIServiceName is the aggregated API's registration.
+	APIServiceName = "v1beta1.metrics.k8s.io"
+	// DefaultPort is where a server with the default data dir serves the
+	// API (on its bind address); the API server is its only client.
+	DefaultPort = 10251
+	// Resolution is how often kubelets are scraped, as k3s's metrics-server.
+	Resolution = 15 * time.Second
+	managedBy  = "metrics-server.skiff.dev"
+)
+
+// DNSNames are the names its serving certificate carries: the API server
+// verifies the Service's name.
+func DNSNames(clusterDomain string) []string {
+	svc := ServiceName + "." + Namespace + ".svc"
+	return []string{svc, svc + "." + clusterDomain}
+}
+
+// Config is the metrics API's settings.
+type Config struct {
+	// Kubeconfig is its own identity: it reads nodes and pods, scrapes
+	// kubelets, and checks its callers with the API server.
+	Kubeconfig string
+	// AdminKubeconfig publishes its APIService, Service and EndpointSlice.
+	AdminKubeconfig string
+	// ServerCA signs its serving certificate and the kubelets'.
+	ServerCA                string
+	ServingCert, ServingKey string
+	BindAddress             string
+	Port                    int
+	// AdvertiseIP is where the API server reaches it.
+	AdvertiseIP net.IP
+	// LeaderElect: with several servers, the leader scrapes and serves.
+	LeaderElect bool
+}
+
+// MetricsServer is the metrics API component.
+type MetricsServer struct {
+	cfg  Config
+	opts *options.Options
+}
+
+// New checks the settings and builds metrics-server's options; it writes
+// nothing.
+func New(cfg Config) (*MetricsServer, error) {
+	if cfg.Kubeconfig == "" || cfg.AdminKubeconfig == "" || cfg.ServerCA == "" || cfg.AdvertiseIP == nil || cfg.Port <= 0 {
+		return nil, errors.New("metrics-server: kubeconfigs, the server CA, an address and a port are needed")
+	}
+	o := options.NewOptions()
+	o.Kubeconfig = cfg.Kubeconfig
+	o.MetricResolution = Resolution
+	o.SecureServing.BindAddress = net.ParseIP(cfg.BindAddress)
+	if o.SecureServing.BindAddress == nil {
+		o.SecureServing.BindAddress = net.IPv4zero
+	}
+	o.SecureServing.BindPort = cfg.Port
+	o.SecureServing.ServerCert.CertKey.CertFile = cfg.ServingCert
+	o.SecureServing.ServerCert.CertKey.KeyFile = cfg.ServingKey
+	o.Authentication.RemoteKubeConfigFile = cfg.Kubeconfig
+	o.Authorization.RemoteKubeConfigFile = cfg.Kubeconfig
+	o.Features.EnableProfiling = false
+	// Verified: the kubelets' serving certificates come from the server CA.
+	o.KubeletClient.KubeletCAFile = cfg.ServerCA
+	o.KubeletClient.KubeletUseNodeStatusPort = true
+	o.KubeletClient.KubeletPreferredAddressTypes = []string{string(corev1.NodeInternalIP), string(corev1.NodeExternalIP), string(corev1.NodeHostName)}
+	o.KubeletClient.KubeletRequestTimeout = Resolution * 2 / 3
+	// Not o.Validate: it applies a logging configuration of its own, and
+	// the process's is skiff's.
+	errs := append(o.KubeletClient.Validate(), o.GenericServerRunOptions.Validate()...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("metrics-server: %w", err)
+	}
+	return &MetricsServer{cfg: cfg, opts: o}, nil
+}
+
+// Name implements component.Component.
+func (m *MetricsServer) Name() string { return "metrics-server" }
+
+// Run implements component.Component: it serves the API, or with leader
+// election campaigns and serves while it leads.
+func (m *MetricsServer) Run(ctx context.Context) error {
+	if !m.cfg.LeaderElect {
+		return m.serve(ctx)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", m.cfg.AdminKubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	id := host + "_" + m.cfg.AdvertiseIP.String() + "_" + strconv.Itoa(os.Getpid())
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, Namespace, "skiff-metrics-server", cs.CoreV1(), cs.CoordinationV1(),
+		resourcelock.ResourceLockConfig{Identity: id})
+	if err != nil {
+		return err
+	}
+	failed := make(chan error, 1)
+	for ctx.Err() == nil {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+			ReleaseOnCancel: true, Name: "metrics-server",
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					if err := m.serve(ctx); err != nil && ctx.Err() == nil {
+						failed <- err
+					}
+				},
+				OnStoppedLeading: func() {},
+			},
+		})
+		select {
+		case err := <-failed:
+			return err
+		default:
+		}
+	}
+	return nil
+}
+
+// serve runs metrics-server's API server until ctx ends, once its
+// registration points at this server.
+func (m *MetricsServer) serve(ctx context.Context) error {
+	cfg, err := m.opts.ServerConfig()
+	if err != nil {
+		return err
+	}
+	srv, err := cfg.Complete()
+	if err != nil {
+		return err
+	}
+	if err := m.publish(ctx); err != nil {
+		return err
+	}
+	return srv.RunUntil(ctx.Done())
+}
+
+// publish points the APIService, through a Service without selector and an
+// EndpointSlice of its own, at this server's address and port.
+func (m *MetricsServer) publish(ctx context.Context) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", m.cfg.AdminKubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	agg, err := aggregator.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	ca, err := os.ReadFile(m.cfg.ServerCA)
+	if err != nil {
+		return err
+	}
+	labels := map[string]string{"app.kubernetes.io/managed-by": managedBy}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: ServiceName, Namespace: Namespace, Labels: labels},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Ports: []corev1.ServicePort{{
+			Name: "https", Port: 443, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(int32(m.cfg.Port)),
+		}}},
+	}
+	addressType := discoveryv1.AddressTypeIPv4
+	if m.cfg.AdvertiseIP.To4() == nil {
+		addressType = discoveryv1.AddressTypeIPv6
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: ServiceName, Namespace: Namespace, Labels: map[string]string{
+			discoveryv1.LabelServiceName: ServiceName, discoveryv1.LabelManagedBy: managedBy,
+		}},
+		AddressType: addressType,
+		Endpoints: []discoveryv1.Endpoint{{
+			Addresses:  []string{m.cfg.AdvertiseIP.String()},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+		}},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(m.cfg.Port)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	api := &apiregistrationv1.APIService{
+		ObjectMeta: metav1.ObjectMeta{Name: APIServiceName, Labels: labels},
+		Spec: apiregistrationv1.APIServiceSpec{
+			Service:              &apiregistrationv1.ServiceReference{Namespace: Namespace, Name: ServiceName, Port: ptr.To[int32](443)},
+			Group:                "metrics.k8s.io",
+			Version:              "v1beta1",
+			CABundle:             ca,
+			GroupPriorityMinimum: 100,
+			VersionPriority:      100,
+		},
+	}
+	steps := []struct {
+		what string
+		do   func(context.Context) error
+	}{
+		{"Service", func(ctx context.Context) error {
+			cur, err := cs.CoreV1().Services(Namespace).Get(ctx, ServiceName, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				_, err = cs.CoreV1().Services(Namespace).Create(ctx, svc, metav1.CreateOptions{})
+				return err
+			} else if err != nil {
+				return err
+			}
+			cur.Labels, cur.Spec.Ports, cur.Spec.Selector = labels, svc.Spec.Ports, nil
+			_, err = cs.CoreV1().Services(Namespace).Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}},
+		{"EndpointSlice", func(ctx context.Context) error {
+			cur, err := cs.DiscoveryV1().EndpointSlices(Namespace).Get(ctx, ServiceName, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				_, err = cs.DiscoveryV1().EndpointSlices(Namespace).Create(ctx, slice, metav1.CreateOptions{})
+				return err
+			} else if err != nil {
+				return err
+			}
+			slice.ResourceVersion = cur.ResourceVersion
+			_, err = cs.DiscoveryV1().EndpointSlices(Namespace).Update(ctx, slice, metav1.UpdateOptions{})
+			return err
+		}},
+		{"APIService", func(ctx context.Context) error {
+			cur, err := agg.ApiregistrationV1().APIServices().Get(ctx, APIServiceName, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				_, err = agg.ApiregistrationV1().APIServices().Create(ctx, api, metav1.CreateOptions{})
+				return err
+			} else if err != nil {
+				return err
+			}
+			cur.Labels, cur.Spec = labels, api.Spec
+			_, err = agg.ApiregistrationV1().APIServices().Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}},
+	}
+	for _, s := range steps {
+		var last error
+		// The API server may still be starting.
+		err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			err := s.do(ctx)
+			if err != nil && ctx.Err() == nil {
+				last = err
+			}
+			return err == nil, nil
+		})
+		if err != nil {
+			return fmt.Errorf("publishing its %s: %v", s.what, last)
+		}
+	}
+	klog.InfoS("serving the resource metrics API", "address", net.JoinHostPort(m.cfg.AdvertiseIP.String(), strconv.Itoa(m.cfg.Port)))
+	return nil
+}
