@@ -106,8 +106,20 @@ func (s *sink) Info(level int, msg string, kv ...any) {
 }
 
 func (s *sink) Error(err error, msg string, kv ...any) {
+	if _, drop := replaced.Load(msg); drop {
+		return
+	}
 	s.target().Error(err, msg, kv...)
 }
+
+// replaced holds the error messages of upstream code that a skiff
+// component logs better itself.
+var replaced sync.Map
+
+// Replace drops error lines whose message is msg from now on: the caller
+// logs what they say itself (once per failure streak, say, rather than on
+// every retry).
+func Replace(msg string) { replaced.Store(msg, true) }
 
 // target is the sink that prints a record: the inner one, named after the
 // caller's component unless a name was given.
@@ -300,7 +312,7 @@ func (stdWriter) Write(p []byte) (int, error) {
 	l := logger
 	mu.Unlock()
 	name := callerComponent()
-	level, msg, isError := "", line, false
+	level, msg := "", line
 	for _, lv := range []string{"[INFO] ", "[WARNING] ", "[ERROR] ", "[DEBUG] ", "[FATAL] "} {
 		if strings.HasPrefix(line, lv) {
 			level, msg = lv, line[len(lv):]
@@ -308,7 +320,7 @@ func (stdWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
-	isError = level == "[ERROR] " || level == "[FATAL] "
+	isError := level == "[ERROR] " || level == "[FATAL] "
 	l = l.WithName(name)
 	if isError {
 		l.Error(nil, msg)

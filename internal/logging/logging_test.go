@@ -2,6 +2,7 @@ package logging_test
 
 import (
 	"bytes"
+	"errors"
 	golog "log"
 	"regexp"
 	"strings"
@@ -126,5 +127,21 @@ func TestLogrusAndLibraries(t *testing.T) {
 	line := strings.TrimSpace(out.take())
 	if !regexp.MustCompile(`^I\d{4} .* logging_test\.go:\d+\] "from logrus" logger="logging_test" a=1 severity="warning"$`).MatchString(line) {
 		t.Errorf("logrus line %q", line)
+	}
+}
+
+func TestReplace(t *testing.T) {
+	var out syncBuffer
+	if err := logging.Setup(2, &out); err != nil {
+		t.Fatal(err)
+	}
+	logging.Replace("Failed to scrape node")
+	klog.ErrorS(errors.New("dial tcp: refused"), "Failed to scrape node", "node", "n1")
+	if got := out.take(); got != "" {
+		t.Errorf("a replaced error line was printed: %q", got)
+	}
+	klog.ErrorS(errors.New("x"), "Failed to list nodes")
+	if got := out.take(); !strings.Contains(got, `"Failed to list nodes"`) {
+		t.Errorf("another error line was dropped: %q", got)
 	}
 }

@@ -72,8 +72,9 @@ type Config struct {
 
 // MetricsServer is the metrics API component.
 type MetricsServer struct {
-	cfg  Config
-	opts *options.Options
+	cfg     Config
+	opts    *options.Options
+	scrapes *scrapeLog
 }
 
 // New checks the settings and builds metrics-server's options; it writes
@@ -106,7 +107,7 @@ func New(cfg Config) (*MetricsServer, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("metrics-server: %w", err)
 	}
-	return &MetricsServer{cfg: cfg, opts: o}, nil
+	return &MetricsServer{cfg: cfg, opts: o, scrapes: newScrapeLog()}, nil
 }
 
 // Name implements component.Component.
@@ -163,6 +164,7 @@ func (m *MetricsServer) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.Kubelet.Client.WrapTransport = m.scrapes.wrap
 	srv, err := cfg.Complete()
 	if err != nil {
 		return err

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -24,10 +26,12 @@ func TestHA(t *testing.T) {
 	cluster.Steps(t,
 		cluster.Step{Name: "OneCluster", Run: oneCluster},
 		cluster.Step{Name: "AgentJoinedThroughSecondServer", Run: agentJoinedThroughSecondServer},
+		cluster.Step{Name: "MetricsThroughEitherServer", Run: metricsThroughEitherServer},
 		cluster.Step{Name: "WrongTokenRefused", Run: wrongTokenRefused},
 		cluster.Step{Name: "UnreachableDatastore", Run: unreachableDatastore},
 		cluster.Step{Name: "FirstServerDown", Run: firstServerDown},
 		cluster.Step{Name: "AgentsServerDown", Run: agentsServerDown},
+		cluster.Step{Name: "MetricsAfterFailover", Run: func(t *testing.T) { nodeMetrics(t, servers[0]) }},
 	)
 }
 
@@ -229,4 +233,45 @@ func apiEndpoints(ctx context.Context, t *testing.T, s *cluster.Server) []string
 	}
 	sort.Strings(ips)
 	return ips
+}
+
+// nodeMetrics waits until s answers the agent's NodeMetrics.
+func nodeMetrics(t *testing.T, s *cluster.Server) {
+	t.Helper()
+	cfg, err := s.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := metricsclient.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		m, err := mc.MetricsV1beta1().NodeMetricses().Get(ctx, "agent", metav1.GetOptions{})
+		return err == nil && !m.Usage.Memory().IsZero(), nil
+	}); err != nil {
+		t.Fatalf("%s never answered the agent's NodeMetrics: %v", s.Dir, err)
+	}
+}
+
+// metricsThroughEitherServer: both API servers answer metrics.k8s.io; one
+// server (the Lease's holder) serves it, and its EndpointSlice points there.
+func metricsThroughEitherServer(t *testing.T) {
+	for _, s := range servers {
+		nodeMetrics(t, s)
+	}
+	cs := servers[0].ClientT(t)
+	lease, err := cs.CoordinationV1().Leases("kube-system").Get(cluster.Context(t), "skiff-metrics-server", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil {
+		t.Fatalf("the metrics API's Lease: %v %+v", err, lease)
+	}
+	slice, err := cs.DiscoveryV1().EndpointSlices("kube-system").Get(cluster.Context(t), "metrics-server", metav1.GetOptions{})
+	if err != nil || len(slice.Endpoints) != 1 || len(slice.Endpoints[0].Addresses) != 1 {
+		t.Fatalf("the metrics API's EndpointSlice: %v %+v", err, slice)
+	}
+	if addr := slice.Endpoints[0].Addresses[0]; !strings.Contains(*lease.Spec.HolderIdentity, "_"+addr+"_") {
+		t.Fatalf("the EndpointSlice points at %s, the Lease is held by %s", addr, *lease.Spec.HolderIdentity)
+	}
 }
