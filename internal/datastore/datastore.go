@@ -28,7 +28,8 @@ import (
 // survives a power loss (NORMAL, kine's default, may lose the last ones).
 // kine checkpoints the WAL after each compaction; journal_size_limit then
 // truncates it, so the WAL stays bounded instead of keeping its peak size.
-const sqliteParams = "_journal=WAL&_synchronous=FULL&_busy_timeout=30000&_txlock=immediate&_pragma=journal_size_limit(67108864)"
+// auto_vacuum=INCREMENTAL lets maintain give free pages back while running.
+const sqliteParams = "_journal=WAL&_synchronous=FULL&_busy_timeout=30000&_txlock=immediate&_pragma=journal_size_limit(67108864)&_pragma=auto_vacuum(2)"
 
 // Config is the datastore's settings.
 type Config struct {
@@ -174,6 +175,7 @@ func (d *Datastore) Run(ctx context.Context) error {
 	}
 	if d.Endpoint == "" {
 		exposeSize(ctx, d.DBPath())
+		go maintain(ctx, d.DBPath())
 	}
 	d.SetReady()
 	<-ctx.Done()
