@@ -19,6 +19,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/kubectl"
 	"github.com/skiff-dev/skiff/internal/logging"
 	"github.com/skiff-dev/skiff/internal/server"
+	"github.com/skiff-dev/skiff/internal/snapshot"
 	"github.com/skiff-dev/skiff/internal/version"
 )
 
@@ -32,7 +33,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), waitCommand(), killallCommand(), certificateCommand()},
+		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), snapshotCommand(), waitCommand(), killallCommand(), certificateCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
@@ -225,6 +226,11 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, local-storage, metrics-server, servicelb"},
 			&cli.BoolFlag{Name: "disable-scheduler", Destination: &o.DisableScheduler, Usage: "do not run kube-scheduler"},
 			&cli.BoolFlag{Name: "disable-controller-manager", Destination: &o.DisableControllerManager, Usage: "do not run kube-controller-manager"},
+			&cli.StringFlag{Name: "snapshot-schedule-cron", Destination: &o.SnapshotCron, Usage: "snapshot the embedded datastore on this cron schedule, such as \"0 */12 * * *\" (default: none)"},
+			&cli.IntFlag{Name: "snapshot-retention", Value: snapshot.DefaultRetention, Destination: &o.SnapshotRetention, Usage: "how many scheduled snapshots to keep"},
+			&cli.StringFlag{Name: "snapshot-dir", Destination: &o.SnapshotDir, Usage: "where snapshots go (default: <data-dir>/server/db/snapshots)"},
+			&cli.BoolFlag{Name: "cluster-reset", Destination: &o.ClusterReset, Usage: "restore --cluster-reset-restore-path into the data dir, then exit"},
+			&cli.StringFlag{Name: "cluster-reset-restore-path", Destination: &o.ClusterResetRestorePath, Usage: "the snapshot --cluster-reset restores"},
 			passThrough("kube-apiserver-arg", "extra kube-apiserver flag, name=value"),
 			passThrough("kube-controller-manager-arg", "extra kube-controller-manager flag, name=value"),
 			passThrough("kube-scheduler-arg", "extra kube-scheduler flag, name=value"),

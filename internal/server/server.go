@@ -34,6 +34,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/loadbalancer"
 	"github.com/skiff-dev/skiff/internal/metricsserver"
 	"github.com/skiff-dev/skiff/internal/servicelb"
+	"github.com/skiff-dev/skiff/internal/snapshot"
 	"github.com/skiff-dev/skiff/manifests"
 )
 
@@ -60,6 +61,16 @@ type Options struct {
 	ControllerManagerArgs    []string
 	SchedulerArgs            []string
 	Verbosity                int
+	// SnapshotCron schedules snapshots of the embedded datastore, into
+	// SnapshotDir (default <data-dir>/server/db/snapshots), keeping the
+	// newest SnapshotRetention.
+	SnapshotCron      string
+	SnapshotDir       string
+	SnapshotRetention int
+	// ClusterReset with ClusterResetRestorePath restores a snapshot into
+	// the data dir, then the server exits.
+	ClusterReset            bool
+	ClusterResetRestorePath string
 }
 
 // Run runs the server until ctx ends or a component fails. Every check that
@@ -70,6 +81,9 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer p.ln.Close()
+	if o.ClusterReset {
+		return p.restore()
+	}
 	components, err := p.components()
 	if err != nil {
 		return err
@@ -100,6 +114,8 @@ type plan struct {
 	store     *datastore.Datastore
 	// metrics is the resource metrics API; nil with --disable metrics-server.
 	metrics *metricsserver.MetricsServer
+	// snapshots saves scheduled snapshots; nil without a schedule.
+	snapshots *snapshot.Scheduler
 }
 
 // check validates every setting and binds the API port; it writes nothing.
@@ -198,6 +214,9 @@ func check(o Options) (*plan, error) {
 	if p.store, err = datastore.New(dcfg); err != nil {
 		return nil, err
 	}
+	if err := p.checkSnapshots(); err != nil {
+		return nil, err
+	}
 	if p.ln, err = listen(o.BindAddress, o.HTTPSPort); err != nil {
 		return nil, err
 	}
@@ -286,6 +305,9 @@ func (p *plan) components() ([]component.Component, error) {
 	// After the add-ons, which bind its roles.
 	if p.metrics != nil {
 		components = append(components, p.metrics)
+	}
+	if p.snapshots != nil {
+		components = append(components, p.snapshots)
 	}
 	return append(components, p.node...), nil
 }
