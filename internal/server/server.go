@@ -27,6 +27,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
+	"github.com/skiff-dev/skiff/internal/deploy"
 	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/join"
@@ -290,6 +291,12 @@ func (p *plan) components() ([]component.Component, error) {
 		return nil, err
 	}
 	components = append(components, addOns)
+	// After the add-ons, which define the Addon kind.
+	manifestsDir, err := deploy.New(deploy.Config{Dir: filepath.Join(cfg.DataDir, "server", "manifests"), Kubeconfig: cfg.Files.Kubeconfig("admin")})
+	if err != nil {
+		return nil, err
+	}
+	components = append(components, manifestsDir)
 	if !slices.Contains(o.Disable, "servicelb") {
 		lb, err := servicelb.New(servicelb.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"), Reserved: map[string]string{
 			fmt.Sprintf("%d/TCP", o.HTTPSPort):               "the API server",
