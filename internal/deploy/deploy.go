@@ -37,8 +37,8 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -457,4 +457,3 @@ func (d *Deploy) remove(ctx context.Context, a *unstructured.Unstructured) error
 func (d *Deploy) event(addon, kind, reason, format string, args ...any) {
 	d.events.Eventf(&corev1.ObjectReference{APIVersion: "skiff.dev/v1", Kind: "Addon", Namespace: Namespace, Name: addon}, kind, reason, format, args...)
 }
-
