@@ -33,7 +33,7 @@ func Main(args []string) int {
 		Version:              version.Version,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
-		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), snapshotCommand(), waitCommand(), killallCommand(), certificateCommand()},
+		Commands:             []*cli.Command{serverCommand(), agentCommand(), kubectlCommand(), ctrCommand(), crictlCommand(), checkConfigCommand(), tokenCommand(), snapshotCommand(), secretsEncryptCommand(), waitCommand(), killallCommand(), certificateCommand()},
 		ExitErrHandler:       func(*cli.Context, error) {},
 		OnUsageError:         usageError,
 	}
@@ -229,6 +229,8 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "snapshot-schedule-cron", Destination: &o.SnapshotCron, Usage: "snapshot the embedded datastore on this cron schedule, such as \"0 */12 * * *\" (default: none)"},
 			&cli.IntFlag{Name: "snapshot-retention", Value: snapshot.DefaultRetention, Destination: &o.SnapshotRetention, Usage: "how many scheduled snapshots to keep"},
 			&cli.StringFlag{Name: "snapshot-dir", Destination: &o.SnapshotDir, Usage: "where snapshots go (default: <data-dir>/server/db/snapshots)"},
+			&cli.BoolFlag{Name: "secrets-encryption", Destination: &o.SecretsEncryption, Usage: "encrypt Secrets at rest in the datastore"},
+			&cli.StringFlag{Name: "secrets-encryption-provider", Value: "secretbox", Destination: &o.SecretsEncryptionProvider, Usage: "how --secrets-encryption encrypts: secretbox or aescbc"},
 			&cli.BoolFlag{Name: "cluster-reset", Destination: &o.ClusterReset, Usage: "restore --cluster-reset-restore-path into the data dir, then exit"},
 			&cli.StringFlag{Name: "cluster-reset-restore-path", Destination: &o.ClusterResetRestorePath, Usage: "the snapshot --cluster-reset restores"},
 			passThrough("kube-apiserver-arg", "extra kube-apiserver flag, name=value"),

@@ -60,7 +60,12 @@ func (a *APIServer) Name() string { return "kube-apiserver" }
 
 func (a *APIServer) args() []string {
 	c, f := a.Config, a.Config.Files
-	return []string{
+	var encryption []string
+	if c.SecretsEncryption {
+		// Reloaded when the file changes: keys rotate without a restart.
+		encryption = []string{flag("encryption-provider-config", f.EncryptionConfig()), flag("encryption-provider-config-automatic-reload", true)}
+	}
+	return append(encryption,
 		flag("advertise-address", c.AdvertiseIP),
 		flag("bind-address", c.BindAddress),
 		flag("secure-port", c.Port),
@@ -96,7 +101,7 @@ func (a *APIServer) args() []string {
 		// ends: close them at shutdown instead of waiting for them.
 		flag("shutdown-watch-termination-grace-period", "2s"),
 		flag("v", c.Verbosity),
-	}
+	)
 }
 
 // Run implements component.Component.

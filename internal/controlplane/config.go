@@ -21,7 +21,9 @@ type Config struct {
 	ControllerManagerPort, SchedulerPort int
 	// LeaderElect is on when other servers may share the datastore.
 	LeaderElect bool
-	Verbosity   int
+	// SecretsEncryption encrypts Secrets at rest with Files.EncryptionConfig.
+	SecretsEncryption bool
+	Verbosity         int
 	// The user's pass-through flags, name=value.
 	APIServerArgs         []string
 	ControllerManagerArgs []string

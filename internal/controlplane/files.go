@@ -32,6 +32,10 @@ func (f Files) AuthProxyKey() string       { return f.path("client-auth-proxy.ke
 func (f Files) MetricsServingCert() string { return f.path("serving-metrics-server.crt") }
 func (f Files) MetricsServingKey() string  { return f.path("serving-metrics-server.key") }
 
+// EncryptionConfig is the API server's encryption configuration for
+// Secrets at rest (--secrets-encryption).
+func (f Files) EncryptionConfig() string { return f.path("encryption-config.yaml") }
+
 // Shared are the files every server of one cluster must hold alike: the CAs
 // and the service-account signing key. The rest is made from them.
 func (f Files) Shared() []string {

@@ -34,6 +34,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/loadbalancer"
 	"github.com/skiff-dev/skiff/internal/metricsserver"
+	"github.com/skiff-dev/skiff/internal/secretsencrypt"
 	"github.com/skiff-dev/skiff/internal/servicelb"
 	"github.com/skiff-dev/skiff/internal/snapshot"
 	"github.com/skiff-dev/skiff/manifests"
@@ -68,6 +69,10 @@ type Options struct {
 	SnapshotCron      string
 	SnapshotDir       string
 	SnapshotRetention int
+	// SecretsEncryption encrypts Secrets at rest with
+	// SecretsEncryptionProvider (secretbox or aescbc).
+	SecretsEncryption         bool
+	SecretsEncryptionProvider string
 	// ClusterReset with ClusterResetRestorePath restores a snapshot into
 	// the data dir, then the server exits.
 	ClusterReset            bool
@@ -163,6 +168,12 @@ func check(o Options) (*plan, error) {
 		APIServerArgs:         o.APIServerArgs,
 		ControllerManagerArgs: o.ControllerManagerArgs,
 		SchedulerArgs:         o.SchedulerArgs,
+		SecretsEncryption:     o.SecretsEncryption,
+	}
+	if o.SecretsEncryption {
+		if err := secretsencrypt.CheckProvider(o.SecretsEncryptionProvider); err != nil {
+			return nil, err
+		}
 	}
 	metricsPort := metricsserver.DefaultPort
 	if !host.For(dataDir).WellKnownPorts {
@@ -209,7 +220,7 @@ func check(o Options) (*plan, error) {
 	if !datastore.Embedded(o.DatastoreEndpoint) {
 		// Servers sharing an external datastore share its CAs too.
 		dcfg.Bootstrap = func(ctx context.Context, kv clientv3.KV) error {
-			return bootstrap.Sync(ctx, kv, p.cfg.Files.Shared(), p.secret, p.prepare)
+			return bootstrap.Sync(ctx, kv, p.shared(), p.secret, p.prepare)
 		}
 	}
 	if p.store, err = datastore.New(dcfg); err != nil {
@@ -224,10 +235,28 @@ func check(o Options) (*plan, error) {
 	return p, nil
 }
 
+// shared are the files every server of the cluster holds alike: the CAs
+// and keys, and the encryption configuration when Secrets are encrypted.
+func (p *plan) shared() []string {
+	files := p.cfg.Files.Shared()
+	if p.cfg.SecretsEncryption {
+		files = append(files, p.cfg.Files.EncryptionConfig())
+	}
+	return files
+}
+
 // prepare makes the certificates and the token, once the cluster's CAs are
 // in place.
 func (p *plan) prepare() error {
 	cfg := p.cfg
+	if cfg.SecretsEncryption {
+		if err := os.MkdirAll(cfg.Files.Dir, 0o700); err != nil {
+			return err
+		}
+		if _, err := secretsencrypt.Ensure(cfg.Files.EncryptionConfig(), p.o.SecretsEncryptionProvider); err != nil {
+			return fmt.Errorf("the encryption configuration: %w", err)
+		}
+	}
 	clientCA, serverCA, err := ensurePKI(cfg, p.hostname, p.o.TLSSANs, p.ips, p.serviceIP)
 	if err != nil {
 		return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)

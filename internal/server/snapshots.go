@@ -24,12 +24,14 @@ func SnapshotDir(dataDir, flag string) string {
 }
 
 // SnapshotFiles are what a snapshot carries besides the database: the
-// cluster's CAs and keys, and the server node's password (its Node's
-// binding is in the database).
+// cluster's CAs and keys, the server node's password (its Node's binding is
+// in the database) and the encryption configuration its Secrets need.
 func SnapshotFiles(c *controlplane.Config) []string {
 	files := c.Files.Shared()
-	if pw := filepath.Join(c.DataDir, "server", "node-password"); fileExists(pw) {
-		files = append(files, pw)
+	for _, f := range []string{filepath.Join(c.DataDir, "server", "node-password"), c.Files.EncryptionConfig()} {
+		if fileExists(f) {
+			files = append(files, f)
+		}
 	}
 	return files
 }
@@ -87,8 +89,10 @@ func (p *plan) restore() error {
 		return err
 	}
 	paths := p.cfg.Files.Shared()
-	if _, ok := files["node-password"]; ok {
-		paths = append(paths, filepath.Join(p.cfg.DataDir, "server", "node-password"))
+	for _, f := range []string{filepath.Join(p.cfg.DataDir, "server", "node-password"), p.cfg.Files.EncryptionConfig()} {
+		if _, ok := files[filepath.Base(f)]; ok {
+			paths = append(paths, f)
+		}
 	}
 	if err := os.MkdirAll(p.cfg.Files.Dir, 0o700); err != nil {
 		return err
