@@ -47,8 +47,11 @@ func Write(path string, data []byte, mode os.FileMode) error {
 }
 
 // SyncDir makes the dir's entries (a rename, a new file) durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
+func SyncDir(dir string) error { return Sync(dir) }
+
+// Sync makes what a file or dir holds durable.
+func Sync(path string) error {
+	d, err := os.Open(path)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,12 @@ package containerd
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -20,7 +21,7 @@ import (
 // node's registry host directories, replacing the last start's.
 func (c *Containerd) serveRegistries(ctx context.Context) error {
 	addrs := map[string]string{}
-	for _, key := range sortedKeys(c.proxies) {
+	for _, key := range slices.Sorted(maps.Keys(c.proxies)) {
 		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
@@ -39,7 +40,7 @@ func (c *Containerd) serveRegistries(ctx context.Context) error {
 	if err := os.MkdirAll(next, 0o700); err != nil {
 		return err
 	}
-	for _, dir := range sortedKeys(c.layout.Hosts) {
+	for _, dir := range slices.Sorted(maps.Keys(c.layout.Hosts)) {
 		if err := os.Mkdir(filepath.Join(next, dir), 0o700); err != nil {
 			return err
 		}
@@ -58,7 +59,7 @@ func (c *Containerd) serveRegistries(ctx context.Context) error {
 	os.RemoveAll(old)
 
 	if path := c.Registries.Path; path != "" {
-		klog.InfoS("registries read", "file", path, "registries", sortedKeys(c.layout.Hosts), "credentials", sortedKeys(c.layout.Auths),
+		klog.InfoS("registries read", "file", path, "registries", slices.Sorted(maps.Keys(c.layout.Hosts)), "credentials", slices.Sorted(maps.Keys(c.layout.Auths)),
 			"rewriting", len(addrs), "defaultEndpoint", !c.DisableDefaultEndpoint)
 		go watchRegistries(ctx, path, c.Registries.Changed)
 	}
@@ -88,13 +89,4 @@ func watchRegistries(ctx context.Context, path string, changed func() bool) {
 		case <-w.Errors:
 		}
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -3,7 +3,9 @@ package registries
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -26,7 +28,7 @@ func (r Rewritten) Key() string { return r.Registry + " " + r.Endpoint }
 // Rewrites lists the endpoints that need a rewriting proxy.
 func (r *Registries) Rewrites() []Rewritten {
 	var out []Rewritten
-	for _, name := range sortedKeys(r.Mirrors) {
+	for _, name := range slices.Sorted(maps.Keys(r.Mirrors)) {
 		m := r.Mirrors[name]
 		if len(m.Rewrite) == 0 {
 			continue

@@ -6,11 +6,13 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -50,7 +52,7 @@ func NewProxy(rw Rewritten, cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{target: target, secret: "/" + hex.EncodeToString(b[:])}
-	for _, pattern := range sortedKeys(rw.Rules) {
+	for _, pattern := range slices.Sorted(maps.Keys(rw.Rules)) {
 		re, err := regexp.Compile(pattern)
 		if err != nil {
 			return nil, err

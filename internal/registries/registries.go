@@ -13,10 +13,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -190,7 +192,7 @@ func checkKeys(doc any, schema map[string]any, path string) error {
 // check validates what a node needs before it writes anything: endpoint
 // URLs, rewrite patterns, and that TLS files can be read and used.
 func (r *Registries) check() error {
-	for _, name := range sortedKeys(r.Mirrors) {
+	for _, name := range slices.Sorted(maps.Keys(r.Mirrors)) {
 		m := r.Mirrors[name]
 		key := fmt.Sprintf("mirrors.%q", name)
 		if err := checkHost(name, key); err != nil {
@@ -201,7 +203,7 @@ func (r *Registries) check() error {
 				return fmt.Errorf("%s.endpoint[%d]: %v", key, i, err)
 			}
 		}
-		for _, pattern := range sortedKeys(m.Rewrite) {
+		for _, pattern := range slices.Sorted(maps.Keys(m.Rewrite)) {
 			if _, err := regexp.Compile(pattern); err != nil {
 				return fmt.Errorf("%s.rewrite: %q is not a regular expression (%v): fix or quote it", key, pattern, errors.Unwrap(err))
 			}
@@ -210,7 +212,7 @@ func (r *Registries) check() error {
 			return fmt.Errorf("%s.rewrite applies to its endpoints, and it has none: add an endpoint list", key)
 		}
 	}
-	for _, name := range sortedKeys(r.Configs) {
+	for _, name := range slices.Sorted(maps.Keys(r.Configs)) {
 		c := r.Configs[name]
 		key := fmt.Sprintf("configs.%q", name)
 		if err := checkHost(name, key); err != nil {
@@ -296,7 +298,7 @@ func (r *Registries) Hosts() []string {
 		set[h] = true
 	}
 	delete(set, Wildcard)
-	return sortedKeys(set)
+	return slices.Sorted(maps.Keys(set))
 }
 
 // ConfigFor is the config of host, or the wildcard's when it has none.
@@ -305,13 +307,4 @@ func (r *Registries) ConfigFor(host string) Config {
 		return c
 	}
 	return r.Configs[Wildcard]
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -113,22 +113,13 @@ func Save(ctx context.Context, src Source, dir, name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("writing the snapshot: %w", err)
 	}
-	if err := syncFile(tmp); err != nil {
+	if err := atomicfile.Sync(tmp); err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return "", err
 	}
 	return path, atomicfile.SyncDir(dir)
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // List returns the snapshots in dir, newest first.
@@ -253,7 +244,7 @@ func Restore(path, db string) error {
 	if err != nil {
 		return err
 	}
-	if err := syncFile(tmp); err != nil {
+	if err := atomicfile.Sync(tmp); err != nil {
 		return err
 	}
 	if _, err := os.Stat(db); err == nil {
