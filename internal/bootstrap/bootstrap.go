@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -151,14 +152,53 @@ func Sync(ctx context.Context, kv clientv3.KV, paths []string, secret string, en
 			if err != nil {
 				return err
 			}
-			replaced, err := Write(paths, files)
+			// Files a newer skiff shares that the stored ones lack (a CA
+			// added since): this server's own, made by ensure, are added
+			// for the others, unless another server added its first.
+			var stored, missing []string
+			for _, p := range paths {
+				if _, ok := files[filepath.Base(p)]; ok {
+					stored = append(stored, p)
+				} else {
+					missing = append(missing, p)
+				}
+			}
+			replaced, err := Write(stored, files)
 			if err != nil {
 				return err
 			}
 			if len(replaced) > 0 {
 				klog.InfoS("replaced this server's CA files with the cluster's from the datastore", "files", replaced)
 			}
-			return ensure()
+			if err := ensure(); err != nil {
+				return err
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+			added, err := Read(missing)
+			if err != nil {
+				return err
+			}
+			for name, data := range added {
+				files[name] = data
+			}
+			value, err := Seal(secret, files)
+			if err != nil {
+				return err
+			}
+			txn, err := kv.Txn(ctx).
+				If(clientv3.Compare(clientv3.ModRevision(Key), "=", resp.Kvs[0].ModRevision)).
+				Then(clientv3.OpPut(Key, string(value))).
+				Commit()
+			if err != nil {
+				return fmt.Errorf("storing %s in the datastore: %w", Key, err)
+			}
+			if txn.Succeeded {
+				klog.InfoS("added files to the cluster's shared ones in the datastore", "files", slices.Sorted(maps.Keys(added)))
+				return nil
+			}
+			continue // another server changed them meanwhile: take its
 		}
 		if err := ensure(); err != nil {
 			return err

@@ -79,7 +79,7 @@ func (a *APIServer) args() []string {
 		flag("tls-private-key-file", f.ServingKey()),
 		flag("kubelet-client-certificate", f.APIServerClientCert()),
 		flag("kubelet-client-key", f.APIServerClientKey()),
-		flag("kubelet-certificate-authority", f.ServerCA()),
+		flag("kubelet-certificate-authority", f.KubeletCABundle()),
 		flag("kubelet-preferred-address-types", "InternalIP,ExternalIP,Hostname"),
 		flag("service-account-key-file", f.ServiceAccountKey()),
 		flag("service-account-signing-key-file", f.ServiceAccountKey()),

@@ -27,6 +27,17 @@ func (f Files) APIServerClientKey() string { return f.path("client-kube-apiserve
 func (f Files) AuthProxyCert() string      { return f.path("client-auth-proxy.crt") }
 func (f Files) AuthProxyKey() string       { return f.path("client-auth-proxy.key") }
 
+// KubeletCA signs the kubelets' serving certificates, and nothing else: a
+// node's serving key is then no identity of the API server to the other
+// nodes, which trust the server CA for that.
+func (f Files) KubeletCA() string    { return f.path("kubelet-ca.crt") }
+func (f Files) KubeletCAKey() string { return f.path("kubelet-ca.key") }
+
+// KubeletCABundle is what kubelets' serving certificates are verified
+// with: the kubelet CA, and the server CA that signed them before the
+// kubelet CA was made (nodes joined then keep theirs until they renew).
+func (f Files) KubeletCABundle() string { return f.path("kubelet-ca-bundle.crt") }
+
 // MetricsServingCert and MetricsServingKey serve the resource metrics API to
 // the API server, signed by the server CA for the metrics-server Service.
 func (f Files) MetricsServingCert() string { return f.path("serving-metrics-server.crt") }
@@ -40,7 +51,7 @@ func (f Files) EncryptionConfig() string { return f.path("encryption-config.yaml
 // and the service-account signing key. The rest is made from them.
 func (f Files) Shared() []string {
 	return []string{f.ServerCA(), f.ServerCAKey(), f.ClientCA(), f.ClientCAKey(),
-		f.RequestHeaderCA(), f.RequestHeaderCAKey(), f.ServiceAccountKey()}
+		f.RequestHeaderCA(), f.RequestHeaderCAKey(), f.ServiceAccountKey(), f.KubeletCA(), f.KubeletCAKey()}
 }
 
 // ClientCert and ClientKey are the certificate files of a named client

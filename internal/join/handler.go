@@ -64,7 +64,7 @@ type Request struct {
 type Response struct {
 	ClientCert  string   `json:"clientCert"`  // system:node:<name>, group system:nodes
 	ServingCert string   `json:"servingCert"` // the kubelet's serving certificate
-	ServerCA    string   `json:"serverCA"`    // verifies the API server and signed the serving certificate
+	ServerCA    string   `json:"serverCA"`    // verifies the API server
 	ClientCA    string   `json:"clientCA"`    // verifies clients of the kubelet
 	Settings    Settings `json:"settings"`
 }
@@ -73,12 +73,13 @@ type Response struct {
 type Handler struct {
 	// ServerSecret is the server token's secret.
 	ServerSecret string
-	// ServerCAFile and ClientCA: the bundle agents download and check against
-	// their token's hash; the client CA signs kubelet client certificates,
-	// the server CA kubelet serving certificates.
-	ServerCAFile       string
-	ServerCA, ClientCA *pki.CA
-	Settings           Settings
+	// ServerCAFile and ServerCA: the bundle agents download and check
+	// against their token's hash, and trust for the API server; the client
+	// CA signs kubelet client certificates, the kubelet CA (and nothing
+	// else) their serving certificates.
+	ServerCAFile                  string
+	ServerCA, ClientCA, KubeletCA *pki.CA
+	Settings                      Settings
 	// Client reaches the cluster as admin (node passwords, join tokens).
 	Client func() (kubernetes.Interface, error)
 
@@ -231,10 +232,10 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 	if err != nil {
 		return nil, err
 	}
-	servingCert, err := h.ServerCA.Sign(servingPub, pki.Spec{
-		CommonName: req.NodeName, Usage: pki.Server,
-		DNSNames: []string{req.NodeName, "localhost"},
-		IPs:      append(ips, net.ParseIP("127.0.0.1")),
+	// The node's name and addresses only: no loopback name, which any
+	// node could then serve as.
+	servingCert, err := h.KubeletCA.Sign(servingPub, pki.Spec{
+		CommonName: req.NodeName, Usage: pki.Server, DNSNames: []string{req.NodeName}, IPs: ips,
 	}, pki.CertValidity)
 	if err != nil {
 		return nil, err

@@ -59,8 +59,9 @@ type Config struct {
 	Kubeconfig string
 	// AdminKubeconfig publishes its APIService, Service and EndpointSlice.
 	AdminKubeconfig string
-	// ServerCA signs its serving certificate and the kubelets'.
-	ServerCA                string
+	// ServerCA signs its serving certificate; KubeletCA verifies the
+	// kubelets'.
+	ServerCA, KubeletCA     string
 	ServingCert, ServingKey string
 	BindAddress             string
 	Port                    int
@@ -80,7 +81,7 @@ type MetricsServer struct {
 // New checks the settings and builds metrics-server's options; it writes
 // nothing.
 func New(cfg Config) (*MetricsServer, error) {
-	if cfg.Kubeconfig == "" || cfg.AdminKubeconfig == "" || cfg.ServerCA == "" || cfg.AdvertiseIP == nil || cfg.Port <= 0 {
+	if cfg.Kubeconfig == "" || cfg.AdminKubeconfig == "" || cfg.ServerCA == "" || cfg.KubeletCA == "" || cfg.AdvertiseIP == nil || cfg.Port <= 0 {
 		return nil, errors.New("metrics-server: kubeconfigs, the server CA, an address and a port are needed")
 	}
 	o := options.NewOptions()
@@ -96,8 +97,8 @@ func New(cfg Config) (*MetricsServer, error) {
 	o.Authentication.RemoteKubeConfigFile = cfg.Kubeconfig
 	o.Authorization.RemoteKubeConfigFile = cfg.Kubeconfig
 	o.Features.EnableProfiling = false
-	// Verified: the kubelets' serving certificates come from the server CA.
-	o.KubeletClient.KubeletCAFile = cfg.ServerCA
+	// Verified against the CA of the kubelets' serving certificates.
+	o.KubeletClient.KubeletCAFile = cfg.KubeletCA
 	o.KubeletClient.KubeletUseNodeStatusPort = true
 	o.KubeletClient.KubeletPreferredAddressTypes = []string{string(corev1.NodeInternalIP), string(corev1.NodeExternalIP), string(corev1.NodeHostName)}
 	o.KubeletClient.KubeletRequestTimeout = Resolution * 2 / 3

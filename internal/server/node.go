@@ -35,7 +35,7 @@ func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP) a
 
 // ensureNodeCerts issues the in-process node's kubelet certificates from the
 // cluster CAs, and its kubeconfig.
-func ensureNodeCerts(c *controlplane.Config, cfg agent.Config, nodeIP net.IP, clientCA, serverCA *pki.CA) error {
+func ensureNodeCerts(c *controlplane.Config, cfg agent.Config, nodeIP net.IP, clientCA, kubeletCA *pki.CA) error {
 	name, dir := cfg.NodeName, filepath.Dir(cfg.Kubeconfig)
 	clientCert, clientKey := filepath.Join(dir, "client-kubelet.crt"), filepath.Join(dir, "client-kubelet.key")
 	if _, err := clientCA.EnsureCert(clientCert, clientKey, pki.Spec{
@@ -43,10 +43,8 @@ func ensureNodeCerts(c *controlplane.Config, cfg agent.Config, nodeIP net.IP, cl
 	}); err != nil {
 		return err
 	}
-	if _, err := serverCA.EnsureCert(cfg.ServingCert, cfg.ServingKey, pki.Spec{
-		CommonName: name, Usage: pki.Server,
-		DNSNames: []string{name, "localhost"},
-		IPs:      []net.IP{nodeIP, net.ParseIP("127.0.0.1")},
+	if _, err := kubeletCA.EnsureCert(cfg.ServingCert, cfg.ServingKey, pki.Spec{
+		CommonName: name, Usage: pki.Server, DNSNames: []string{name}, IPs: []net.IP{nodeIP},
 	}); err != nil {
 		return err
 	}

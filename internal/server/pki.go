@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -36,29 +37,39 @@ const MetricsServerUser = "system:skiff:metrics-server"
 
 // ensurePKI creates what is missing of the cluster's CAs, keys, certificates
 // and kubeconfigs, and renews certificates that are close to expiry or whose
-// names changed. It returns the client and server CAs.
-func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net.IP, serviceIP net.IP) (client, server *pki.CA, err error) {
+// names changed. It returns the client, server and kubelet CAs.
+func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net.IP, serviceIP net.IP) (client, server, kubelet *pki.CA, err error) {
 	f := c.Files
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := rotateIfAsked(c); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	serverCA, err := pki.LoadOrCreateCA(f.Dir, "server-ca", "skiff-server-ca")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	clientCA, err := pki.LoadOrCreateCA(f.Dir, "client-ca", "skiff-client-ca")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	kubeletCA, err := pki.LoadOrCreateCA(f.Dir, "kubelet-ca", "skiff-kubelet-ca")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	bundle := append(pki.EncodeCert(kubeletCA.Cert), pki.EncodeCert(serverCA.Cert)...)
+	if old, err := os.ReadFile(f.KubeletCABundle()); err != nil || !bytes.Equal(old, bundle) {
+		if err := atomicfile.Write(f.KubeletCABundle(), bundle, 0o600); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	requestHeaderCA, err := pki.LoadOrCreateCA(f.Dir, "request-header-ca", "skiff-request-header-ca")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := pki.EnsureServiceAccountKey(f.ServiceAccountKey()); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 
 	serving := pki.Spec{
@@ -78,33 +89,33 @@ func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net
 		}
 	}
 	if _, err := serverCA.EnsureCert(f.ServingCert(), f.ServingKey(), serving); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// The API server's client identity towards kubelets.
 	if _, err := clientCA.EnsureCert(f.APIServerClientCert(), f.APIServerClientKey(),
 		pki.Spec{CommonName: "system:kube-apiserver", Organization: []string{"system:masters"}}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if _, err := serverCA.EnsureCert(f.MetricsServingCert(), f.MetricsServingKey(), pki.Spec{
 		CommonName: metricsserver.ServiceName, Usage: pki.Server, DNSNames: metricsserver.DNSNames(c.ClusterDomain),
 	}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if _, err := requestHeaderCA.EnsureCert(f.AuthProxyCert(), f.AuthProxyKey(),
 		pki.Spec{CommonName: "system:auth-proxy"}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	url := "https://" + net.JoinHostPort(c.LoopbackAddress(), itoa(c.Port))
 	for _, cl := range clients {
 		if _, err := clientCA.EnsureCert(f.ClientCert(cl.name), f.ClientKey(cl.name), cl.spec); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		kc := kubeconfig.Files{Server: url, CAFile: f.ServerCA(), CertFile: f.ClientCert(cl.name), KeyFile: f.ClientKey(cl.name)}
 		if err := kc.Write(f.Kubeconfig(cl.name)); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	return clientCA, serverCA, nil
+	return clientCA, serverCA, kubeletCA, nil
 }
 
 // writeAdminKubeconfig writes the self-contained admin kubeconfig for users.

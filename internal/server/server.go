@@ -187,7 +187,7 @@ func check(o Options) (*plan, error) {
 		f := p.cfg.Files
 		if p.metrics, err = metricsserver.New(metricsserver.Config{
 			Kubeconfig: f.Kubeconfig("metrics-server"), AdminKubeconfig: f.Kubeconfig("admin"),
-			ServerCA: f.ServerCA(), ServingCert: f.MetricsServingCert(), ServingKey: f.MetricsServingKey(),
+			ServerCA: f.ServerCA(), KubeletCA: f.KubeletCABundle(), ServingCert: f.MetricsServingCert(), ServingKey: f.MetricsServingKey(),
 			BindAddress: o.BindAddress, Port: metricsPort, AdvertiseIP: p.advertise, LeaderElect: p.cfg.LeaderElect,
 		}); err != nil {
 			return nil, err
@@ -257,12 +257,12 @@ func (p *plan) prepare() error {
 			return fmt.Errorf("the encryption configuration: %w", err)
 		}
 	}
-	clientCA, serverCA, err := ensurePKI(cfg, p.hostname, p.o.TLSSANs, p.ips, p.serviceIP)
+	clientCA, serverCA, kubeletCA, err := ensurePKI(cfg, p.hostname, p.o.TLSSANs, p.ips, p.serviceIP)
 	if err != nil {
 		return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
 	}
 	if !p.o.DisableAgent {
-		if err := ensureNodeCerts(cfg, p.ncfg, p.ips[0], clientCA, serverCA); err != nil {
+		if err := ensureNodeCerts(cfg, p.ncfg, p.ips[0], clientCA, kubeletCA); err != nil {
 			return fmt.Errorf("node certificates: %w", err)
 		}
 	}
@@ -270,7 +270,7 @@ func (p *plan) prepare() error {
 	if err != nil {
 		return err
 	}
-	p.joins.ServerSecret, p.joins.ServerCA, p.joins.ClientCA = token.Server, serverCA, clientCA
+	p.joins.ServerSecret, p.joins.ServerCA, p.joins.ClientCA, p.joins.KubeletCA = token.Server, serverCA, clientCA, kubeletCA
 	return nil
 }
 

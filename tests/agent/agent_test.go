@@ -6,13 +6,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +90,7 @@ func TestAgentJoinsAndRunsPods(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl logs: %q, %v", out, err)
 	}
+	servingCertIsNoAPIIdentity(t, server, a)
 
 	// Once its Node is deleted (and with it its node password), the
 	// machine's still valid certificate renews no more.
@@ -107,6 +111,47 @@ func TestAgentJoinsAndRunsPods(t *testing.T) {
 	if status != http.StatusForbidden || !strings.Contains(body, "node edge-1 has no node password on the server any more (its Node was deleted): join again with a token") {
 		t.Errorf("a deleted node renewing with its certificate: %d %q, want 403 and a refusal", status, body)
 	}
+}
+
+// servingCertIsNoAPIIdentity: the agent's kubelet serving certificate
+// comes from the kubelet CA, names the node only, and is no API server
+// identity to a node that trusts the server CA.
+func servingCertIsNoAPIIdentity(t *testing.T, server *cluster.Server, a *cluster.Server) {
+	t.Helper()
+	cert := readCert(t, filepath.Join(a.DataDir, "agent", "serving-kubelet.crt"))
+	pool := func(file string) *x509.CertPool {
+		p := x509.NewCertPool()
+		p.AddCert(readCert(t, filepath.Join(server.DataDir, "server", "tls", file)))
+		return p
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool("kubelet-ca.crt"), DNSName: "edge-1"}); err != nil {
+		t.Errorf("the agent's serving certificate is not the kubelet CA's for edge-1: %v", err)
+	}
+	for _, name := range []string{"127.0.0.1", "localhost", "edge-1"} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool("server-ca.crt"), DNSName: name}); err == nil {
+			t.Errorf("the agent's serving certificate passes as the API server's (for %s) with the server CA", name)
+		}
+	}
+	if len(cert.IPAddresses) > 0 && cert.IPAddresses[0].IsLoopback() || slices.Contains(cert.DNSNames, "localhost") {
+		t.Errorf("the agent's serving certificate names loopback: %v %v", cert.DNSNames, cert.IPAddresses)
+	}
+}
+
+func readCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil {
+		t.Fatalf("%s holds no PEM", path)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // renew asks for certificates as an agent's renewal does: with its client
