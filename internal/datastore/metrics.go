@@ -48,16 +48,18 @@ func exposeSize(ctx context.Context, path string) {
 				func() float64 { return fileSize(dbPath()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_datastore_wal_size_bytes", Help: "Size of the embedded SQLite database's write-ahead log."},
 				func() float64 { return fileSize(dbPath() + "-wal") }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_datastore_free_bytes", Help: "Space in the embedded SQLite database that compaction freed: reused by new writes, given back to the disk at the next start."},
+				func() float64 { return float64(observed.freeBytes.Load()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_datastore_compact_revision", Help: "The revision the embedded datastore's history was last compacted to."},
-				func() float64 { return float64(compaction.revision.Load()) }),
+				func() float64 { return float64(observed.compactRevision.Load()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_datastore_last_compaction_timestamp_seconds", Help: "When the embedded datastore's compaction was last seen to move (Unix seconds; 0 if not since start)."},
-				func() float64 { return float64(compaction.at.Load()) }),
+				func() float64 { return float64(observed.compactedAt.Load()) }),
 		)
 	})
 	logSize := func() {
-		kv := []any{"db", path, "dbBytes", int64(fileSize(path)), "walBytes", int64(fileSize(path + "-wal"))}
-		if at := compaction.at.Load(); at != 0 {
-			kv = append(kv, "compactRevision", compaction.revision.Load(), "lastCompaction", time.Unix(at, 0).UTC().Format(time.RFC3339))
+		kv := []any{"db", path, "dbBytes", int64(fileSize(path)), "walBytes", int64(fileSize(path + "-wal")), "freeBytes", observed.freeBytes.Load()}
+		if at := observed.compactedAt.Load(); at != 0 {
+			kv = append(kv, "compactRevision", observed.compactRevision.Load(), "lastCompaction", time.Unix(at, 0).UTC().Format(time.RFC3339))
 		}
 		klog.InfoS("datastore size", kv...)
 	}
