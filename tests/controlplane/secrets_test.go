@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	_ "modernc.org/sqlite" // reads the server's state.db
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
