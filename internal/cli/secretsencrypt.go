@@ -125,9 +125,14 @@ func secretsEncryptCommand() *cli.Command {
 // waitEncryptedWith writes the probe Secret until it is stored encrypted
 // with cfg's primary key.
 func waitEncryptedWith(ctx context.Context, cs kubernetes.Interface, db string, cfg *secretsencrypt.Config) error {
+	d, err := openState(db)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
 	secrets := cs.CoreV1().Secrets(metav1.NamespaceSystem)
 	defer secrets.Delete(context.Background(), probeSecret, metav1.DeleteOptions{})
-	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: probeSecret}, Data: map[string][]byte{"at": []byte(time.Now().String())}}
 		if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
 			if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
@@ -136,7 +141,7 @@ func waitEncryptedWith(ctx context.Context, cs kubernetes.Interface, db string, 
 		} else if err != nil {
 			return false, nil
 		}
-		value, err := storedValue(ctx, db, "/registry/secrets/"+metav1.NamespaceSystem+"/"+probeSecret)
+		value, err := storedValue(ctx, d, "/registry/secrets/"+metav1.NamespaceSystem+"/"+probeSecret)
 		return err == nil && strings.HasPrefix(value, cfg.Prefix()), nil
 	})
 	if err != nil {
@@ -173,15 +178,18 @@ func rewriteSecrets(ctx context.Context, cs kubernetes.Interface) (int, error) {
 	return n, nil
 }
 
-// storedValue is the newest value of key in the embedded datastore.
-func storedValue(ctx context.Context, db, key string) (string, error) {
-	d, err := sql.Open("sqlite", "file:"+db+"?mode=ro&_pragma=busy_timeout(10000)")
-	if err != nil {
-		return "", err
+// openState opens the embedded datastore's database to read it.
+func openState(path string) (*sql.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
 	}
-	defer d.Close()
+	return sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+}
+
+// storedValue is the newest value of key in the embedded datastore.
+func storedValue(ctx context.Context, d *sql.DB, key string) (string, error) {
 	var v []byte
-	err = d.QueryRowContext(ctx, `SELECT value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1`, key).Scan(&v)
+	err := d.QueryRowContext(ctx, `SELECT value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1`, key).Scan(&v)
 	return string(v), err
 }
 
@@ -189,10 +197,7 @@ func storedValue(ctx context.Context, db, key string) (string, error) {
 // the primary key, an older one, not at all.
 func storedSecrets(ctx context.Context, db string, cfg *secretsencrypt.Config) ([3]int, error) {
 	var counts [3]int
-	if _, err := os.Stat(db); err != nil {
-		return counts, err
-	}
-	d, err := sql.Open("sqlite", "file:"+db+"?mode=ro&_pragma=busy_timeout(10000)")
+	d, err := openState(db)
 	if err != nil {
 		return counts, err
 	}

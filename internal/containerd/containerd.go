@@ -79,17 +79,9 @@ func New(cfg Config) (*Containerd, error) {
 	if regs == nil {
 		regs = &registries.Registries{}
 	}
-	proxies := map[string]*registries.Proxy{}
-	for _, rw := range regs.Rewrites() {
-		u, err := registries.ParseEndpoint(rw.Endpoint)
-		if err != nil {
-			return nil, err
-		}
-		p, err := registries.NewProxy(rw, regs.ConfigFor(u.Host))
-		if err != nil {
-			return nil, fmt.Errorf("%s: mirror %s, endpoint %s: %v", regs.Path, rw.Registry, rw.Endpoint, err)
-		}
-		proxies[rw.Key()] = p
+	proxies, err := regs.Proxies()
+	if err != nil {
+		return nil, err
 	}
 	return &Containerd{
 		Root:                   filepath.Join(cfg.DataDir, "agent", "containerd"),

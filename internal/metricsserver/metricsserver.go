@@ -16,18 +16,18 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	discoveryv1ac "k8s.io/client-go/applyconfigurations/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
-	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	apiregistrationv1ac "k8s.io/kube-aggregator/pkg/client/applyconfiguration/apiregistration/v1"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/metrics-server/cmd/metrics-server/app/options"
 )
 
@@ -117,16 +117,20 @@ func (m *MetricsServer) Name() string { return "metrics-server" }
 // Run implements component.Component: it serves the API, or with leader
 // election campaigns and serves while it leads.
 func (m *MetricsServer) Run(ctx context.Context) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", m.cfg.AdminKubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	agg, err := aggregator.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
 	if !m.cfg.LeaderElect {
-		return m.serve(ctx)
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", m.cfg.AdminKubeconfig)
-	if err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
+		return m.serve(ctx, cs, agg)
 	}
 	host, _ := os.Hostname()
 	id := host + "_" + m.cfg.AdvertiseIP.String() + "_" + strconv.Itoa(os.Getpid())
@@ -142,7 +146,7 @@ func (m *MetricsServer) Run(ctx context.Context) error {
 			ReleaseOnCancel: true, Name: "metrics-server",
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(ctx context.Context) {
-					if err := m.serve(ctx); err != nil && ctx.Err() == nil {
+					if err := m.serve(ctx, cs, agg); err != nil && ctx.Err() == nil {
 						failed <- err
 					}
 				},
@@ -160,7 +164,7 @@ func (m *MetricsServer) Run(ctx context.Context) error {
 
 // serve runs metrics-server's API server until ctx ends, once its
 // registration points at this server.
-func (m *MetricsServer) serve(ctx context.Context) error {
+func (m *MetricsServer) serve(ctx context.Context, cs kubernetes.Interface, agg aggregator.Interface) error {
 	cfg, err := m.opts.ServerConfig()
 	if err != nil {
 		return err
@@ -170,102 +174,53 @@ func (m *MetricsServer) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.publish(ctx); err != nil {
+	if err := m.publish(ctx, cs, agg); err != nil {
 		return err
 	}
 	return srv.RunUntil(ctx.Done())
 }
 
 // publish points the APIService, through a Service without selector and an
-// EndpointSlice of its own, at this server's address and port.
-func (m *MetricsServer) publish(ctx context.Context) error {
-	rc, err := clientcmd.BuildConfigFromFlags("", m.cfg.AdminKubeconfig)
-	if err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
-	agg, err := aggregator.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
+// EndpointSlice of its own, at this server's address and port (server-side
+// apply: whichever server serves last owns them).
+func (m *MetricsServer) publish(ctx context.Context, cs kubernetes.Interface, agg aggregator.Interface) error {
 	ca, err := os.ReadFile(m.cfg.ServerCA)
 	if err != nil {
 		return err
 	}
 	labels := map[string]string{"app.kubernetes.io/managed-by": managedBy}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: ServiceName, Namespace: Namespace, Labels: labels},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Ports: []corev1.ServicePort{{
-			Name: "https", Port: 443, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(int32(m.cfg.Port)),
-		}}},
-	}
 	addressType := discoveryv1.AddressTypeIPv4
 	if m.cfg.AdvertiseIP.To4() == nil {
 		addressType = discoveryv1.AddressTypeIPv6
 	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: ServiceName, Namespace: Namespace, Labels: map[string]string{
-			discoveryv1.LabelServiceName: ServiceName, discoveryv1.LabelManagedBy: managedBy,
-		}},
-		AddressType: addressType,
-		Endpoints: []discoveryv1.Endpoint{{
-			Addresses:  []string{m.cfg.AdvertiseIP.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-		}},
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(m.cfg.Port)), Protocol: ptr.To(corev1.ProtocolTCP)}},
-	}
-	api := &apiregistrationv1.APIService{
-		ObjectMeta: metav1.ObjectMeta{Name: APIServiceName, Labels: labels},
-		Spec: apiregistrationv1.APIServiceSpec{
-			Service:              &apiregistrationv1.ServiceReference{Namespace: Namespace, Name: ServiceName, Port: ptr.To[int32](443)},
-			Group:                "metrics.k8s.io",
-			Version:              "v1beta1",
-			CABundle:             ca,
-			GroupPriorityMinimum: 100,
-			VersionPriority:      100,
-		},
-	}
+	port := int32(m.cfg.Port)
+	svc := corev1ac.Service(ServiceName, Namespace).WithLabels(labels).WithSpec(corev1ac.ServiceSpec().
+		WithType(corev1.ServiceTypeClusterIP).
+		WithPorts(corev1ac.ServicePort().WithName("https").WithPort(443).WithProtocol(corev1.ProtocolTCP).WithTargetPort(intstr.FromInt32(port))))
+	slice := discoveryv1ac.EndpointSlice(ServiceName, Namespace).
+		WithLabels(map[string]string{discoveryv1.LabelServiceName: ServiceName, discoveryv1.LabelManagedBy: managedBy}).
+		WithAddressType(addressType).
+		WithEndpoints(discoveryv1ac.Endpoint().WithAddresses(m.cfg.AdvertiseIP.String()).WithConditions(discoveryv1ac.EndpointConditions().WithReady(true))).
+		WithPorts(discoveryv1ac.EndpointPort().WithName("https").WithPort(port).WithProtocol(corev1.ProtocolTCP))
+	api := apiregistrationv1ac.APIService(APIServiceName).WithLabels(labels).WithSpec(apiregistrationv1ac.APIServiceSpec().
+		WithService(apiregistrationv1ac.ServiceReference().WithNamespace(Namespace).WithName(ServiceName).WithPort(443)).
+		WithGroup("metrics.k8s.io").WithVersion("v1beta1").WithCABundle(ca...).
+		WithGroupPriorityMinimum(100).WithVersionPriority(100))
+	opts := metav1.ApplyOptions{FieldManager: managedBy, Force: true}
 	steps := []struct {
-		what string
-		do   func(context.Context) error
+		what  string
+		apply func(context.Context) error
 	}{
 		{"Service", func(ctx context.Context) error {
-			cur, err := cs.CoreV1().Services(Namespace).Get(ctx, ServiceName, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				_, err = cs.CoreV1().Services(Namespace).Create(ctx, svc, metav1.CreateOptions{})
-				return err
-			} else if err != nil {
-				return err
-			}
-			cur.Labels, cur.Spec.Ports, cur.Spec.Selector = labels, svc.Spec.Ports, nil
-			_, err = cs.CoreV1().Services(Namespace).Update(ctx, cur, metav1.UpdateOptions{})
+			_, err := cs.CoreV1().Services(Namespace).Apply(ctx, svc, opts)
 			return err
 		}},
 		{"EndpointSlice", func(ctx context.Context) error {
-			cur, err := cs.DiscoveryV1().EndpointSlices(Namespace).Get(ctx, ServiceName, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				_, err = cs.DiscoveryV1().EndpointSlices(Namespace).Create(ctx, slice, metav1.CreateOptions{})
-				return err
-			} else if err != nil {
-				return err
-			}
-			slice.ResourceVersion = cur.ResourceVersion
-			_, err = cs.DiscoveryV1().EndpointSlices(Namespace).Update(ctx, slice, metav1.UpdateOptions{})
+			_, err := cs.DiscoveryV1().EndpointSlices(Namespace).Apply(ctx, slice, opts)
 			return err
 		}},
 		{"APIService", func(ctx context.Context) error {
-			cur, err := agg.ApiregistrationV1().APIServices().Get(ctx, APIServiceName, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				_, err = agg.ApiregistrationV1().APIServices().Create(ctx, api, metav1.CreateOptions{})
-				return err
-			} else if err != nil {
-				return err
-			}
-			cur.Labels, cur.Spec = labels, api.Spec
-			_, err = agg.ApiregistrationV1().APIServices().Update(ctx, cur, metav1.UpdateOptions{})
+			_, err := agg.ApiregistrationV1().APIServices().Apply(ctx, api, opts)
 			return err
 		}},
 	}
@@ -273,7 +228,7 @@ func (m *MetricsServer) publish(ctx context.Context) error {
 		var last error
 		// The API server may still be starting.
 		err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			err := s.do(ctx)
+			err := s.apply(ctx)
 			if err != nil && ctx.Err() == nil {
 				last = err
 			}

@@ -38,6 +38,20 @@ type rule struct {
 	repl string
 }
 
+// Proxies returns a proxy for each rewritten endpoint, by Rewritten.Key(),
+// each reaching its endpoint with the endpoint host's TLS settings.
+func (r *Registries) Proxies() (map[string]*Proxy, error) {
+	out := map[string]*Proxy{}
+	for _, rw := range r.Rewrites() {
+		p, err := NewProxy(rw, r.ConfigFor(hostOf(rw.Endpoint)))
+		if err != nil {
+			return nil, fmt.Errorf("%s: mirror %s, endpoint %s: %v", r.Path, rw.Registry, rw.Endpoint, err)
+		}
+		out[rw.Key()] = p
+	}
+	return out, nil
+}
+
 // NewProxy returns the proxy for rw, reaching its endpoint with the TLS
 // settings of cfg.
 func NewProxy(rw Rewritten, cfg Config) (*Proxy, error) {

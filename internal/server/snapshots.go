@@ -23,12 +23,18 @@ func SnapshotDir(dataDir, flag string) string {
 	return filepath.Join(dataDir, "server", "db", "snapshots")
 }
 
-// SnapshotFiles are what a snapshot carries besides the database: the
-// cluster's CAs and keys, the server node's password (its Node's binding is
-// in the database) and the encryption configuration its Secrets need.
+// snapshotFiles are what a snapshot carries besides the database: the
+// cluster's CAs and keys, and, when the data dir has them, the server
+// node's password (its Node's binding is in the database) and the
+// encryption configuration its Secrets need.
+func snapshotFiles(c *controlplane.Config) (always, optional []string) {
+	return c.Files.Shared(), []string{filepath.Join(c.DataDir, "server", "node-password"), c.Files.EncryptionConfig()}
+}
+
+// SnapshotFiles are the files a snapshot of the data dir carries.
 func SnapshotFiles(c *controlplane.Config) []string {
-	files := c.Files.Shared()
-	for _, f := range []string{filepath.Join(c.DataDir, "server", "node-password"), c.Files.EncryptionConfig()} {
+	files, optional := snapshotFiles(c)
+	for _, f := range optional {
 		if fileExists(f) {
 			files = append(files, f)
 		}
@@ -88,8 +94,8 @@ func (p *plan) restore() error {
 	if err != nil {
 		return err
 	}
-	paths := p.cfg.Files.Shared()
-	for _, f := range []string{filepath.Join(p.cfg.DataDir, "server", "node-password"), p.cfg.Files.EncryptionConfig()} {
+	paths, optional := snapshotFiles(p.cfg)
+	for _, f := range optional {
 		if _, ok := files[filepath.Base(f)]; ok {
 			paths = append(paths, f)
 		}
