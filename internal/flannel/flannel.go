@@ -38,6 +38,8 @@ const (
 	// overhead is what VXLAN adds to a packet: outer IPv4, UDP, VXLAN and
 	// Ethernet headers.
 	overhead = 50
+	// retryAfter is how soon a failed pass over the peers is tried again.
+	retryAfter = 2 * time.Second
 )
 
 // The Node annotations, flannel's names.
@@ -156,6 +158,11 @@ func (o *Overlay) Run(ctx context.Context) error {
 	// A resync now and then repairs entries someone else removed.
 	resync := time.NewTicker(5 * time.Minute)
 	defer resync.Stop()
+	// A failed pass (a netlink error, or a Node patch the API refused) is
+	// tried again soon rather than at the next change.
+	retry := time.NewTimer(0)
+	<-retry.C
+	defer retry.Stop()
 	var link netlink.Link
 	for {
 		all, err := nodes.Lister().List(labels.Everything())
@@ -181,6 +188,7 @@ func (o *Overlay) Run(ctx context.Context) error {
 			o.ignored = ignored
 			if err := apply(link, peers); err != nil {
 				klog.ErrorS(err, "programming the overlay's routes failed; will retry")
+				retry.Reset(retryAfter)
 			}
 		}
 		select {
@@ -190,6 +198,7 @@ func (o *Overlay) Run(ctx context.Context) error {
 			return nil
 		case <-changed:
 		case <-resync.C:
+		case <-retry.C:
 		}
 	}
 }

@@ -230,11 +230,27 @@ func TestDeletedNodeLeavesNoRoutes(t *testing.T) {
 	mac := vtepMAC(n.Annotations["flannel.alpha.coreos.com/backend-data"])
 	for i := range 2 {
 		h := lan.Hosts[i]
+		var left []string
+		defer func() {
+			if t.Failed() {
+				t.Logf("%s still holds of %s (%s, %s):\n%s", nodes[i], gone, cidr, mac, strings.Join(left, "\n"))
+			}
+		}()
 		cluster.WaitFor(t, fmt.Sprintf("%s to forget %s", nodes[i], gone), func(ctx context.Context) (bool, error) {
-			routes, _ := h.Run("ip", "route", "show", "dev", overlay(i))
-			fdb, _ := h.Run("bridge", "fdb", "show", "dev", overlay(i))
-			neigh, _ := h.Run("ip", "neigh", "show", "dev", overlay(i))
-			return !strings.Contains(routes, cidr) && !strings.Contains(fdb, mac) && !strings.Contains(neigh, mac), nil
+			left = nil
+			for _, cmd := range [][]string{
+				{"ip", "route", "show", "dev", overlay(i)},
+				{"bridge", "fdb", "show", "dev", overlay(i)},
+				{"ip", "neigh", "show", "dev", overlay(i)},
+			} {
+				out, _ := h.Run(cmd...)
+				for _, line := range strings.Split(out, "\n") {
+					if strings.Contains(line, cidr) || strings.Contains(strings.ToLower(line), mac) {
+						left = append(left, strings.Join(cmd[:2], " ")+": "+line)
+					}
+				}
+			}
+			return len(left) == 0, nil
 		})
 	}
 }
