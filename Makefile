@@ -26,6 +26,7 @@ DIST ?= dist
 DATA_DIR ?= /var/lib/skiff
 
 CNI_PLUGINS := $(shell sed -n 's/^\t\(github.com\/containernetworking\/plugins\/.*\)/\1/p' go.mod)
+SHIM        := github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
 
 .PHONY: build assets run test test-deps unit e2e bench release clean
 
@@ -33,10 +34,12 @@ build: assets
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) .
 
 # Programs embedded in skiff, built for the target architecture: the
-# upstream CNI plugins and the pod sandbox (pause) process.
+# upstream CNI plugins, containerd's runc shim (with upstream's own shim
+# build tags: it speaks ttrpc only) and the pod sandbox (pause) process.
 assets:
-	mkdir -p internal/cni/bin internal/pause/bin
+	mkdir -p internal/cni/bin internal/containerd/bin internal/pause/bin
 	$(GO) build -ldflags '-s -w' -o internal/cni/bin/ $(CNI_PLUGINS)
+	$(GO) build -tags no_grpc -ldflags '-s -w' -o internal/containerd/bin/ $(SHIM)
 	$(GO) build -ldflags '-s -w' -o internal/pause/bin/pause ./internal/pause/cmd
 
 # A single-node cluster on the embedded SQLite default, in the foreground.

@@ -12,16 +12,13 @@ import (
 	"github.com/skiff-dev/skiff/internal/containerd"
 	"github.com/skiff-dev/skiff/internal/crictl"
 	"github.com/skiff-dev/skiff/internal/kubectl"
+
 	// Initialised before any kubectl package, wherever it is imported: see
 	// its doc.
 	_ "github.com/skiff-dev/skiff/internal/kubectl/translations"
 )
 
 func main() {
-	// The runc shim first: it parses the process's global flags itself.
-	if containerd.IsShim(os.Args) {
-		containerd.ShimMain()
-	}
 	name := filepath.Base(os.Args[0])
 	if name == "skiff" && len(os.Args) > 1 {
 		switch os.Args[1] {

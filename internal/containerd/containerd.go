@@ -35,7 +35,7 @@ type Containerd struct {
 	Root       string // <data-dir>/agent/containerd
 	State      string // runtime state, under /run
 	ConfigFile string // <data-dir>/agent/etc/containerd/config.toml
-	BinDir     string // CNI plugins and the shim link: <data-dir>/data/bin
+	BinDir     string // CNI plugins and the shim: <data-dir>/data/bin
 	CNIConfDir string
 	ImagesDir  string // air-gap tarballs: <data-dir>/agent/images
 	LogFile    string
@@ -244,13 +244,8 @@ func (c *Containerd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// containerd finds the shim by name on its PATH: the shim is this binary.
-	shim := filepath.Join(c.BinDir, ShimName)
-	if target, err := os.Readlink(shim); err != nil || target != self {
-		os.Remove(shim)
-		if err := os.Symlink(self, shim); err != nil {
-			return err
-		}
+	if err := installShim(c.BinDir); err != nil {
+		return err
 	}
 	// A failed image import ends the component instead of leaving it
 	// never ready.

@@ -183,17 +183,18 @@ type process struct {
 	args      []string
 }
 
-// shim says whether p is a containerd shim: skiff started by containerd as
-// its runc shim, `skiff -namespace NS -id ID -address SOCKET`.
+// shim says whether p is a containerd shim: `containerd-shim-runc-v2
+// -namespace NS -id ID -address SOCKET` (older releases ran skiff as it).
 func (p process) shim() bool {
 	return len(p.args) > 1 && (p.args[1] == "-namespace" || strings.HasPrefix(filepath.Base(p.args[0]), "containerd-shim"))
 }
 
 // owned returns the processes of this node, never this process or one of its
-// ancestors: a skiff binary (see skiffBinary) with an argument naming the
-// data dir or run dir: `skiff server|agent --data-dir D`, `skiff containerd
-// --config D/...`, the shims' `-address R/...`. With the default data dir, a
-// `skiff server|agent` without --data-dir is the node too.
+// ancestors: a skiff binary (see skiffBinary) or a program installed in the
+// data dir (the shim) with an argument naming the data dir or run dir:
+// `skiff server|agent --data-dir D`, `skiff containerd --config D/...`, the
+// shims' `-address R/...`. With the default data dir, a `skiff server|agent`
+// without --data-dir is the node too.
 func (n Node) owned(self string) []process {
 	selfInfo, _ := os.Stat(self)
 	ancestors := map[int]bool{}
@@ -210,7 +211,8 @@ func (n Node) owned(self string) []process {
 		if ancestors[p.pid] || len(p.args) < 2 || p.args[1] == "killall" {
 			continue
 		}
-		if skiffBinary(p.exe, self, selfInfo) && n.names(p.args[1:]) {
+		installed := within(strings.TrimSuffix(p.exe, " (deleted)"), n.DataDir)
+		if (installed || skiffBinary(p.exe, self, selfInfo)) && n.names(p.args[1:]) {
 			mine = append(mine, p)
 		}
 	}

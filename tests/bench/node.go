@@ -268,8 +268,8 @@ func poll(ctx context.Context, cond func(context.Context) bool) error {
 	})
 }
 
-// benchShims prints the memory of the pods' runc shims (one per pod), each
-// a process of the skiff binary: its own (anonymous) memory and its PSS.
+// benchShims prints the memory of the pods' runc shims (one per pod): each
+// one's own (anonymous) memory and its PSS.
 func benchShims(s *cluster.Server) error {
 	sock := filepath.Join(cluster.NamesOf(s.DataDir).RunDir, "containerd")
 	var n, anon, pss int

@@ -7,8 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
 // Not parallel: it restarts the shared server while nothing else runs. The
@@ -43,6 +49,21 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 		resp.Body.Close()
 	}
 	request("before the restart")
+	// Each pod's shim is upstream's small runc shim, installed in the data
+	// dir, not skiff under another name.
+	shims := nodeShims(t)
+	if len(shims) == 0 {
+		t.Fatal("no shim of this node's containerd runs")
+	}
+	skiff, err := os.Stat(cluster.Binary())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pid, exe := range shims {
+		if fi, err := os.Stat(exe); err == nil && os.SameFile(fi, skiff) || filepath.Base(exe) != "containerd-shim-runc-v2" {
+			t.Errorf("shim %d runs %s, want the containerd-shim-runc-v2 of the data dir", pid, exe)
+		}
+	}
 
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("stopping the server: %v", err)
@@ -62,4 +83,43 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 		t.Fatalf("pod IP changed from %s to %s", before.Status.PodIP, after.Status.PodIP)
 	}
 	request("after the restart")
+	for pid := range shims {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			t.Errorf("shim %d did not survive the restart", pid)
+		}
+	}
+	// The kubelet serves exec again once it has published its new port.
+	var out string
+	waitFor(t, "exec into the pod after the restart", func(ctx context.Context) (bool, error) {
+		var err error
+		out, err = srv.Kubectl(ctx, "", "exec", "-n", ns, "survivor", "--", "echo", "still here")
+		return err == nil, nil
+	})
+	if !strings.Contains(out, "still here") {
+		t.Errorf("exec after the restart printed %q", out)
+	}
+}
+
+// nodeShims returns this node's runc shims, pid to executable: the processes
+// `containerd-shim-runc-v2 -namespace NS -id ID -address SOCKET` whose
+// socket is in the node's run dir.
+func nodeShims(t *testing.T) map[int]string {
+	t.Helper()
+	run := cluster.NamesOf(srv.DataDir).RunDir + "/"
+	out := map[int]string{}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, _ := os.ReadFile(p)
+		args := strings.Split(string(data), "\x00")
+		if len(args) < 2 || args[1] != "-namespace" || !strings.Contains(string(data), run) {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join(filepath.Dir(p), "exe"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		out[pid] = exe
+	}
+	return out
 }

@@ -1,7 +1,7 @@
 // Package translations keeps kubectl's message catalogs from being loaded
 // where nobody reads them. kubectl's packages translate their help texts in
 // package-level variables, so every process of the multicall binary (the
-// server, containerd, each pod's shim) would parse the catalog at start:
+// server, containerd) would parse the catalog at start:
 // about 4 MB and 25 ms each. With upstream's hook for it, the catalog is
 // loaded only for kubectl itself, and only for a language other than
 // English, whose texts are the untranslated ones.
