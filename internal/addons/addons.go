@@ -36,8 +36,9 @@ import (
 const FieldManager = "skiff"
 
 // Disableable lists what --disable accepts: the optional manifests, the
-// built-in load balancer controller, and the resource metrics API.
-var Disableable = []string{"dns", "local-storage", "metrics-server", "servicelb"}
+// built-in load balancer controller, the HelmChart controller and the
+// resource metrics API.
+var Disableable = []string{"dns", "helm-controller", "local-storage", "metrics-server", "servicelb"}
 
 // CheckDisable validates --disable's names.
 func CheckDisable(names []string) error {

@@ -23,12 +23,12 @@ import (
 	discoveryv1ac "k8s.io/client-go/applyconfigurations/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 	apiregistrationv1ac "k8s.io/kube-aggregator/pkg/client/applyconfiguration/apiregistration/v1"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	"sigs.k8s.io/metrics-server/cmd/metrics-server/app/options"
+
+	"github.com/skiff-dev/skiff/internal/leader"
 )
 
 const (
@@ -132,34 +132,9 @@ func (m *MetricsServer) Run(ctx context.Context) error {
 	if !m.cfg.LeaderElect {
 		return m.serve(ctx, cs, agg)
 	}
-	host, _ := os.Hostname()
-	id := host + "_" + m.cfg.AdvertiseIP.String() + "_" + strconv.Itoa(os.Getpid())
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, Namespace, "skiff-metrics-server", cs.CoreV1(), cs.CoordinationV1(),
-		resourcelock.ResourceLockConfig{Identity: id})
-	if err != nil {
-		return err
-	}
-	failed := make(chan error, 1)
-	for ctx.Err() == nil {
-		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-			Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-			ReleaseOnCancel: true, Name: "metrics-server",
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(ctx context.Context) {
-					if err := m.serve(ctx, cs, agg); err != nil && ctx.Err() == nil {
-						failed <- err
-					}
-				},
-				OnStoppedLeading: func() {},
-			},
-		})
-		select {
-		case err := <-failed:
-			return err
-		default:
-		}
-	}
-	return nil
+	return leader.Run(ctx, cs, "skiff-metrics-server", leader.Identity(m.cfg.AdvertiseIP.String()), func(ctx context.Context) error {
+		return m.serve(ctx, cs, agg)
+	})
 }
 
 // serve runs metrics-server's API server until ctx ends, once its

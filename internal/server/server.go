@@ -29,9 +29,11 @@ import (
 	"github.com/skiff-dev/skiff/internal/datastore"
 	"github.com/skiff-dev/skiff/internal/deploy"
 	"github.com/skiff-dev/skiff/internal/flannel"
+	"github.com/skiff-dev/skiff/internal/helmchart"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
+	"github.com/skiff-dev/skiff/internal/leader"
 	"github.com/skiff-dev/skiff/internal/loadbalancer"
 	"github.com/skiff-dev/skiff/internal/metricsserver"
 	"github.com/skiff-dev/skiff/internal/secretsencrypt"
@@ -59,6 +61,7 @@ type Options struct {
 	Disable                  []string
 	DisableScheduler         bool
 	DisableControllerManager bool
+	DisableHelmController    bool
 	APIServerArgs            []string
 	ControllerManagerArgs    []string
 	SchedulerArgs            []string
@@ -326,6 +329,15 @@ func (p *plan) components() ([]component.Component, error) {
 		return nil, err
 	}
 	components = append(components, manifestsDir)
+	if !o.DisableHelmController && !slices.Contains(o.Disable, "helm-controller") {
+		charts, err := helmchart.New(helmchart.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"),
+			StaticDir: filepath.Join(cfg.DataDir, "server", "static", "charts"), CacheDir: filepath.Join(cfg.DataDir, "server", "helm"),
+			LeaderElect: cfg.LeaderElect, Identity: leader.Identity(p.advertise.String())})
+		if err != nil {
+			return nil, err
+		}
+		components = append(components, charts)
+	}
 	if !slices.Contains(o.Disable, "servicelb") {
 		lb, err := servicelb.New(servicelb.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"), Reserved: map[string]string{
 			fmt.Sprintf("%d/TCP", o.HTTPSPort):               "the API server",
