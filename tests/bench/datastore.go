@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -88,6 +89,24 @@ func benchManifestsAndSnapshot(ctx context.Context, s *cluster.Server, cs *kuber
 		return fmt.Errorf("the dropped manifest never appeared: %w", err)
 	}
 	fmt.Printf("manifests dir: a dropped file's object exists after %.2f s\n", time.Since(start).Seconds())
+	os.Remove(file)
+
+	// A HelmChart dropped the same way, its chart inline: to the release's
+	// ConfigMap.
+	chart := fmt.Sprintf("apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: bench, namespace: default}\nspec:\n  chartContent: %s\n",
+		base64.StdEncoding.EncodeToString(cluster.DemoChart("0.1.0")))
+	file = filepath.Join(s.DataDir, "server", "manifests", "helm.yaml")
+	start = time.Now()
+	if err := os.WriteFile(file, []byte(chart), 0o600); err != nil {
+		return err
+	}
+	if err := poll(ctx, func(ctx context.Context) bool {
+		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "bench-cm", metav1.GetOptions{})
+		return err == nil
+	}); err != nil {
+		return fmt.Errorf("the HelmChart's release never appeared: %w", err)
+	}
+	fmt.Printf("HelmChart: a dropped chart's release is deployed after %.2f s\n", time.Since(start).Seconds())
 	os.Remove(file)
 
 	if _, err := parallel(16, 8000, func(i int) error {

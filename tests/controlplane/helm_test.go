@@ -1,9 +1,6 @@
 package controlplane
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -28,46 +25,13 @@ import (
 
 var helmCharts = schema.GroupVersionResource{Group: "helm.cattle.io", Version: "v1", Resource: "helmcharts"}
 
-// demoChart is a real chart .tgz: a ConfigMap named after the release, with
-// the values the test changes.
-func demoChart(t *testing.T, version string) []byte {
-	t.Helper()
-	files := map[string]string{
-		"Chart.yaml":  "apiVersion: v2\nname: demo\nversion: " + version + "\n",
-		"values.yaml": "greeting: hello\ncolor: none\nsize: {width: 1, height: 1}\n",
-		"templates/configmap.yaml": `apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ .Release.Name }}-cm
-data:
-  greeting: {{ .Values.greeting | quote }}
-  color: {{ .Values.color | quote }}
-  size: "{{ .Values.size.width }}x{{ .Values.size.height }}"
-  chart: {{ .Chart.Version | quote }}
-`,
-	}
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for _, name := range []string{"Chart.yaml", "values.yaml", "templates/configmap.yaml"} {
-		body := files[name]
-		if err := tw.WriteHeader(&tar.Header{Name: "demo/" + name, Mode: 0o644, Size: int64(len(body)), ModTime: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte(body))
-	}
-	tw.Close()
-	gz.Close()
-	return buf.Bytes()
-}
-
 // chartRepo serves a chart repository on loopback: index.yaml and the
 // demo chart's versions.
 func chartRepo(t *testing.T, versions ...string) string {
 	t.Helper()
 	charts := map[string][]byte{}
 	for _, v := range versions {
-		charts["/demo-"+v+".tgz"] = demoChart(t, v)
+		charts["/demo-"+v+".tgz"] = cluster.DemoChart(v)
 	}
 	var repo *httptest.Server
 	repo = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -253,9 +217,9 @@ spec:
 	// From chartContent, and from the static charts dir, with no
 	// repository at all.
 	apply(fmt.Sprintf("apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: inline}\nspec:\n  chartContent: %s\n  set: {color: green}\n",
-		base64.StdEncoding.EncodeToString(demoChart(t, "0.3.0"))))
+		base64.StdEncoding.EncodeToString(cluster.DemoChart("0.3.0"))))
 	static := filepath.Join(srv.DataDir, "server", "static", "charts")
-	if err := os.WriteFile(filepath.Join(static, "demo-0.4.0.tgz"), demoChart(t, "0.4.0"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(static, "demo-0.4.0.tgz"), cluster.DemoChart("0.4.0"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	apply("apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: static}\nspec:\n  chart: https://%{KUBERNETES_API}%/static/charts/demo-0.4.0.tgz\n")
