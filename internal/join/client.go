@@ -86,7 +86,7 @@ func (a *Agent) Join(ctx context.Context) (Settings, error) {
 	if !pool.AppendCertsFromPEM(ca) {
 		return Settings{}, fmt.Errorf("the server at %s sent no CA certificate at %s", base, CACertsPath)
 	}
-	tlsCfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{RootCAs: pool, ServerName: pki.APIServerName, MinVersion: tls.VersionTLS12}
 	renewing := false
 	if cert, err := tls.LoadX509KeyPair(a.Files.ClientCert(), a.Files.ClientKey()); err == nil && usable(cert, time.Now()) {
 		tlsCfg.Certificates = []tls.Certificate{cert}
@@ -246,7 +246,7 @@ func (a *Agent) write(resp *Response, ca []byte, password string, clientKey, ser
 // WriteKubeconfig writes the node's kubeconfig for the API at server (the
 // agent's load balancer), with the joined credentials.
 func (f Files) WriteKubeconfig(server string) error {
-	kc := kubeconfig.Files{Server: server, CAFile: f.ServerCA(), CertFile: f.ClientCert(), KeyFile: f.ClientKey()}
+	kc := kubeconfig.Files{Server: server, ServerName: pki.APIServerName, CAFile: f.ServerCA(), CertFile: f.ClientCert(), KeyFile: f.ClientKey()}
 	return kc.Write(f.Kubeconfig())
 }
 

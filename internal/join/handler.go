@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -80,6 +81,9 @@ type Handler struct {
 	ServerCAFile                  string
 	ServerCA, ClientCA, KubeletCA *pki.CA
 	Settings                      Settings
+	// ReservedNames are the DNS names of the API server's certificate: no
+	// node may be named so.
+	ReservedNames []string
 	// Client reaches the cluster as admin (node passwords, join tokens).
 	Client func() (kubernetes.Interface, error)
 
@@ -174,6 +178,9 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 	if errs := validation.IsDNS1123Subdomain(req.NodeName); len(errs) > 0 {
 		return nil, refuse(http.StatusBadRequest, "node name %q is not valid (%s): pick another with --node-name", req.NodeName, strings.Join(errs, "; "))
 	}
+	if slices.Contains(h.ReservedNames, strings.ToLower(req.NodeName)) {
+		return nil, refuse(http.StatusBadRequest, "node name %q is a name of the API server's certificate: pick another with --node-name", req.NodeName)
+	}
 	if len(req.Password) < 16 {
 		return nil, refuse(http.StatusBadRequest, "the node password is missing or too short")
 	}
@@ -215,6 +222,9 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 		ip := net.ParseIP(a)
 		if ip == nil {
 			return nil, refuse(http.StatusBadRequest, "node address %q is not an IP", a)
+		}
+		if ip.IsLoopback() {
+			continue // every host's: no node may serve as it
 		}
 		ips = append(ips, ip)
 	}

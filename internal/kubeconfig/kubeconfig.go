@@ -14,10 +14,13 @@ import (
 // Files is a kubeconfig that refers to certificate files on disk, so that a
 // renewed certificate is picked up without rewriting the kubeconfig.
 type Files struct {
-	Server   string
-	CAFile   string
-	CertFile string
-	KeyFile  string
+	Server string
+	// ServerName, if set, is the name the server's certificate is verified
+	// by instead of Server's host.
+	ServerName string
+	CAFile     string
+	CertFile   string
+	KeyFile    string
 }
 
 // Embedded is a kubeconfig with its certificates inlined, for handing out.
@@ -30,7 +33,7 @@ type Embedded struct {
 
 // Write writes a file-referencing kubeconfig to path (mode 0600).
 func (f Files) Write(path string) error {
-	return write(path, 0o600, &clientcmdapi.Cluster{Server: f.Server, CertificateAuthority: f.CAFile},
+	return write(path, 0o600, &clientcmdapi.Cluster{Server: f.Server, TLSServerName: f.ServerName, CertificateAuthority: f.CAFile},
 		&clientcmdapi.AuthInfo{ClientCertificate: f.CertFile, ClientKey: f.KeyFile})
 }
 

@@ -36,6 +36,12 @@ const (
 	CertValidity = 365 * 24 * time.Hour
 	// RenewBefore: a leaf certificate that expires sooner than this is renewed.
 	RenewBefore = 90 * 24 * time.Hour
+	// APIServerName is the name agents verify the API server by, whatever
+	// address they reach it at (through their local load balancer too):
+	// only the API server's serving certificate carries it. Other
+	// certificates of the server CA name their service, kubelets' come from
+	// a CA of their own, and no node may take the name.
+	APIServerName = "kubernetes"
 )
 
 // CA is a certificate authority with its key.

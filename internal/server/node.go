@@ -49,7 +49,7 @@ func ensureNodeCerts(c *controlplane.Config, cfg agent.Config, nodeIP net.IP, cl
 		return err
 	}
 	server := "https://" + net.JoinHostPort(c.LoopbackAddress(), itoa(c.Port))
-	kc := kubeconfig.Files{Server: server, CAFile: c.Files.ServerCA(), CertFile: clientCert, KeyFile: clientKey}
+	kc := kubeconfig.Files{Server: server, ServerName: pki.APIServerName, CAFile: c.Files.ServerCA(), CertFile: clientCert, KeyFile: clientKey}
 	return kc.Write(cfg.Kubeconfig)
 }
 

@@ -35,6 +35,19 @@ var clients = []struct {
 // binds its roles).
 const MetricsServerUser = "system:skiff:metrics-server"
 
+// apiServerNames are the DNS names of the API server's serving certificate:
+// the kubernetes Service's, localhost, the host name and the --tls-san names.
+func apiServerNames(domain, hostname string, sans []string) []string {
+	names := []string{pki.APIServerName, "kubernetes.default", "kubernetes.default.svc",
+		"kubernetes.default.svc." + domain, "localhost", hostname}
+	for _, san := range sans {
+		if net.ParseIP(san) == nil {
+			names = append(names, strings.ToLower(san))
+		}
+	}
+	return names
+}
+
 // ensurePKI creates what is missing of the cluster's CAs, keys, certificates
 // and kubeconfigs, and renews certificates that are close to expiry or whose
 // names changed. It returns the client, server and kubelet CAs.
@@ -75,17 +88,12 @@ func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net
 	serving := pki.Spec{
 		CommonName: "kube-apiserver",
 		Usage:      pki.Server,
-		DNSNames: []string{
-			"kubernetes", "kubernetes.default", "kubernetes.default.svc",
-			"kubernetes.default.svc." + c.ClusterDomain, "localhost", hostname,
-		},
-		IPs: append([]net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback, serviceIP}, ips...),
+		DNSNames:   apiServerNames(c.ClusterDomain, hostname, sans),
+		IPs:        append([]net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback, serviceIP}, ips...),
 	}
 	for _, san := range sans {
 		if ip := net.ParseIP(san); ip != nil {
 			serving.IPs = append(serving.IPs, ip)
-		} else {
-			serving.DNSNames = append(serving.DNSNames, strings.ToLower(san))
 		}
 	}
 	if _, err := serverCA.EnsureCert(f.ServingCert(), f.ServingKey(), serving); err != nil {

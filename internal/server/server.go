@@ -217,7 +217,10 @@ func check(o Options) (*plan, error) {
 			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
 			DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
 		},
-		Client: func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },
+		// The host name too is the API server's, but it is also the
+		// server's node name, which its node password guards.
+		ReservedNames: slices.DeleteFunc(apiServerNames(o.ClusterDomain, p.hostname, o.TLSSANs), func(n string) bool { return n == p.hostname }),
+		Client:        func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },
 	}
 	dcfg := datastore.Config{Dir: filepath.Join(p.cfg.DataDir, "server", "db"), Endpoint: o.DatastoreEndpoint}
 	if !datastore.Embedded(o.DatastoreEndpoint) {

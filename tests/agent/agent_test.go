@@ -5,13 +5,20 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,6 +26,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/keyutil"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -91,6 +102,7 @@ func TestAgentJoinsAndRunsPods(t *testing.T) {
 		t.Fatalf("kubectl logs: %q, %v", out, err)
 	}
 	servingCertIsNoAPIIdentity(t, server, a)
+	agentVerifiesTheAPIServerByName(t, server, a)
 
 	// Once its Node is deleted (and with it its node password), the
 	// machine's still valid certificate renews no more.
@@ -134,6 +146,59 @@ func servingCertIsNoAPIIdentity(t *testing.T, server *cluster.Server, a *cluster
 	}
 	if len(cert.IPAddresses) > 0 && cert.IPAddresses[0].IsLoopback() || slices.Contains(cert.DNSNames, "localhost") {
 		t.Errorf("the agent's serving certificate names loopback: %v %v", cert.DNSNames, cert.IPAddresses)
+	}
+}
+
+// agentVerifiesTheAPIServerByName: a client built from the agent's own
+// kubeconfig accepts the API server, and refuses a certificate of the
+// server CA that names the address it dials but is not the API server's (a
+// kubelet serving certificate as nodes joined before the kubelet CA have).
+func agentVerifiesTheAPIServerByName(t *testing.T, server *cluster.Server, a *cluster.Server) {
+	t.Helper()
+	tlsDir := filepath.Join(server.DataDir, "server", "tls")
+	caCert := readCert(t, filepath.Join(tlsDir, "server-ca.crt"))
+	caKey, err := keyutil.PrivateKeyFromFile(filepath.Join(tlsDir, "server-ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "edge-1"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames: []string{"edge-1", "localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"major":"1","minor":"37","gitVersion":"v1.37.2"}`))
+	}))
+	impostor.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	impostor.StartTLS()
+	defer impostor.Close()
+
+	agentClient := func(host string) error {
+		cfg, err := clientcmd.BuildConfigFromFlags(host, filepath.Join(a.DataDir, "agent", "kubelet.kubeconfig"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = dc.ServerVersion()
+		return err
+	}
+	if err := agentClient(fmt.Sprintf("https://127.0.0.1:%d", server.Port)); err != nil {
+		t.Errorf("the agent's kubeconfig does not accept the API server: %v", err)
+	}
+	if err := agentClient(impostor.URL); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("the agent's kubeconfig accepted a server CA certificate that is not the API server's (err %v)", err)
 	}
 }
 
@@ -289,6 +354,7 @@ func TestJoinRefused(t *testing.T) {
 		{"deleted", deleted, refused},
 		{"taken-1", kept, "node name taken-1 is already taken by another machine"},
 		{"bare-1", kept, "node name bare-1 belongs to a node that has no node password"},
+		{"kubernetes", kept, `node name "kubernetes" is a name of the API server's certificate`},
 	} {
 		dir := t.TempDir()
 		code, out := cluster.Run(ctx, nil, "agent", "--server", url, "--token", tc.token, "--node-name", tc.node, "--data-dir", dir)
