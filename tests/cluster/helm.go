@@ -37,4 +37,3 @@ data:
 	gz.Close()
 	return buf.Bytes()
 }
-
