@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,6 +28,7 @@ func TestHA(t *testing.T) {
 		cluster.Step{Name: "OneCluster", Run: oneCluster},
 		cluster.Step{Name: "AgentJoinedThroughSecondServer", Run: agentJoinedThroughSecondServer},
 		cluster.Step{Name: "MetricsThroughEitherServer", Run: metricsThroughEitherServer},
+		cluster.Step{Name: "HelmChartInstalledOnce", Run: helmChartInstalledOnce},
 		cluster.Step{Name: "WrongTokenRefused", Run: wrongTokenRefused},
 		cluster.Step{Name: "UnreachableDatastore", Run: unreachableDatastore},
 		cluster.Step{Name: "FirstServerDown", Run: firstServerDown},
@@ -273,5 +275,30 @@ func metricsThroughEitherServer(t *testing.T) {
 	}
 	if addr := slice.Endpoints[0].Addresses[0]; !strings.Contains(*lease.Spec.HolderIdentity, "_"+addr+"_") {
 		t.Fatalf("the EndpointSlice points at %s, the Lease is held by %s", addr, *lease.Spec.HolderIdentity)
+	}
+}
+
+// helmChartInstalledOnce: a HelmChart applied through one server is
+// installed by the server that holds the HelmChart controller's Lease,
+// once: one revision.
+func helmChartInstalledOnce(t *testing.T) {
+	doc := fmt.Sprintf("apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: once, namespace: default}\nspec:\n  chartContent: %s\n",
+		base64.StdEncoding.EncodeToString(cluster.DemoChart("0.1.0")))
+	servers[1].KubectlT(t, doc, "apply", "-f", "-")
+	t.Cleanup(func() {
+		servers[1].Kubectl(context.Background(), "", "delete", "helmchart", "-n", "default", "once", "--wait=false")
+	})
+	cs := servers[0].ClientT(t)
+	cluster.WaitFor(t, "the release's ConfigMap", func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "once-cm", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	lease, err := cs.CoordinationV1().Leases("kube-system").Get(cluster.Context(t), "skiff-helm-controller", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil {
+		t.Fatalf("the HelmChart controller's Lease: %v %+v", err, lease)
+	}
+	revisions, err := cs.CoreV1().Secrets("default").List(cluster.Context(t), metav1.ListOptions{LabelSelector: "owner=helm,name=once"})
+	if err != nil || len(revisions.Items) != 1 {
+		t.Fatalf("release once has %d revisions, want 1 (%v)", len(revisions.Items), err)
 	}
 }
