@@ -122,21 +122,27 @@ func tokenFileFlag() cli.Flag {
 
 // tokenFrom is --token, or the contents of --token-file.
 func tokenFrom(c *cli.Context, token string) (string, error) {
-	path := c.String("token-file")
+	return fileFlag(c, "token", token)
+}
+
+// fileFlag is the value of flag name, or the contents of the file that
+// name-file gives.
+func fileFlag(c *cli.Context, name, value string) (string, error) {
+	path := c.String(name + "-file")
 	if path == "" {
-		return token, nil
+		return value, nil
 	}
-	if token != "" {
-		return "", errors.New("--token and --token-file both given: keep one")
+	if value != "" {
+		return "", fmt.Errorf("--%s and --%s-file both given: keep one", name, name)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
+		return "", fmt.Errorf("--%s-file: %w", name, err)
 	}
 	if t := strings.TrimSpace(string(data)); t != "" {
 		return t, nil
 	}
-	return "", fmt.Errorf("--token-file %s is empty: put the token in it", path)
+	return "", fmt.Errorf("--%s-file %s is empty: put the %s in it", name, path, strings.ReplaceAll(name, "-", " "))
 }
 
 func verbosityFlag(v *int) cli.Flag {
@@ -218,6 +224,8 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "cluster-domain", Value: "cluster.local", Destination: &o.ClusterDomain, Usage: "cluster DNS domain"},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"SKIFF_TOKEN"}, Destination: &o.Token, Usage: "the secret of the server's join token (default: a random one, kept in <data-dir>/server/token)"},
 			tokenFileFlag(),
+			&cli.StringFlag{Name: "agent-token", EnvVars: []string{"SKIFF_AGENT_TOKEN"}, Destination: &o.AgentToken, Usage: "a secret for agents alone: they join with <data-dir>/server/agent-token, which cannot start a server (default: none; agents use the server token)"},
+			&cli.StringFlag{Name: "agent-token-file", EnvVars: []string{"SKIFF_AGENT_TOKEN_FILE"}, Usage: "read --agent-token from this file"},
 			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Destination: &o.ServiceNodePortRange, Usage: "NodePort range"},
 			&cli.StringFlag{Name: "datastore-endpoint", Destination: &o.DatastoreEndpoint, Usage: "kine endpoint (postgres://, mysql://, https:// etcd, sqlite://); default SQLite in the data dir"},
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
@@ -260,6 +268,9 @@ func serverCommand() *cli.Command {
 			defer stop()
 			var err error
 			if o.Token, err = tokenFrom(c, o.Token); err != nil {
+				return err
+			}
+			if o.AgentToken, err = fileFlag(c, "agent-token", o.AgentToken); err != nil {
 				return err
 			}
 			return server.Run(ctx, o)

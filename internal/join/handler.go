@@ -72,8 +72,9 @@ type Response struct {
 
 // Handler serves the join endpoints.
 type Handler struct {
-	// ServerSecret is the server token's secret.
-	ServerSecret string
+	// ServerSecret is the server token's secret; AgentSecret the agent
+	// token's, empty when the server has none.
+	ServerSecret, AgentSecret string
 	// ServerCAFile and ServerCA: the bundle agents download and check
 	// against their token's hash, and trust for the API server; the client
 	// CA signs kubelet client certificates, the kubelet CA (and nothing
@@ -208,6 +209,13 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 					return nil, refuseToken(errors.New(ref.msg))
 				}
 				return nil, err
+			}
+		case t.Agent != "":
+			if h.AgentSecret == "" {
+				return nil, refuseToken(errors.New("an agent token, and the server has none (--agent-token)"))
+			}
+			if subtle.ConstantTimeCompare([]byte(t.Agent), []byte(h.AgentSecret)) != 1 {
+				return nil, refuseToken(errors.New("the agent token's secret is wrong"))
 			}
 		case subtle.ConstantTimeCompare([]byte(t.Server), []byte(h.ServerSecret)) != 1:
 			return nil, refuseToken(errors.New("the server token's secret is wrong"))

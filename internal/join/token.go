@@ -3,9 +3,10 @@
 // and the agent's side of the exchange.
 //
 // A token reads K10<sha256 hex of the server's CA bundle>::<credential>.
-// The credential is either the server token's secret (server:<secret>) or an
-// extra token, kubeadm-style, <id>.<secret> with its own expiry, stored as a
-// bootstrap token Secret in kube-system. An agent downloads the CA bundle,
+// The credential is the server token's secret (server:<secret>), the agent
+// token's (node:<secret>, k3s's split: it joins nodes and nothing more), or
+// an extra token, kubeadm-style, <id>.<secret> with its own expiry, stored
+// as a bootstrap token Secret in kube-system. An agent downloads the CA bundle,
 // checks it against the hash before it trusts anything else, then sends the
 // credential over TLS verified with that CA.
 package join
@@ -25,6 +26,7 @@ import (
 const (
 	tokenPrefix  = "K10"
 	serverPrefix = "server:"
+	agentPrefix  = "node:"
 )
 
 // bootstrapRE is a kubeadm-style bootstrap token: <id>.<secret>.
@@ -37,6 +39,8 @@ type Token struct {
 	CAHash string
 	// Server is the server token's secret, for a server:<secret> token.
 	Server string
+	// Agent is the agent token's secret, for a node:<secret> token.
+	Agent string
 	// ID and Secret are set for an <id>.<secret> token.
 	ID, Secret string
 }
@@ -66,6 +70,11 @@ func ParseToken(s string) (Token, error) {
 		if t.Server == "" {
 			return Token{}, fmt.Errorf("the token has an empty server secret: copy the whole token again")
 		}
+	case strings.HasPrefix(cred, agentPrefix):
+		t.Agent = cred[len(agentPrefix):]
+		if t.Agent == "" {
+			return Token{}, fmt.Errorf("the token has an empty agent secret: copy the whole token again")
+		}
 	case bootstrapRE.MatchString(cred):
 		m := bootstrapRE.FindStringSubmatch(cred)
 		t.ID, t.Secret = m[1], m[2]
@@ -83,6 +92,9 @@ func (t Token) Credential() string {
 	if t.ID != "" {
 		return t.ID + "." + t.Secret
 	}
+	if t.Agent != "" {
+		return agentPrefix + t.Agent
+	}
 	return serverPrefix + t.Server
 }
 
@@ -98,6 +110,9 @@ func (t Token) String() string {
 func (t Token) Redacted() string {
 	if t.ID != "" {
 		return "token " + t.ID
+	}
+	if t.Agent != "" {
+		return "the agent token"
 	}
 	return "the server token"
 }

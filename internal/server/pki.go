@@ -162,6 +162,9 @@ func serverSecret(c *controlplane.Config, flag string) (secret, caHash string, e
 		if given.ID != "" {
 			return "", "", errors.New("--token: the server takes a secret of your choice, not an <id>.<secret> token (those come from `skiff token create`)")
 		}
+		if given.Agent != "" {
+			return "", "", errors.New("--token: that is an agent token (node:...), which joins nodes only: a server needs the server token (<data-dir>/server/token of the first server)")
+		}
 		if len(given.Server) < 16 {
 			// A cluster made before this rule keeps its secret.
 			if _, err := os.Stat(tokenFile(c)); err != nil {
@@ -177,6 +180,58 @@ func serverSecret(c *controlplane.Config, flag string) (secret, caHash string, e
 		}
 	}
 	return join.NewServerSecret(), "", nil
+}
+
+// agentSecret is the agent token's secret: --agent-token's, else the one
+// stored at the last start, else none (agents join with the server token).
+func agentSecret(c *controlplane.Config, flag string) (string, error) {
+	if flag == "" {
+		if data, err := os.ReadFile(agentTokenFile(c)); err == nil {
+			if old, err := join.ParseToken(string(data)); err == nil && old.Agent != "" {
+				return old.Agent, nil
+			}
+		}
+		return "", nil
+	}
+	given, err := join.ParseToken(flag)
+	if err != nil {
+		return "", fmt.Errorf("--agent-token: %w", err)
+	}
+	_, cred, found := strings.Cut(flag, "::")
+	if !found {
+		cred = flag
+	}
+	secret := given.Agent
+	switch {
+	case given.ID != "":
+		return "", errors.New("--agent-token: give a secret of your choice, not an <id>.<secret> token (those come from `skiff token create`)")
+	case strings.HasPrefix(strings.TrimSpace(cred), "server:"):
+		return "", errors.New("--agent-token: that is a server token (server:...): give the agent token a secret of its own")
+	case secret == "":
+		secret = given.Server // a bare secret of the user's choice
+	}
+	if len(secret) < 16 {
+		return "", errors.New("--agent-token: the secret is shorter than 16 characters, short enough to guess: give a longer one")
+	}
+	return secret, nil
+}
+
+// agentTokenFile holds the agent token, K10<CA hash>::node:<secret>.
+func agentTokenFile(c *controlplane.Config) string {
+	return filepath.Join(c.DataDir, "server", "agent-token")
+}
+
+// writeAgentToken writes the agent token beside the server token, or
+// removes an old one when the server has none now.
+func writeAgentToken(c *controlplane.Config, caHash, secret string) error {
+	if secret == "" {
+		if err := os.Remove(agentTokenFile(c)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	t := join.Token{CAHash: caHash, Agent: secret}
+	return atomicfile.Write(agentTokenFile(c), []byte(t.String()+"\n"), 0o600)
 }
 
 // writeToken writes the server's join token, K10<CA hash>::server:<secret>.

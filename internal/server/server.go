@@ -55,6 +55,7 @@ type Options struct {
 	ServiceNodePortRange     string
 	DatastoreEndpoint        string
 	Token                    string
+	AgentToken               string
 	WriteKubeconfig          string
 	WriteKubeconfigMode      string
 	DisableAgent             bool
@@ -119,8 +120,10 @@ type plan struct {
 	ncfg      agent.Config
 	secret    string // the token's, and the hash the user gave with it
 	givenHash string
-	joins     *join.Handler
-	store     *datastore.Datastore
+	// agentSecret is the agent token's, empty without one.
+	agentSecret string
+	joins       *join.Handler
+	store       *datastore.Datastore
 	// metrics is the resource metrics API; nil with --disable metrics-server.
 	metrics *metricsserver.MetricsServer
 	// snapshots saves scheduled snapshots; nil without a schedule.
@@ -210,6 +213,9 @@ func check(o Options) (*plan, error) {
 	if p.secret, p.givenHash, err = serverSecret(p.cfg, o.Token); err != nil {
 		return nil, err
 	}
+	if p.agentSecret, err = agentSecret(p.cfg, o.AgentToken); err != nil {
+		return nil, err
+	}
 	p.joins = &join.Handler{
 		ServerCAFile: p.cfg.Files.ServerCA(),
 		Settings: join.Settings{
@@ -276,7 +282,11 @@ func (p *plan) prepare() error {
 	if err != nil {
 		return err
 	}
-	p.joins.ServerSecret, p.joins.ServerCA, p.joins.ClientCA, p.joins.KubeletCA = token.Server, serverCA, clientCA, kubeletCA
+	if err := writeAgentToken(cfg, token.CAHash, p.agentSecret); err != nil {
+		return err
+	}
+	p.joins.ServerSecret, p.joins.AgentSecret = token.Server, p.agentSecret
+	p.joins.ServerCA, p.joins.ClientCA, p.joins.KubeletCA = serverCA, clientCA, kubeletCA
 	return nil
 }
 
@@ -370,6 +380,9 @@ func (p *plan) ready() error {
 		if err = writeAdminKubeconfig(p.cfg, p.o.WriteKubeconfig, p.mode); err != nil {
 			klog.ErrorS(err, "cannot write the admin kubeconfig", "path", p.o.WriteKubeconfig)
 		}
+	}
+	if p.agentSecret != "" {
+		klog.InfoS("agents join with the agent token", "agentToken", agentTokenFile(p.cfg))
 	}
 	klog.InfoS("skiff server is ready", "api", fmt.Sprintf("https://%s", net.JoinHostPort(p.advertise.String(), itoa(p.o.HTTPSPort))), "kubeconfig", p.o.WriteKubeconfig, "token", tokenFile(p.cfg))
 	return err

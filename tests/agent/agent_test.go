@@ -279,7 +279,7 @@ func TestAgentBadInput(t *testing.T) {
 // says which, the server registers nothing for it and logs the refusal
 // without the secret.
 func TestJoinRefused(t *testing.T) {
-	server := cluster.StartT(t)
+	server := cluster.StartT(t, "--agent-token", "agents-only-0123456789")
 	ctx := cluster.Context(t)
 	cs := server.ClientT(t)
 	good, err := server.Token()
@@ -321,10 +321,16 @@ func TestJoinRefused(t *testing.T) {
 	const refused = "the join token was refused: it is wrong, expired or deleted (the server's log says which)"
 	// The first machine named taken-1 joins (and then stops at once: its
 	// node is not needed here).
+	// It joins with the agent token, which the server wrote beside its own.
+	agentToken, err := os.ReadFile(filepath.Join(server.DataDir, "server", "agent-token"))
+	if err != nil || !strings.HasPrefix(string(agentToken), hash+"::node:agents-only-0123456789") {
+		t.Fatalf("the server's agent-token file: %q, %v", agentToken, err)
+	}
 	first, err := cluster.NewAgent(t.TempDir(), server, "--node-name", "taken-1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	first.Args[slices.Index(first.Args, "--token")+1] = strings.TrimSpace(string(agentToken))
 	t.Cleanup(func() { first.Stop(); first.Teardown() })
 	if err := first.StartProcess(); err != nil {
 		t.Fatal(err)
@@ -348,6 +354,7 @@ func TestJoinRefused(t *testing.T) {
 		node, token, want string
 	}{
 		{"wrong-secret", hash + "::server:not-the-secret", refused},
+		{"wrong-agent", hash + "::node:not-the-agent-secret", refused},
 		{"wrong-hash", otherHash + "::" + cred, "does not match the token's hash"},
 		{"bare-secret", strings.TrimPrefix(cred, "server:"), "the token has no CA hash, so the server's CA cannot be verified: give the whole K10... token"},
 		{"expired", expiring, refused},
@@ -377,6 +384,7 @@ func TestJoinRefused(t *testing.T) {
 	log, _ := os.ReadFile(server.Log)
 	for node, reason := range map[string]string{
 		"wrong-secret": "the server token's secret is wrong", "deleted": "does not exist",
+		"wrong-agent": "the agent token's secret is wrong",
 		// The controller manager may have cleaned the expired token up.
 		"expired": "(expired at|does not exist)",
 		"taken-1": "already taken by another machine", "bare-1": "has no node password",
