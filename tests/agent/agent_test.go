@@ -183,7 +183,16 @@ func agentVerifiesTheAPIServerByName(t *testing.T, server *cluster.Server, a *cl
 	defer impostor.Close()
 
 	agentClient := func(host string) error {
-		cfg, err := clientcmd.BuildConfigFromFlags(host, filepath.Join(a.DataDir, "agent", "kubelet.kubeconfig"))
+		// The file as the agent has it, pointed at host (an override of the
+		// server URL would drop the name the file verifies by).
+		raw, err := clientcmd.LoadFromFile(filepath.Join(a.DataDir, "agent", "kubelet.kubeconfig"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range raw.Clusters {
+			c.Server = host
+		}
+		cfg, err := clientcmd.NewDefaultClientConfig(*raw, &clientcmd.ConfigOverrides{}).ClientConfig()
 		if err != nil {
 			t.Fatal(err)
 		}
