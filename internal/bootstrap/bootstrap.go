@@ -225,3 +225,37 @@ func Sync(ctx context.Context, kv clientv3.KV, paths []string, secret string, en
 		// Another server stored its files meanwhile: take those.
 	}
 }
+
+// Reseal seals the cluster's shared files in the datastore under newSecret
+// instead of oldSecret, for a rotation of the server token. It says whether
+// the datastore held any (an embedded datastore holds none).
+func Reseal(ctx context.Context, kv clientv3.KV, oldSecret, newSecret string) (bool, error) {
+	for {
+		resp, err := kv.Get(ctx, Key)
+		if err != nil {
+			return false, fmt.Errorf("reading %s from the datastore: %w", Key, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return false, nil
+		}
+		files, err := Open(oldSecret, resp.Kvs[0].Value)
+		if err != nil {
+			return false, err
+		}
+		value, err := Seal(newSecret, files)
+		if err != nil {
+			return false, err
+		}
+		txn, err := kv.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(Key), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpPut(Key, string(value))).
+			Commit()
+		if err != nil {
+			return false, fmt.Errorf("storing %s in the datastore: %w", Key, err)
+		}
+		if txn.Succeeded {
+			return true, nil
+		}
+		// A server added files meanwhile: seal those too.
+	}
+}

@@ -1,22 +1,30 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/skiff-dev/skiff/internal/atomicfile"
+	"github.com/skiff-dev/skiff/internal/bootstrap"
+	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubectl"
 )
 
-// tokenCommand manages the cluster's extra join tokens. The server's own
-// token is in its <data-dir>/server/token and changes only with --token.
+// tokenCommand manages the cluster's extra join tokens, and rotates the
+// server's own (in its <data-dir>/server/token).
 func tokenCommand() *cli.Command {
 	kubeconfigFlag := &cli.StringFlag{Name: "kubeconfig", Value: kubectl.DefaultKubeconfig, EnvVars: []string{"KUBECONFIG"}, Usage: "admin kubeconfig of the cluster"}
 	return &cli.Command{
@@ -79,6 +87,26 @@ func tokenCommand() *cli.Command {
 				},
 			},
 			{
+				Name:  "rotate",
+				Usage: "give the server token a new secret, with the cluster's CA files in an external datastore sealed anew under it",
+				Description: "Run on a server while it runs. Agents joined already keep working; new agents and servers need the new token.\n" +
+					"Then restart this server, and every other server with --token set to the new token.",
+				OnUsageError: usageError,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: host.DefaultDataDir, Usage: "the server's data dir"},
+					&cli.StringFlag{Name: "new-token", Usage: "the new secret, at least 16 characters (default: a random one)"},
+				},
+				Action: func(c *cli.Context) error {
+					t, err := rotateToken(c.Context, c.String("data-dir"), c.String("new-token"))
+					if err != nil {
+						return err
+					}
+					fmt.Println(t)
+					fmt.Fprintln(os.Stderr, "the server token is rotated: restart this server, and every other server with --token set to the new token (a --token or token: in this server's config must change too); agents joined already keep working")
+					return nil
+				},
+			},
+			{
 				Name:         "delete",
 				Usage:        "delete join tokens by ID",
 				ArgsUsage:    "ID...",
@@ -125,4 +153,57 @@ func adminClient(path string) (kubernetes.Interface, string, error) {
 		return nil, "", err
 	}
 	return client, join.CAHash(ca), nil
+}
+
+// rotateToken gives the server token of the server in dataDir a new secret.
+// With an external datastore the cluster's shared CA files are sealed under
+// it first, through the running server's datastore socket; the token file
+// is written last, so a failure leaves the old token in force.
+func rotateToken(ctx context.Context, dataDir, secret string) (join.Token, error) {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return join.Token{}, err
+	}
+	path := filepath.Join(dir, "server", "token")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return join.Token{}, fmt.Errorf("no server token in %s (%v): run this on a server, with its --data-dir", dir, err)
+	}
+	old, err := join.ParseToken(string(data))
+	if err != nil || old.Server == "" || old.CAHash == "" {
+		return join.Token{}, fmt.Errorf("%s holds no server token: %v", path, err)
+	}
+	if secret == "" {
+		secret = join.NewServerSecret()
+	}
+	switch given, err := join.ParseToken(secret); {
+	case err != nil:
+		return join.Token{}, fmt.Errorf("--new-token: %w", err)
+	case given.ID != "" || given.Agent != "" || strings.Contains(secret, "::"):
+		return join.Token{}, errors.New("--new-token takes the new secret alone, not a token")
+	case len(secret) < 16:
+		return join.Token{}, errors.New("--new-token: the secret is shorter than 16 characters, short enough to guess: give a longer one")
+	case secret == old.Server:
+		return join.Token{}, errors.New("--new-token is the secret the server token has now: give another")
+	}
+	db := filepath.Join(dir, "server", "db")
+	if _, err := os.Stat(filepath.Join(db, "state.db")); err != nil {
+		// An external datastore holds the CA files sealed with the secret.
+		sock := filepath.Join(db, "kine.sock")
+		if _, err := os.Stat(sock); err != nil {
+			return join.Token{}, fmt.Errorf("the server in %s is not running (no %s): start it first, the rotation seals the cluster's CA files in its datastore anew", dir, sock)
+		}
+		cl, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + sock}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			return join.Token{}, err
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if _, err := bootstrap.Reseal(ctx, cl, old.Server, secret); err != nil {
+			return join.Token{}, err
+		}
+	}
+	t := join.Token{CAHash: old.CAHash, Server: secret}
+	return t, atomicfile.Write(path, []byte(t.String()+"\n"), 0o600)
 }

@@ -34,6 +34,7 @@ func TestHA(t *testing.T) {
 		cluster.Step{Name: "FirstServerDown", Run: firstServerDown},
 		cluster.Step{Name: "AgentsServerDown", Run: agentsServerDown},
 		cluster.Step{Name: "MetricsAfterFailover", Run: func(t *testing.T) { nodeMetrics(t, servers[0]) }},
+		cluster.Step{Name: "TokenRotated", Run: tokenRotated},
 	)
 }
 
@@ -300,5 +301,59 @@ func helmChartInstalledOnce(t *testing.T) {
 	revisions, err := cs.CoreV1().Secrets("default").List(cluster.Context(t), metav1.ListOptions{LabelSelector: "owner=helm,name=once"})
 	if err != nil || len(revisions.Items) != 1 {
 		t.Fatalf("release once has %d revisions, want 1 (%v)", len(revisions.Items), err)
+	}
+}
+
+// tokenRotated: `skiff token rotate` on server-1 seals the cluster's CA
+// files under a new secret; server-2 then starts with the new token only,
+// the old token joins no node, the agent joined before stays Ready, and
+// server-1 starts again on the token file alone.
+func tokenRotated(t *testing.T) {
+	ctx := cluster.Context(t)
+	oldToken, err := servers[0].Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "rotated-secret-0123456789"
+	code, out := cluster.Run(ctx, nil, "token", "rotate", "--data-dir", servers[0].DataDir, "--new-token", secret)
+	if code != 0 {
+		t.Fatalf("skiff token rotate: exit %d: %s", code, out)
+	}
+	newToken, err := servers[0].Token()
+	if err != nil || !strings.HasSuffix(newToken, "::server:"+secret) || !strings.Contains(out, newToken) {
+		t.Fatalf("after the rotation the token file holds %q (%v); the command printed %q", newToken, err, out)
+	}
+	// server-2 on the old token could no longer open the datastore's
+	// files; on the new one it starts.
+	second := servers[1]
+	second.Args[slices.Index(second.Args, "--token")+1] = newToken
+	if err := second.Start(ctx); err != nil {
+		t.Fatalf("server-2 with the new token: %v\n%s", err, second.LogTail(20))
+	}
+	url := fmt.Sprintf("https://%s:%d", lan.Hosts[1].IP, apiPort)
+	code, out = cluster.Run(ctx, nil, "agent", "--server", url, "--token", oldToken, "--node-name", "old-token", "--data-dir", t.TempDir())
+	if code == 0 || !strings.Contains(out, "the join token was refused") {
+		t.Errorf("an agent with the old token: exit %d: %s", code, out)
+	}
+	if !cluster.NodeReady(ctx, second.ClientT(t), "agent") {
+		t.Error("the agent joined before the rotation is not Ready")
+	}
+	if err := servers[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := servers[0].Start(ctx); err != nil {
+		t.Fatalf("server-1 after the rotation: %v\n%s", err, servers[0].LogTail(20))
+	}
+	// A rotation with the server stopped cannot seal anything: refused,
+	// and the token stays.
+	if err := second.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	code, out = cluster.Run(ctx, nil, "token", "rotate", "--data-dir", second.DataDir)
+	if code == 0 || !strings.Contains(out, "is not running") {
+		t.Errorf("skiff token rotate on a stopped server: exit %d: %s", code, out)
+	}
+	if err := second.Start(ctx); err != nil {
+		t.Fatalf("server-2 again: %v", err)
 	}
 }
