@@ -78,37 +78,33 @@ func benchDatastore() error {
 // to its object, a HelmChart to its release, and a snapshot of 10,000
 // ConfigMaps.
 func benchManifestsAndSnapshot(ctx context.Context, s *cluster.Server, cs *kubernetes.Clientset, data map[string]string) error {
-	file := filepath.Join(s.DataDir, "server", "manifests", "bench.yaml")
-	start := time.Now()
-	if err := os.WriteFile(file, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dropped, namespace: default}\n"), 0o600); err != nil {
+	// A file dropped into the manifests dir, then a HelmChart dropped the
+	// same way with its chart inline: each to the ConfigMap it makes.
+	drop := func(name, content, configMap, what string) error {
+		file := filepath.Join(s.DataDir, "server", "manifests", name)
+		start := time.Now()
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(file)
+		if err := poll(ctx, func(ctx context.Context) bool {
+			_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, configMap, metav1.GetOptions{})
+			return err == nil
+		}); err != nil {
+			return fmt.Errorf("%s: ConfigMap %s never appeared: %w", what, configMap, err)
+		}
+		fmt.Printf("%s after %.2f s\n", what, time.Since(start).Seconds())
+		return nil
+	}
+	if err := drop("bench.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dropped, namespace: default}\n",
+		"dropped", "manifests dir: a dropped file's object exists"); err != nil {
 		return err
 	}
-	if err := poll(ctx, func(ctx context.Context) bool {
-		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "dropped", metav1.GetOptions{})
-		return err == nil
-	}); err != nil {
-		return fmt.Errorf("the dropped manifest never appeared: %w", err)
-	}
-	fmt.Printf("manifests dir: a dropped file's object exists after %.2f s\n", time.Since(start).Seconds())
-	os.Remove(file)
-
-	// A HelmChart dropped the same way, its chart inline: to the release's
-	// ConfigMap.
 	chart := fmt.Sprintf("apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: bench, namespace: default}\nspec:\n  chartContent: %s\n",
 		base64.StdEncoding.EncodeToString(cluster.DemoChart("0.1.0")))
-	file = filepath.Join(s.DataDir, "server", "manifests", "helm.yaml")
-	start = time.Now()
-	if err := os.WriteFile(file, []byte(chart), 0o600); err != nil {
+	if err := drop("helm.yaml", chart, "bench-cm", "HelmChart: a dropped chart's release is deployed"); err != nil {
 		return err
 	}
-	if err := poll(ctx, func(ctx context.Context) bool {
-		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "bench-cm", metav1.GetOptions{})
-		return err == nil
-	}); err != nil {
-		return fmt.Errorf("the HelmChart's release never appeared: %w", err)
-	}
-	fmt.Printf("HelmChart: a dropped chart's release is deployed after %.2f s\n", time.Since(start).Seconds())
-	os.Remove(file)
 
 	if _, err := parallel(16, 10000, func(i int) error {
 		_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("snap-%d", i)}, Data: data}, metav1.CreateOptions{})
@@ -116,7 +112,7 @@ func benchManifestsAndSnapshot(ctx context.Context, s *cluster.Server, cs *kuber
 	}); err != nil {
 		return err
 	}
-	start = time.Now()
+	start := time.Now()
 	code, out := cluster.Run(ctx, nil, "snapshot", "save", "--data-dir", s.DataDir)
 	if code != 0 {
 		return fmt.Errorf("snapshot save: %s", out)

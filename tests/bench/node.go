@@ -271,16 +271,9 @@ func poll(ctx context.Context, cond func(context.Context) bool) error {
 // benchShims prints the memory of the pods' runc shims (one per pod): each
 // one's own (anonymous) memory and its PSS.
 func benchShims(s *cluster.Server) error {
-	sock := filepath.Join(cluster.NamesOf(s.DataDir).RunDir, "containerd")
 	var n, anon, pss int
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		data, _ := os.ReadFile(p)
-		args := strings.Split(string(data), "\x00")
-		if len(args) < 2 || args[1] != "-namespace" || !strings.Contains(string(data), sock) {
-			continue
-		}
-		dir := filepath.Dir(p)
+	for _, pid := range s.ShimPids() {
+		dir := fmt.Sprintf("/proc/%d", pid)
 		a, err := statusKB(filepath.Join(dir, "smaps_rollup"), "Anonymous:")
 		if err != nil {
 			continue // gone meanwhile
@@ -292,7 +285,7 @@ func benchShims(s *cluster.Server) error {
 		n, anon, pss = n+1, anon+a, pss+ps
 	}
 	if n == 0 {
-		return fmt.Errorf("no shim of %s found", sock)
+		return fmt.Errorf("no shim of %s found", s.DataDir)
 	}
 	fmt.Printf("pod shims, with the 31 pods running: %d shims, each %.1f MB own memory, PSS %.1f MB (mean)\n",
 		n, float64(anon)/1024/float64(n), float64(pss)/1024/float64(n))

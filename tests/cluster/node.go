@@ -229,6 +229,25 @@ func (s *Server) ContainerdPid() int {
 	return 0
 }
 
+// ShimPids are the node's runc shims: the processes `containerd-shim-runc-v2
+// -namespace NS -id ID -address SOCKET` whose socket is in its run dir.
+func (s *Server) ShimPids() []int {
+	run := NamesOf(s.DataDir).RunDir + "/"
+	var out []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, _ := os.ReadFile(p)
+		args := strings.Split(string(data), "\x00")
+		if len(args) < 2 || args[1] != "-namespace" || !strings.Contains(string(data), run) {
+			continue
+		}
+		var pid int
+		fmt.Sscan(filepath.Base(filepath.Dir(p)), &pid)
+		out = append(out, pid)
+	}
+	return out
+}
+
 // Token is the server's join token, from its data dir.
 func (s *Server) Token() (string, error) {
 	data, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))

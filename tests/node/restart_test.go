@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,26 +99,14 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	}
 }
 
-// nodeShims returns this node's runc shims, pid to executable: the processes
-// `containerd-shim-runc-v2 -namespace NS -id ID -address SOCKET` whose
-// socket is in the node's run dir.
+// nodeShims returns this node's runc shims, pid to executable.
 func nodeShims(t *testing.T) map[int]string {
 	t.Helper()
-	run := cluster.NamesOf(srv.DataDir).RunDir + "/"
 	out := map[int]string{}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		data, _ := os.ReadFile(p)
-		args := strings.Split(string(data), "\x00")
-		if len(args) < 2 || args[1] != "-namespace" || !strings.Contains(string(data), run) {
-			continue
+	for _, pid := range srv.ShimPids() {
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil {
+			out[pid] = exe
 		}
-		exe, err := os.Readlink(filepath.Join(filepath.Dir(p), "exe"))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		out[pid] = exe
 	}
 	return out
 }
