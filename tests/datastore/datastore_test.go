@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,7 +57,9 @@ func size(path string) int64 {
 // compaction catches up.
 func churn(t *testing.T, s *cluster.Server) {
 	cs := s.ClientT(t)
-	ctx := cluster.Context(t)
+	// 150,000 writes: longer than a test's usual wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
 	db, wal := dbFiles(s)
 	const batches, batch = 100, 500
 	data := map[string]string{"v": strings.Repeat("x", 512)}

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
@@ -96,6 +99,45 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	})
 	if !strings.Contains(out, "still here") {
 		t.Errorf("exec after the restart printed %q", out)
+	}
+}
+
+// Not parallel, like the restart above. A snapshot restored onto the
+// stopped server (--cluster-reset) brings the cluster back as it was at the
+// snapshot: the node is Ready again and its pod runs on, the same
+// container, and what was made after the snapshot is gone.
+func TestRestoredSnapshotKeepsNodeAndPods(t *testing.T) {
+	ctx := ctxT(t)
+	ns := namespace(t)
+	kubectl(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: kept}\nspec:\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
+	before := waitPod(t, ns, "kept", "running", running)
+	code, out := cluster.Run(ctx, nil, "snapshot", "save", "--data-dir", srv.DataDir, "--name", "before-restore")
+	if code != 0 {
+		t.Fatalf("skiff snapshot save: exit %d: %s", code, out)
+	}
+	snap := strings.Fields(out)[0]
+	kubectl(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-snapshot}\n", "apply", "-n", ns, "-f", "-")
+
+	if err := srv.Stop(); err != nil {
+		t.Fatalf("stopping the server: %v", err)
+	}
+	code, out = cluster.Run(ctx, nil, append(append([]string{}, srv.Args...), "--cluster-reset", "--cluster-reset-restore-path", snap)...)
+	if code != 0 || !strings.Contains(out, "start skiff server again without --cluster-reset") {
+		t.Fatalf("skiff server --cluster-reset: exit %d: %s", code, out)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitNodeReady(ctx); err != nil {
+		t.Fatalf("node not Ready after the restore: %v", err)
+	}
+	after := waitPod(t, ns, "kept", "running after the restore", running)
+	b, a := before.Status.ContainerStatuses[0], after.Status.ContainerStatuses[0]
+	if a.ContainerID != b.ContainerID || a.RestartCount != 0 {
+		t.Errorf("container %s (restarts %d) after the restore, want the same %s with no restarts", a.ContainerID, a.RestartCount, b.ContainerID)
+	}
+	if _, err := client(t).CoreV1().ConfigMaps(ns).Get(ctx, "after-snapshot", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a ConfigMap made after the snapshot is there after the restore (%v)", err)
 	}
 }
 
