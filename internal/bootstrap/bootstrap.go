@@ -190,6 +190,8 @@ func Sync(ctx context.Context, kv clientv3.KV, paths []string, secret string, en
 			txn, err := kv.Txn(ctx).
 				If(clientv3.Compare(clientv3.ModRevision(Key), "=", resp.Kvs[0].ModRevision)).
 				Then(clientv3.OpPut(Key, string(value))).
+				// The only form of update kine accepts has this Else.
+				Else(clientv3.OpGet(Key)).
 				Commit()
 			if err != nil {
 				return fmt.Errorf("storing %s in the datastore: %w", Key, err)
@@ -249,6 +251,7 @@ func Reseal(ctx context.Context, kv clientv3.KV, oldSecret, newSecret string) (b
 		txn, err := kv.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(Key), "=", resp.Kvs[0].ModRevision)).
 			Then(clientv3.OpPut(Key, string(value))).
+			Else(clientv3.OpGet(Key)).
 			Commit()
 		if err != nil {
 			return false, fmt.Errorf("storing %s in the datastore: %w", Key, err)
