@@ -123,18 +123,18 @@ func (d *Datastore) Run(ctx context.Context) error {
 	// connection pool aside, see pool): used as a library, kine has no
 	// defaults of its own.
 	cfg := endpoint.Config{
-		WaitGroup: &wg,
-		Listener:  "unix://" + d.Socket(),
-		Endpoint:  ep,
+		WaitGroup:            &wg,
+		Listener:             "unix://" + d.Socket(),
+		Endpoint:             ep,
 		ConnectionPoolConfig: pool(ep),
-		NotifyInterval:      5 * time.Second,
-		EmulatedETCDVersion: "3.6.11",
-		CompactTimeout:      5 * time.Second,
-		CompactMinRetain:    1000,
-		CompactBatchSize:    1000,
-		PollBatchSize:       500,
-		PollInterval:        time.Second,
-		LogFormat:           "plain",
+		NotifyInterval:       5 * time.Second,
+		EmulatedETCDVersion:  "3.6.11",
+		CompactTimeout:       5 * time.Second,
+		CompactMinRetain:     1000,
+		CompactBatchSize:     1000,
+		PollBatchSize:        500,
+		PollInterval:         time.Second,
+		LogFormat:            "plain",
 	}
 	// kine retries an external database that does not answer for minutes,
 	// and its wait cannot be cancelled. Give up on one after ConnectTimeout
