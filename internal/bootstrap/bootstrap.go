@@ -183,20 +183,11 @@ func Sync(ctx context.Context, kv clientv3.KV, paths []string, secret string, en
 			for name, data := range added {
 				files[name] = data
 			}
-			value, err := Seal(secret, files)
+			won, err := store(ctx, kv, secret, files, resp.Kvs[0].ModRevision)
 			if err != nil {
 				return err
 			}
-			txn, err := kv.Txn(ctx).
-				If(clientv3.Compare(clientv3.ModRevision(Key), "=", resp.Kvs[0].ModRevision)).
-				Then(clientv3.OpPut(Key, string(value))).
-				// The only form of update kine accepts has this Else.
-				Else(clientv3.OpGet(Key)).
-				Commit()
-			if err != nil {
-				return fmt.Errorf("storing %s in the datastore: %w", Key, err)
-			}
-			if txn.Succeeded {
+			if won {
 				klog.InfoS("added files to the cluster's shared ones in the datastore", "files", slices.Sorted(maps.Keys(added)))
 				return nil
 			}
@@ -209,18 +200,11 @@ func Sync(ctx context.Context, kv clientv3.KV, paths []string, secret string, en
 		if err != nil {
 			return err
 		}
-		value, err := Seal(secret, files)
+		won, err := store(ctx, kv, secret, files, 0)
 		if err != nil {
 			return err
 		}
-		txn, err := kv.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(Key), "=", 0)).
-			Then(clientv3.OpPut(Key, string(value))).
-			Commit()
-		if err != nil {
-			return fmt.Errorf("storing %s in the datastore: %w", Key, err)
-		}
-		if txn.Succeeded {
+		if won {
 			klog.InfoS("stored the cluster's CA files in the datastore, for the servers that join it")
 			return nil
 		}
@@ -244,21 +228,31 @@ func Reseal(ctx context.Context, kv clientv3.KV, oldSecret, newSecret string) (b
 		if err != nil {
 			return false, err
 		}
-		value, err := Seal(newSecret, files)
-		if err != nil {
-			return false, err
-		}
-		txn, err := kv.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(Key), "=", resp.Kvs[0].ModRevision)).
-			Then(clientv3.OpPut(Key, string(value))).
-			Else(clientv3.OpGet(Key)).
-			Commit()
-		if err != nil {
-			return false, fmt.Errorf("storing %s in the datastore: %w", Key, err)
-		}
-		if txn.Succeeded {
-			return true, nil
+		won, err := store(ctx, kv, newSecret, files, resp.Kvs[0].ModRevision)
+		if err != nil || won {
+			return won, err
 		}
 		// A server added files meanwhile: seal those too.
 	}
+}
+
+// store seals files under secret and puts them at Key if Key is still at
+// revision rev (0: not there yet). It says whether the put won.
+func store(ctx context.Context, kv clientv3.KV, secret string, files map[string][]byte, rev int64) (bool, error) {
+	value, err := Seal(secret, files)
+	if err != nil {
+		return false, err
+	}
+	txn := kv.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(Key), "=", rev)).
+		Then(clientv3.OpPut(Key, string(value)))
+	if rev != 0 {
+		// The only form of update kine accepts has this Else.
+		txn = txn.Else(clientv3.OpGet(Key))
+	}
+	resp, err := txn.Commit()
+	if err != nil {
+		return false, fmt.Errorf("storing %s in the datastore: %w", Key, err)
+	}
+	return resp.Succeeded, nil
 }

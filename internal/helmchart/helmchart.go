@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/release/common"
+	"helm.sh/helm/v4/pkg/storage/driver"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -241,7 +244,16 @@ func (c *Controller) sync(ctx context.Context, key string) (retry bool, err erro
 		return true, c.fail(ctx, u, &status, "", err)
 	}
 	target := releaseNamespace(ns, spec)
-	if status.Digest == want.digest && meta.IsStatusConditionTrue(status.Conditions, Installed) && c.deployed(name, target) {
+	cfg, err := c.actions(target)
+	if err != nil {
+		return false, err
+	}
+	history, err := action.NewHistory(cfg).Run(name)
+	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+		return false, err
+	}
+	if _, last, _ := latest(history); status.Digest == want.digest && meta.IsStatusConditionTrue(status.Conditions, Installed) &&
+		last != nil && common.Status(last.Status()) == common.StatusDeployed {
 		return false, nil
 	}
 	if status.Digest == want.digest && policy == PolicyAbort && meta.IsStatusConditionTrue(status.Conditions, Failed) {
@@ -252,16 +264,16 @@ func (c *Controller) sync(ctx context.Context, key string) (retry bool, err erro
 			return true, c.fail(ctx, u, &status, want.digest, fmt.Errorf("uninstalling the release from %s, the old target namespace: %w", status.ReleaseNamespace, err))
 		}
 	}
-	rel, verb, err := c.release(ctx, name, target, spec, want)
+	revision, verb, err := c.release(ctx, cfg, history, name, target, spec, want)
 	if err != nil {
 		c.events.Eventf(u, corev1.EventTypeWarning, "Failed", "%s", err)
 		return true, c.fail(ctx, u, &status, want.digest, err)
 	}
-	c.events.Eventf(u, corev1.EventTypeNormal, verb, "%s %s, revision %d", want.chartName, want.chartVersion, rel.revision)
-	klog.InfoS("helm release "+verb, "helmchart", klog.KRef(ns, name), "chart", want.chartName, "version", want.chartVersion, "namespace", target, "revision", rel.revision)
-	status.Revision, status.ChartVersion, status.ReleaseNamespace, status.Digest = rel.revision, want.chartVersion, target, want.digest
+	c.events.Eventf(u, corev1.EventTypeNormal, verb, "%s %s, revision %d", want.chartName, want.chartVersion, revision)
+	klog.InfoS("helm release "+verb, "helmchart", klog.KRef(ns, name), "chart", want.chartName, "version", want.chartVersion, "namespace", target, "revision", revision)
+	status.Revision, status.ChartVersion, status.ReleaseNamespace, status.Digest = revision, want.chartVersion, target, want.digest
 	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: Installed, Status: metav1.ConditionTrue, Reason: ReasonDeployed,
-		Message: fmt.Sprintf("revision %d of %s %s", rel.revision, want.chartName, want.chartVersion), ObservedGeneration: u.GetGeneration()})
+		Message: fmt.Sprintf("revision %d of %s %s", revision, want.chartName, want.chartVersion), ObservedGeneration: u.GetGeneration()})
 	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: Failed, Status: metav1.ConditionFalse, Reason: verb, ObservedGeneration: u.GetGeneration()})
 	return false, c.writeStatus(ctx, u, status)
 }

@@ -292,18 +292,10 @@ func (c *Controller) actions(ns string) (*action.Configuration, error) {
 	return cfg, nil
 }
 
-type released struct{ revision int }
-
-// release installs or upgrades the release name in ns. verb says which.
-func (c *Controller) release(ctx context.Context, name, ns string, spec Spec, d desired) (released, string, error) {
-	cfg, err := c.actions(ns)
-	if err != nil {
-		return released{}, "", err
-	}
-	history, err := action.NewHistory(cfg).Run(name)
-	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
-		return released{}, "", err
-	}
+// release installs or upgrades the release name in ns, whose history is
+// given, with Helm's configuration for ns. It returns the revision made,
+// and verb says which it did.
+func (c *Controller) release(ctx context.Context, cfg *action.Configuration, history []release.Releaser, name, ns string, spec Spec, d desired) (int, string, error) {
 	raw, last, everDeployed := latest(history)
 	if last != nil {
 		switch common.Status(last.Status()) {
@@ -314,7 +306,7 @@ func (c *Controller) release(ctx context.Context, name, ns string, spec Spec, d 
 				r.Info.Status = common.StatusFailed
 				r.Info.Description = "interrupted; marked failed by skiff"
 				if err := cfg.Releases.Update(r); err != nil {
-					return released{}, "", err
+					return 0, "", err
 				}
 			}
 		}
@@ -324,12 +316,13 @@ func (c *Controller) release(ctx context.Context, name, ns string, spec Spec, d 
 			un := action.NewUninstall(cfg)
 			un.IgnoreNotFound, un.Timeout, un.WaitStrategy = true, d.timeout, kube.HookOnlyStrategy
 			if _, err := un.Run(name); err != nil {
-				return released{}, "", fmt.Errorf("uninstalling the failed release before installing again: %w", err)
+				return 0, "", fmt.Errorf("uninstalling the failed release before installing again: %w", err)
 			}
 			last = nil
 		}
 	}
 	var rel release.Releaser
+	var err error
 	verb := "Installed"
 	if last == nil {
 		inst := action.NewInstall(cfg)
@@ -345,13 +338,13 @@ func (c *Controller) release(ctx context.Context, name, ns string, spec Spec, d 
 		rel, err = up.RunWithContext(ctx, name, d.chart, d.values)
 	}
 	if err != nil {
-		return released{}, verb, fmt.Errorf("%s %s %s: %w", strings.ToLower(strings.TrimSuffix(verb, "ed")), d.chartName, d.chartVersion, err)
+		return 0, verb, fmt.Errorf("%s %s %s: %w", strings.ToLower(strings.TrimSuffix(verb, "ed")), d.chartName, d.chartVersion, err)
 	}
 	acc, err := release.NewAccessor(rel)
 	if err != nil {
-		return released{}, verb, err
+		return 0, verb, err
 	}
-	return released{revision: acc.Version()}, verb, nil
+	return acc.Version(), verb, nil
 }
 
 // latest returns the newest revision of a history (as stored, and its
@@ -374,20 +367,6 @@ func latest(history []release.Releaser) (release.Releaser, release.Accessor, boo
 		}
 	}
 	return raw, last, deployed
-}
-
-// deployed says whether the newest revision of the release is deployed.
-func (c *Controller) deployed(name, ns string) bool {
-	cfg, err := c.actions(ns)
-	if err != nil {
-		return false
-	}
-	history, err := action.NewHistory(cfg).Run(name)
-	if err != nil {
-		return false
-	}
-	_, last, _ := latest(history)
-	return last != nil && common.Status(last.Status()) == common.StatusDeployed
 }
 
 // uninstall removes the HelmChart's release from ns (its target namespace

@@ -7,7 +7,6 @@ package secretsencrypt
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -79,10 +78,10 @@ func Load(path string) (*Config, error) {
 	}
 	ec := &apiserverv1.EncryptionConfiguration{}
 	if err := yaml.UnmarshalStrict(data, ec); err != nil {
-		return nil, fmt.Errorf("%s is not an encryption configuration: %v", path, err)
+		return nil, fmt.Errorf("%s is not an encryption configuration: %v: restore it from a snapshot of this server (`skiff snapshot ls`)", path, err)
 	}
 	if len(ec.Resources) != 1 || len(ec.Resources[0].Providers) == 0 {
-		return nil, fmt.Errorf("%s: want one resource list with its providers", path)
+		return nil, fmt.Errorf("%s has not one resource list with its providers, as skiff writes it: restore it from a snapshot of this server (`skiff snapshot ls`)", path)
 	}
 	c := &Config{cfg: ec}
 	p := ec.Resources[0].Providers[0]
@@ -166,9 +165,6 @@ func write(path string, ec *apiserverv1.EncryptionConfiguration) error {
 	data, err := yaml.Marshal(ec)
 	if err != nil {
 		return err
-	}
-	if len(data) == 0 {
-		return errors.New("empty encryption configuration")
 	}
 	return atomicfile.Write(path, data, 0o600)
 }

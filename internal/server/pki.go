@@ -35,11 +35,13 @@ var clients = []struct {
 // binds its roles).
 const MetricsServerUser = "system:skiff:metrics-server"
 
-// apiServerNames are the DNS names of the API server's serving certificate:
-// the kubernetes Service's, localhost, the host name and the --tls-san names.
-func apiServerNames(domain, hostname string, sans []string) []string {
+// apiServerNames are the DNS names of the API server's serving certificate
+// besides the host name: the kubernetes Service's, localhost and the
+// --tls-san names. No node may take one (the host name is the server's own
+// node's, which its node password guards).
+func apiServerNames(domain string, sans []string) []string {
 	names := []string{pki.APIServerName, "kubernetes.default", "kubernetes.default.svc",
-		"kubernetes.default.svc." + domain, "localhost", hostname}
+		"kubernetes.default.svc." + domain, "localhost"}
 	for _, san := range sans {
 		if net.ParseIP(san) == nil {
 			names = append(names, strings.ToLower(san))
@@ -88,7 +90,7 @@ func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net
 	serving := pki.Spec{
 		CommonName: "kube-apiserver",
 		Usage:      pki.Server,
-		DNSNames:   apiServerNames(c.ClusterDomain, hostname, sans),
+		DNSNames:   append(apiServerNames(c.ClusterDomain, sans), hostname),
 		IPs:        append([]net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback, serviceIP}, ips...),
 	}
 	for _, san := range sans {

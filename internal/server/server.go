@@ -223,9 +223,7 @@ func check(o Options) (*plan, error) {
 			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
 			DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
 		},
-		// The host name too is the API server's, but it is also the
-		// server's node name, which its node password guards.
-		ReservedNames: slices.DeleteFunc(apiServerNames(o.ClusterDomain, p.hostname, o.TLSSANs), func(n string) bool { return n == p.hostname }),
+		ReservedNames: apiServerNames(o.ClusterDomain, o.TLSSANs),
 		Client:        func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },
 	}
 	dcfg := datastore.Config{Dir: filepath.Join(p.cfg.DataDir, "server", "db"), Endpoint: o.DatastoreEndpoint}
