@@ -291,7 +291,7 @@ func TestJoinRefused(t *testing.T) {
 	server := cluster.StartT(t, "--agent-token", "agents-only-0123456789")
 	ctx := cluster.Context(t)
 	cs := server.ClientT(t)
-	good, err := server.Token()
+	good, err := server.JoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestJoinRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first.Args[slices.Index(first.Args, "--token")+1] = strings.TrimSpace(string(agentToken))
+	first.Token = strings.TrimSpace(string(agentToken))
 	t.Cleanup(func() { first.Stop(); first.Teardown() })
 	if err := first.StartProcess(); err != nil {
 		t.Fatal(err)

@@ -35,7 +35,7 @@ func benchDisposable() error {
 	}
 	defer c.Remove()
 	start := time.Now()
-	if err := c.Start(cluster.Binary()); err != nil {
+	if err := c.StartCI(); err != nil {
 		return err
 	}
 	if err := c.RunPod(); err != nil {
@@ -47,7 +47,7 @@ func benchDisposable() error {
 		return err
 	}
 	fmt.Printf("throwaway cluster, skiff killall to a clean host: %.2f s\n", time.Since(start).Seconds())
-	if left := cluster.Leftovers(c.NodeNames, []string{dir}, nil); len(left) > 0 {
+	if left := cluster.Leftovers(c.Names(), []string{dir}, nil); len(left) > 0 {
 		return fmt.Errorf("skiff killall left %v", left)
 	}
 	return nil

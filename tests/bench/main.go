@@ -148,7 +148,7 @@ func startTimed(s *cluster.Server) (time.Duration, *os.Process, error) {
 		return 0, nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(cluster.Binary(), s.Args...)
+	cmd := exec.Command(cluster.Binary(), s.Args()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}

@@ -31,15 +31,32 @@ func Binary() string {
 	return b
 }
 
-// Server is one skiff server process.
+// Server is one skiff process under test: a server (with or without a
+// node of its own) or an agent. Its fields describe it; they become a
+// command line only when it starts (Args), so a test changes a field, not
+// an argument list.
 type Server struct {
 	Dir        string // holds the data dir, kubeconfig and log
 	DataDir    string
-	Port       int
+	Port       int // the API port of a server
 	Kubeconfig string
 	Log        string
-	Args       []string
-	// CgroupRoot is set for a node: the kubelet's cgroup root.
+	// Bin is the skiff binary to run; empty for the one under test.
+	Bin string
+	// Node is set when the process runs a kubelet: a server without
+	// --disable-agent, or an agent.
+	Node bool
+	// Join is the URL of the server an agent joins; empty for a server.
+	Join string
+	// Token is --token: an agent's join token, or the token a server shares
+	// with the servers already on its datastore.
+	Token string
+	// NodeIP is --node-ip.
+	NodeIP string
+	// ResolvConf is the kubelet's --resolv-conf: the tests' resolver.
+	ResolvConf string
+	// CgroupRoot, when set, is the kubelet's cgroup root, with its root dir
+	// in Dir; empty, skiff derives both from the data dir, as for a user.
 	CgroupRoot string
 	// Netns is the network namespace the process runs in (a host of a
 	// LAN), empty for this machine's own.
@@ -47,10 +64,40 @@ type Server struct {
 	// APIServer overrides the admin kubeconfig's server URL, for a server
 	// in a network namespace.
 	APIServer string
+	// Extra are further arguments, after those the fields give.
+	Extra []string
 
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+}
+
+// Args is the command line the fields describe, without the binary.
+func (s *Server) Args() []string {
+	var a []string
+	if s.Join != "" {
+		a = []string{"agent", "--server", s.Join}
+	} else {
+		a = []string{"server", "--https-listen-port", fmt.Sprint(s.Port), "--write-kubeconfig", s.Kubeconfig}
+		if !s.Node {
+			a = append(a, "--disable-agent")
+		}
+	}
+	a = append(a, "--data-dir", s.DataDir)
+	if s.Token != "" {
+		a = append(a, "--token", s.Token)
+	}
+	if s.NodeIP != "" {
+		a = append(a, "--node-ip", s.NodeIP)
+	}
+	if s.ResolvConf != "" {
+		a = append(a, "--resolv-conf", s.ResolvConf)
+	}
+	if s.CgroupRoot != "" {
+		a = append(a, "--kubelet-arg", "cgroup-root="+s.CgroupRoot,
+			"--kubelet-arg", "root-dir="+filepath.Join(s.Dir, "kubelet"))
+	}
+	return append(a, s.Extra...)
 }
 
 // FreePort returns a TCP port nothing listens on now.
@@ -63,34 +110,17 @@ func FreePort() int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// New prepares a server in dir (not started) on free ports.
+// New describes a control-plane-only server in dir (not started) on a free
+// port; extra are more arguments.
 func New(dir string, extra ...string) *Server {
-	s := &Server{
+	return &Server{
 		Dir:        dir,
 		DataDir:    filepath.Join(dir, "data"),
 		Port:       FreePort(),
 		Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"),
 		Log:        filepath.Join(dir, "server.log"),
+		Extra:      extra,
 	}
-	s.Args = append([]string{
-		"server",
-		"--data-dir", s.DataDir,
-		"--https-listen-port", fmt.Sprint(s.Port),
-		"--write-kubeconfig", s.Kubeconfig,
-		"--disable-agent",
-	}, extra...)
-	return s
-}
-
-// SetPort moves the server's API to port: servers of one cluster on hosts
-// of their own share it, as the kubernetes Service's endpoints assume.
-func (s *Server) SetPort(port int) {
-	for i, a := range s.Args[:len(s.Args)-1] {
-		if a == "--https-listen-port" {
-			s.Args[i+1] = fmt.Sprint(port)
-		}
-	}
-	s.Port = port
 }
 
 // Start starts the server process and waits until its API is ready.
@@ -101,14 +131,18 @@ func (s *Server) Start(ctx context.Context) error {
 	return s.WaitReady(ctx)
 }
 
-// StartProcess starts the process with s.Args and does not wait.
+// StartProcess starts the process with Args and does not wait.
 func (s *Server) StartProcess() error {
+	bin := s.Bin
+	if bin == "" {
+		bin = Binary()
+	}
 	if s.Netns != "" {
 		// Only the network namespace: the node shares the host's mounts
 		// and cgroups, as a node on its own machine would have its own.
-		s.cmd = exec.Command("nsenter", append([]string{"--net=/run/netns/" + s.Netns, "--", Binary()}, s.Args...)...)
+		s.cmd = exec.Command("nsenter", append([]string{"--net=/run/netns/" + s.Netns, "--", bin}, s.Args()...)...)
 	} else {
-		s.cmd = exec.Command(Binary(), s.Args...)
+		s.cmd = exec.Command(bin, s.Args()...)
 	}
 	done := make(chan struct{})
 	if err := startLogged(s.cmd, s.Log, func(err error) { s.err = err; close(done) }); err != nil {

@@ -84,36 +84,39 @@ func (l *LAN) Delete() {
 	exec.Command("ip", "link", "del", lanBridge).Run()
 }
 
-// NewLANServer prepares a server that is also a node, on host h.
+// NewLANServer describes a server that is also a node, on host h.
 func NewLANServer(dir string, h *LANHost, extra ...string) (*Server, error) {
-	s, err := NewNode(dir, append([]string{"--node-ip", h.IP}, extra...)...)
+	s, err := NewNode(dir, extra...)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := writeResolvConfAt(dir, LANGateway); err != nil {
-		return nil, err
-	}
-	s.Netns = h.Netns
-	s.APIServer = fmt.Sprintf("https://%s:%d", h.IP, s.Port)
-	return s, nil
+	return s, s.OnHost(h)
 }
 
-// NewLANAgent prepares an agent on host h that joins server with its token.
+// NewLANAgent describes an agent on host h that joins server with its
+// token.
 func NewLANAgent(dir string, h *LANHost, server *Server, extra ...string) (*Server, error) {
-	a, err := NewAgent(dir, server, append([]string{"--node-ip", h.IP}, extra...)...)
+	a, err := NewAgent(dir, server, extra...)
 	if err != nil {
 		return nil, err
 	}
-	for i := range a.Args {
-		if a.Args[i] == "--server" {
-			a.Args[i+1] = server.APIServer
-		}
+	a.Join = server.APIServer
+	return a, a.OnHost(h)
+}
+
+// OnHost puts s on host h of a LAN: its network namespace, its address,
+// and for a node the resolver the LAN's gateway serves.
+func (s *Server) OnHost(h *LANHost) error {
+	s.Netns, s.NodeIP = h.Netns, h.IP
+	if s.Join == "" {
+		s.APIServer = fmt.Sprintf("https://%s:%d", h.IP, s.Port)
 	}
-	if _, err := writeResolvConfAt(dir, LANGateway); err != nil {
-		return nil, err
+	if !s.Node {
+		return nil
 	}
-	a.Netns = h.Netns
-	return a, nil
+	var err error
+	s.ResolvConf, err = writeResolvConfAt(s.Dir, LANGateway)
+	return err
 }
 
 // Run runs a command on the host.

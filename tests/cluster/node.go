@@ -75,67 +75,56 @@ func testTool() ([]byte, error) {
 	return toolOnce.data, toolOnce.err
 }
 
-// NewNode prepares a server that is also a node, with its own cgroup root and
-// kubelet root, and the test image in its air-gap folder.
+// NewNode describes a server that is also a node, with its own cgroup root
+// and kubelet root, the tests' resolver, and the test image in its air-gap
+// folder.
 func NewNode(dir string, extra ...string) (*Server, error) {
-	var b [4]byte
-	rand.Read(b[:])
-	cgroupRoot := "/skiff-test-" + hex.EncodeToString(b[:])
-	resolv, err := WriteResolvConf(dir)
-	if err != nil {
+	s := New(dir, extra...)
+	if err := s.makeNode(); err != nil {
 		return nil, err
 	}
-	s := New(dir, append([]string{
-		"--resolv-conf", resolv,
-		"--kubelet-arg", "cgroup-root=" + cgroupRoot,
-		"--kubelet-arg", "root-dir=" + filepath.Join(dir, "kubelet"),
-	}, extra...)...)
-	// New added --disable-agent: a node must not have it.
-	for i, a := range s.Args {
-		if a == "--disable-agent" {
-			s.Args = append(s.Args[:i], s.Args[i+1:]...)
-			break
-		}
-	}
-	s.CgroupRoot = cgroupRoot
-	return s, WriteBusyboxImage(filepath.Join(s.DataDir, "agent", "images"))
+	return s, nil
 }
 
-// NewAgent prepares `skiff agent` in dir, joining server with its token, with its own cgroup root, kubelet root and the test image.
+// NewAgent describes `skiff agent` in dir joining server with its token, a
+// node as NewNode's.
 func NewAgent(dir string, server *Server, extra ...string) (*Server, error) {
-	var b [4]byte
-	rand.Read(b[:])
-	resolv, err := WriteResolvConf(dir)
+	token, err := server.JoinToken()
 	if err != nil {
 		return nil, err
 	}
 	a := &Server{
-		Dir:        dir,
-		DataDir:    filepath.Join(dir, "data"),
-		Log:        filepath.Join(dir, "agent.log"),
-		CgroupRoot: "/skiff-test-" + hex.EncodeToString(b[:]),
+		Dir:     dir,
+		DataDir: filepath.Join(dir, "data"),
+		Log:     filepath.Join(dir, "agent.log"),
+		Join:    fmt.Sprintf("https://127.0.0.1:%d", server.Port),
+		Token:   token,
+		Extra:   extra,
 	}
-	token, err := server.Token()
-	if err != nil {
+	if err := a.makeNode(); err != nil {
 		return nil, err
 	}
-	a.Args = append([]string{
-		"agent",
-		"--server", fmt.Sprintf("https://127.0.0.1:%d", server.Port),
-		"--token", token,
-		"--data-dir", a.DataDir,
-		"--resolv-conf", resolv,
-		"--kubelet-arg", "cgroup-root=" + a.CgroupRoot,
-		"--kubelet-arg", "root-dir=" + filepath.Join(dir, "kubelet"),
-	}, extra...)
-	return a, WriteBusyboxImage(filepath.Join(a.DataDir, "agent", "images"))
+	return a, nil
+}
+
+// makeNode makes s a node of its own: a cgroup root no other node has, the
+// tests' resolver and the test image.
+func (s *Server) makeNode() error {
+	var b [4]byte
+	rand.Read(b[:])
+	resolv, err := WriteResolvConf(s.Dir)
+	if err != nil {
+		return err
+	}
+	s.Node, s.ResolvConf, s.CgroupRoot = true, resolv, "/skiff-test-"+hex.EncodeToString(b[:])
+	return WriteBusyboxImage(filepath.Join(s.DataDir, "agent", "images"))
 }
 
 // Teardown removes what a stopped node left on the host (its pods'
 // processes, mounts, cgroups, network devices and runtime state dir) with
 // `skiff killall`, run in the node's network namespace.
 func (s *Server) Teardown() error {
-	if s.CgroupRoot == "" {
+	if !s.Node {
 		return nil
 	}
 	args := []string{Binary(), "killall", "--data-dir", s.DataDir}
@@ -248,8 +237,8 @@ func (s *Server) ShimPids() []int {
 	return out
 }
 
-// Token is the server's join token, from its data dir.
-func (s *Server) Token() (string, error) {
+// JoinToken is the server's join token, from its data dir.
+func (s *Server) JoinToken() (string, error) {
 	data, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))
 	if err != nil {
 		return "", fmt.Errorf("the server's join token: %w", err)

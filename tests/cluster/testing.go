@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -57,10 +59,10 @@ func (s *Server) Namespace(t *testing.T) string {
 	return name
 }
 
-// WaitFor polls cond until it holds, failing the test after two minutes.
+// WaitFor polls cond until it holds, failing the test after three minutes.
 func WaitFor(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, cond); err != nil {
 		t.Fatalf("waiting for %s: %v", what, err)
@@ -84,7 +86,7 @@ func NodeReady(ctx context.Context, cs kubernetes.Interface, name string) bool {
 // KubectlT runs `skiff kubectl` and fails the test if it fails.
 func (s *Server) KubectlT(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	out, err := s.Kubectl(ctx, stdin, args...)
 	if err != nil {
@@ -107,4 +109,77 @@ func Steps(t *testing.T, steps ...Step) {
 			return
 		}
 	}
+}
+
+// Main runs a test package against one shared server and returns the exit
+// code for TestMain. It makes a temp dir named after the package, where
+// prepare describes the server (and writes what it needs beside it); it
+// starts the server and waits until it is ready, a node until its Node is
+// Ready; then it runs the tests, and stops the server and tears the node
+// down whether they failed or not, with the log printed when anything
+// failed.
+func Main(m *testing.M, name string, prepare func(dir string) (*Server, error)) int {
+	dir, err := os.MkdirTemp("", "skiff-"+name+"-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	s, err := prepare(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := s.Teardown(); err != nil {
+			fmt.Fprintln(os.Stderr, "teardown:", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	code := 1
+	if err := s.Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else if err := s.WaitNodesReady(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "node not ready: %v\n%s\n", err, s.LogTail(60))
+	} else {
+		code = m.Run()
+	}
+	if err := s.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping the server: %v\n", err)
+		code = 1
+	}
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "server log:\n%s\n", s.LogTail(60))
+	}
+	return code
+}
+
+// WaitNodesReady waits, for a node, until its cluster has Nodes and every
+// one is Ready.
+func (s *Server) WaitNodesReady(ctx context.Context) error {
+	if !s.Node {
+		return nil
+	}
+	cs, err := s.Client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	return wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if s.Exited() {
+			return false, fmt.Errorf("the server exited")
+		}
+		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil || len(nodes.Items) == 0 {
+			return false, nil
+		}
+		for _, n := range nodes.Items {
+			if !NodeReady(ctx, cs, n.Name) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,80 +10,50 @@ import (
 	"time"
 )
 
-// Throwaway is the README's throwaway cluster for CI: `skiff server` with its
-// data dir in a temp dir, on a free API port, with the test image in its
-// air-gap folder and the tests' resolver. Its kubelet, cgroup and runtime
-// dirs are the ones skiff derives from the data dir.
-type Throwaway struct {
-	Dir, DataDir, Kubeconfig, Log string
-	// The run dir, cgroup root, bridge, overlay device and nftables table
-	// skiff derives from the data dir.
-	NodeNames
-	// Flags are the server's flags (after `server`).
-	Flags  []string
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-// NewThrowaway prepares a throwaway cluster in dir; extra are more server
-// flags (a second cluster's ranges, say).
-func NewThrowaway(dir string, extra ...string) (*Throwaway, error) {
-	c := &Throwaway{Dir: dir, DataDir: filepath.Join(dir, "data"), Kubeconfig: filepath.Join(dir, "kubeconfig"), Log: filepath.Join(dir, "skiff.log")}
-	c.NodeNames = NamesOf(c.DataDir)
-	if err := WriteBusyboxImage(filepath.Join(c.DataDir, "agent", "images")); err != nil {
+// NewThrowaway describes the README's throwaway cluster for CI: `skiff
+// server` with its data dir in dir, on a free API port, with the test image
+// in its air-gap folder and the tests' resolver. Its kubelet, cgroup and
+// runtime dirs are the ones skiff derives from the data dir (Names); extra
+// are more server flags (a second cluster's ranges, say).
+func NewThrowaway(dir string, extra ...string) (*Server, error) {
+	s := New(dir, extra...)
+	s.Kubeconfig, s.Log, s.Node = filepath.Join(dir, "kubeconfig"), filepath.Join(dir, "skiff.log"), true
+	if err := WriteBusyboxImage(filepath.Join(s.DataDir, "agent", "images")); err != nil {
 		return nil, err
 	}
-	resolv, err := WriteResolvConf(dir)
-	if err != nil {
-		return nil, err
-	}
-	c.Flags = []string{"--data-dir", c.DataDir, "--https-listen-port", fmt.Sprint(FreePort()),
-		"--write-kubeconfig", c.Kubeconfig, "--resolv-conf", resolv}
-	c.Flags = append(c.Flags, extra...)
-	return c, nil
+	var err error
+	s.ResolvConf, err = WriteResolvConf(dir)
+	return s, err
 }
 
-// Start runs `bin server` with the flags in the background, then `skiff
-// wait` until the cluster can take pods.
-func (c *Throwaway) Start(bin string) error {
-	c.cmd = exec.Command(bin, append([]string{"server"}, c.Flags...)...)
-	exited := make(chan struct{})
-	if err := startLogged(c.cmd, c.Log, func(error) { close(exited) }); err != nil {
+// Names are the run dir, cgroup root, bridge, overlay device and nftables
+// table skiff derives from the data dir.
+func (s *Server) Names() NodeNames { return NamesOf(s.DataDir) }
+
+// StartCI starts the server as the README's CI recipe does: in the
+// background, then `skiff wait` until the cluster can take pods.
+func (s *Server) StartCI() error {
+	if err := s.StartProcess(); err != nil {
 		return err
 	}
-	c.exited = exited
-	_, err := c.Skiff(4*time.Minute, "wait", "--kubeconfig", c.Kubeconfig, "--timeout", "3m")
+	_, err := s.Skiff(4*time.Minute, "wait", "--kubeconfig", s.Kubeconfig, "--timeout", "3m")
 	return err
-}
-
-// Port is the API server's port.
-func (c *Throwaway) Port() string {
-	for i, f := range c.Flags[:len(c.Flags)-1] {
-		if f == "--https-listen-port" {
-			return c.Flags[i+1]
-		}
-	}
-	return ""
-}
-
-// Kubectl runs `skiff kubectl` against the cluster.
-func (c *Throwaway) Kubectl(timeout time.Duration, args ...string) (string, error) {
-	return c.Skiff(timeout, append([]string{"kubectl", "--kubeconfig", c.Kubeconfig}, args...)...)
 }
 
 // RunPod runs the test image as pod p and waits until it is Ready.
-func (c *Throwaway) RunPod() error {
-	kc := []string{"kubectl", "--kubeconfig", c.Kubeconfig}
-	if _, err := c.Skiff(time.Minute, append(kc, "run", "p", "--image", BusyboxImage, "--restart", "Never",
+func (s *Server) RunPod() error {
+	kc := []string{"kubectl", "--kubeconfig", s.Kubeconfig}
+	if _, err := s.Skiff(time.Minute, append(kc, "run", "p", "--image", BusyboxImage, "--restart", "Never",
 		"--image-pull-policy", "Never", "--", "sleep", "3600")...); err != nil {
 		return err
 	}
-	_, err := c.Skiff(3*time.Minute, append(kc, "wait", "--for", "condition=Ready", "pod/p", "--timeout", "2m")...)
+	_, err := s.Skiff(3*time.Minute, append(kc, "wait", "--for", "condition=Ready", "pod/p", "--timeout", "2m")...)
 	return err
 }
 
-// Skiff runs the built binary.
-func (c *Throwaway) Skiff(timeout time.Duration, args ...string) (string, error) {
+// Skiff runs the binary under test with args and returns its combined
+// output.
+func (s *Server) Skiff(timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, Binary(), args...).CombinedOutput()
@@ -94,34 +63,25 @@ func (c *Throwaway) Skiff(timeout time.Duration, args ...string) (string, error)
 	return string(out), nil
 }
 
-// Exited waits up to timeout for the server process to end.
-func (c *Throwaway) Exited(timeout time.Duration) bool {
-	select {
-	case <-c.exited:
+// ExitsWithin waits up to timeout for the process to end.
+func (s *Server) ExitsWithin(timeout time.Duration) bool {
+	if s.done == nil || s.Exited() {
 		return true
-	default:
 	}
 	select {
-	case <-c.exited:
+	case <-s.done:
 		return true
 	case <-time.After(timeout):
 		return false
 	}
 }
 
-// Remove ends whatever is left of the cluster, whatever state it is in:
-// the server's process group, then `skiff killall` (idempotent).
-func (c *Throwaway) Remove() {
-	if c.cmd != nil && c.cmd.Process != nil {
-		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.exited
+// Remove ends whatever is left of the node, whatever state it is in: the
+// process group, then `skiff killall` (idempotent).
+func (s *Server) Remove() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
 	}
-	exec.Command(Binary(), "killall", "--data-dir", c.DataDir).Run()
-}
-
-// LogTail is the end of the server's log.
-func (c *Throwaway) LogTail(n int) string {
-	data, _ := os.ReadFile(c.Log)
-	lines := strings.Split(string(data), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	s.Teardown()
 }

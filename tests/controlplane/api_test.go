@@ -20,13 +20,9 @@ import (
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
-func ctxT(t *testing.T) context.Context { return cluster.Context(t) }
-
-func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
-
 func TestReadyzAndNamespaces(t *testing.T) {
-	ctx := ctxT(t)
-	body, err := client(t).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+	ctx := cluster.Context(t)
+	body, err := srv.ClientT(t).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 	if err != nil || string(body) != "ok" {
 		t.Fatalf("/readyz: %q, %v", body, err)
 	}
@@ -42,7 +38,7 @@ func TestReadyzAndNamespaces(t *testing.T) {
 }
 
 func TestVersionReportsKubernetesRelease(t *testing.T) {
-	v, err := client(t).Discovery().ServerVersion()
+	v, err := srv.ClientT(t).Discovery().ServerVersion()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +48,8 @@ func TestVersionReportsKubernetesRelease(t *testing.T) {
 }
 
 func TestDeploymentMakesPendingPods(t *testing.T) {
-	ctx := ctxT(t)
-	ns := namespace(t)
+	ctx := cluster.Context(t)
+	ns := srv.Namespace(t)
 	_, err := srv.Kubectl(ctx, `
 apiVersion: apps/v1
 kind: Deployment
@@ -69,7 +65,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := client(t)
+	cs := srv.ClientT(t)
 	err = wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		rs, err := cs.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 		if err != nil || len(rs.Items) != 1 {
@@ -92,8 +88,8 @@ spec:
 }
 
 func TestCustomResource(t *testing.T) {
-	ctx := ctxT(t)
-	ns := namespace(t)
+	ctx := cluster.Context(t)
+	ns := srv.Namespace(t)
 	_, err := srv.Kubectl(ctx, `
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -131,8 +127,8 @@ spec:
 }
 
 func TestJobAndCronJobAccepted(t *testing.T) {
-	ctx := ctxT(t)
-	ns := namespace(t)
+	ctx := cluster.Context(t)
+	ns := srv.Namespace(t)
 	_, err := srv.Kubectl(ctx, `
 apiVersion: batch/v1
 kind: Job
@@ -158,7 +154,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := client(t)
+	cs := srv.ClientT(t)
 	if _, err := cs.BatchV1().CronJobs(ns).Get(ctx, "often", metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,9 +169,9 @@ spec:
 }
 
 func TestServiceAccountRBAC(t *testing.T) {
-	ctx := ctxT(t)
-	ns := namespace(t)
-	cs := client(t)
+	ctx := cluster.Context(t)
+	ns := srv.Namespace(t)
+	cs := srv.ClientT(t)
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "reader"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +221,7 @@ func TestAnonymousOnlyHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	anon := kubernetes.NewForConfigOrDie(rest.AnonymousClientConfig(cfg))
-	ctx := ctxT(t)
+	ctx := cluster.Context(t)
 	if body, err := anon.Discovery().RESTClient().Get().AbsPath("/livez").DoRaw(ctx); err != nil || string(body) != "ok" {
 		t.Fatalf("anonymous /livez: %q, %v", body, err)
 	}
@@ -233,5 +229,3 @@ func TestAnonymousOnlyHealth(t *testing.T) {
 		t.Fatalf("anonymous list namespaces: got %v, want 401", err)
 	}
 }
-
-func namespace(t *testing.T) string { return srv.Namespace(t) }

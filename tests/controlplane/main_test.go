@@ -3,8 +3,6 @@
 package controlplane
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"testing"
 
@@ -15,25 +13,8 @@ import (
 var srv *cluster.Server
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "skiff-controlplane-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	srv = cluster.New(dir)
-	code := 1
-	if err := srv.Start(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	if err := srv.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "stopping the shared server: %v\n%s\n", err, srv.LogTail(30))
-		code = 1
-	}
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "shared server log:\n%s\n", srv.LogTail(40))
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(cluster.Main(m, "controlplane", func(dir string) (*cluster.Server, error) {
+		srv = cluster.New(dir)
+		return srv, nil
+	}))
 }

@@ -6,12 +6,14 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
 // TestDatastoreSizeMetrics: the API server's /metrics shows the embedded
 // database's and its WAL's sizes, as they are on disk.
 func TestDatastoreSizeMetrics(t *testing.T) {
-	out, err := srv.Kubectl(ctxT(t), "", "get", "--raw", "/metrics")
+	out, err := srv.Kubectl(cluster.Context(t), "", "get", "--raw", "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 )
 
 func TestRestartKeepsStateAndCA(t *testing.T) {
-	ctx := ctxT(t)
+	ctx := cluster.Context(t)
 	s := cluster.StartT(t)
 	cs, err := s.Client()
 	if err != nil {
@@ -113,7 +113,7 @@ func rv(t *testing.T, s string) int64 {
 }
 
 func TestKillDuringWritesLosesNoAcknowledgedCreate(t *testing.T) {
-	ctx := ctxT(t)
+	ctx := cluster.Context(t)
 	s := cluster.StartT(t)
 	cs, err := s.Client()
 	if err != nil {

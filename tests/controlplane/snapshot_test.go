@@ -21,7 +21,7 @@ import (
 // object acknowledged before it began; restored into a fresh data dir (with
 // the cluster's token), it is the same cluster: objects, CAs, token.
 func TestSnapshotRestore(t *testing.T) {
-	ctx := ctxT(t)
+	ctx := cluster.Context(t)
 	s := cluster.StartT(t)
 	cs := s.ClientT(t)
 
@@ -70,7 +70,7 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 		return true
 	})
-	token, err := s.Token()
+	token, err := s.JoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +83,8 @@ func TestSnapshotRestore(t *testing.T) {
 	fresh := cluster.New(t.TempDir())
 	os.MkdirAll(fresh.DataDir, 0o700)
 	failsClearly(t, fresh.DataDir, "is another cluster's (its CAs do not open with this data dir's token): give that cluster's token with --token", nil,
-		append(fresh.Args, "--cluster-reset", "--cluster-reset-restore-path", snap)...)
-	code, out = cluster.Run(ctx, nil, append(fresh.Args, "--cluster-reset", "--cluster-reset-restore-path", snap, "--token", token)...)
+		append(fresh.Args(), "--cluster-reset", "--cluster-reset-restore-path", snap)...)
+	code, out = cluster.Run(ctx, nil, append(fresh.Args(), "--cluster-reset", "--cluster-reset-restore-path", snap, "--token", token)...)
 	if code != 0 || !strings.Contains(out, "start skiff server again without --cluster-reset") {
 		t.Fatalf("restore: exit %d:\n%s", code, out)
 	}
@@ -92,7 +92,7 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fresh.Stop() })
-	if got, _ := fresh.Token(); got != token {
+	if got, _ := fresh.JoinToken(); got != token {
 		t.Errorf("the restored server's token %q, want the cluster's %q", got, token)
 	}
 	if ca, _ := os.ReadFile(filepath.Join(fresh.DataDir, "server", "tls", "server-ca.crt")); string(ca) != string(oldCA) {
@@ -133,7 +133,7 @@ func TestSnapshotBadInput(t *testing.T) {
 		{"bad cron", `--snapshot-schedule-cron "every day": `, []string{"--snapshot-schedule-cron", "every day"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			failsClearly(t, s.DataDir, c.want, nil, append(append([]string{}, s.Args...), c.args...)...)
+			failsClearly(t, s.DataDir, c.want, nil, append(s.Args(), c.args...)...)
 		})
 	}
 	t.Run("save without a server", func(t *testing.T) {
@@ -159,7 +159,7 @@ func TestScheduledSnapshots(t *testing.T) {
 		// A third exists for a moment between a save and its prune.
 		return len(seen) >= 4 && len(now) == 2, nil
 	})
-	code, out := cluster.Run(ctxT(t), nil, "snapshot", "prune", "--data-dir", s.DataDir, "--name", "scheduled", "--retention", "1")
+	code, out := cluster.Run(cluster.Context(t), nil, "snapshot", "prune", "--data-dir", s.DataDir, "--name", "scheduled", "--retention", "1")
 	if code != 0 || !strings.Contains(out, "deleted ") {
 		t.Fatalf("snapshot prune: exit %d: %s", code, out)
 	}

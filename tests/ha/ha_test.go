@@ -42,11 +42,11 @@ func TestHA(t *testing.T) {
 // same objects; one server's admin kubeconfig works against the other.
 func oneCluster(t *testing.T) {
 	first, second := servers[0], servers[1]
-	t1, err := first.Token()
+	t1, err := first.JoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t2, err := second.Token()
+	t2, err := second.JoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func helmChartInstalledOnce(t *testing.T) {
 // server-1 starts again on the token file alone.
 func tokenRotated(t *testing.T) {
 	ctx := cluster.Context(t)
-	oldToken, err := servers[0].Token()
+	oldToken, err := servers[0].JoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,14 +319,14 @@ func tokenRotated(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("skiff token rotate: exit %d: %s", code, out)
 	}
-	newToken, err := servers[0].Token()
+	newToken, err := servers[0].JoinToken()
 	if err != nil || !strings.HasSuffix(newToken, "::server:"+secret) || !strings.Contains(out, newToken) {
 		t.Fatalf("after the rotation the token file holds %q (%v); the command printed %q", newToken, err, out)
 	}
 	// server-2 on the old token could no longer open the datastore's
 	// files; on the new one it starts.
 	second := servers[1]
-	second.Args[slices.Index(second.Args, "--token")+1] = newToken
+	second.Token = newToken
 	if err := second.Start(ctx); err != nil {
 		t.Fatalf("server-2 with the new token: %v\n%s", err, second.LogTail(20))
 	}

@@ -87,12 +87,9 @@ func run(m *testing.M) int {
 // the shared database.
 func newServer(name string, h *cluster.LANHost, extra ...string) *cluster.Server {
 	os.MkdirAll(filepath.Join(dir, name), 0o700)
-	s := cluster.New(filepath.Join(dir, name), append([]string{
-		"--node-ip", h.IP, "--datastore-endpoint", pg.Endpoint("skiff"),
-	}, extra...)...)
-	s.Netns = h.Netns
-	s.SetPort(apiPort)
-	s.APIServer = fmt.Sprintf("https://%s:%d", h.IP, s.Port)
+	s := cluster.New(filepath.Join(dir, name), append([]string{"--datastore-endpoint", pg.Endpoint("skiff")}, extra...)...)
+	s.Port = apiPort
+	s.OnHost(h)
 	return s
 }
 
@@ -106,16 +103,17 @@ func start() error {
 	if err := first.Start(ctx); err != nil {
 		return err
 	}
-	token, err := first.Token()
+	token, err := first.JoinToken()
 	if err != nil {
 		return err
 	}
-	second := newServer("server-2", lan.Hosts[1], "--token", token)
+	second := newServer("server-2", lan.Hosts[1])
+	second.Token = token
 	servers = append(servers, second)
 	if err := second.Start(ctx); err != nil {
 		return err
 	}
-	if agent, err = cluster.NewLANAgent(filepath.Join(dir, "agent"), lan.Hosts[2], second, "--node-name", "agent", "--token", token); err != nil {
+	if agent, err = cluster.NewLANAgent(filepath.Join(dir, "agent"), lan.Hosts[2], second, "--node-name", "agent"); err != nil {
 		return err
 	}
 	if err := agent.StartProcess(); err != nil {

@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
@@ -61,11 +60,7 @@ func start(dir string, l *cluster.LAN) error {
 			return err
 		}
 		if i == 1 {
-			for j := range a.Args {
-				if a.Args[j] == "--token" {
-					a.Args[j+1] = strings.TrimSpace(extra)
-				}
-			}
+			a.Token = strings.TrimSpace(extra)
 		}
 		agents = append(agents, a)
 		if err := a.StartProcess(); err != nil {
@@ -91,13 +86,6 @@ func start(dir string, l *cluster.LAN) error {
 	})
 }
 
-func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
-
-func kubectl(t *testing.T, stdin string, args ...string) string {
-	t.Helper()
-	return srv.KubectlT(t, stdin, args...)
-}
-
 // pod runs the test image on node with command, and waits until it runs.
 func pod(t *testing.T, ns, name, node string, labels string, command ...string) *corev1.Pod {
 	t.Helper()
@@ -105,7 +93,7 @@ func pod(t *testing.T, ns, name, node string, labels string, command ...string) 
 	for _, c := range command {
 		quoted = append(quoted, fmt.Sprintf("%q", c))
 	}
-	kubectl(t, fmt.Sprintf(`
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: v1
 kind: Pod
 metadata: {name: %s, labels: {%s}}
@@ -121,7 +109,7 @@ spec:
 	var p *corev1.Pod
 	cluster.WaitFor(t, "pod "+name+" running on "+node, func(ctx context.Context) (bool, error) {
 		var err error
-		p, err = client(t).CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		p, err = srv.ClientT(t).CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "", nil
 	})
 	return p

@@ -23,7 +23,7 @@ import (
 func TestNodesHaveDistinctPodCIDRsAndOverlay(t *testing.T) {
 	seen := map[string]string{}
 	for i, name := range nodes {
-		n, err := client(t).CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		n, err := srv.ClientT(t).CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func TestNodesHaveDistinctPodCIDRsAndOverlay(t *testing.T) {
 func echoService(t *testing.T, ns, node string, spec string) *corev1.Pod {
 	t.Helper()
 	p := pod(t, ns, "echo", node, "app: echo", "tool", "serve", "-port", "8080")
-	kubectl(t, fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{port: 80, targetPort: 8080}]\n%s", spec),
+	srv.KubectlT(t, fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{port: 80, targetPort: 8080}]\n%s", spec),
 		"apply", "-n", ns, "-f", "-")
 	return p
 }
@@ -71,7 +71,7 @@ func TestPodsReachPodsAndServicesOnOtherNodes(t *testing.T) {
 func TestNodePortOnEveryNode(t *testing.T) {
 	ns := srv.Namespace(t)
 	echoService(t, ns, nodes[2], "  type: NodePort\n")
-	svc, err := client(t).CoreV1().Services(ns).Get(context.Background(), "echo", metav1.GetOptions{})
+	svc, err := srv.ClientT(t).CoreV1().Services(ns).Get(context.Background(), "echo", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func httpGet(ctx context.Context, url string) (string, error) {
 // not hold, change no host's routes.
 func TestBadNodeObjectsStayOffTheOverlay(t *testing.T) {
 	ctx := context.Background()
-	victim, err := client(t).CoreV1().Nodes().Get(ctx, nodes[1], metav1.GetOptions{})
+	victim, err := srv.ClientT(t).CoreV1().Nodes().Get(ctx, nodes[1], metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +130,10 @@ func TestBadNodeObjectsStayOffTheOverlay(t *testing.T) {
 		rogue("rogue-steal", victim.Spec.PodCIDR, "172.30.0.98", "172.30.0.98"),
 		rogue("rogue-vtep", "10.42.200.0/24", lan.Hosts[1].IP, "172.30.0.97"),
 	} {
-		if _, err := client(t).CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		if _, err := srv.ClientT(t).CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		defer client(t).CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
+		defer srv.ClientT(t).CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
 	}
 	for i, n := range append([]*cluster.Server{srv}, agents...) {
 		cluster.WaitFor(t, nodes[i]+" to ignore the rogue nodes", func(context.Context) (bool, error) {
@@ -176,7 +176,7 @@ func TestServerDownAndBack(t *testing.T) {
 		t.Fatalf("restarting the server: %v", err)
 	}
 	for _, name := range nodes {
-		cluster.WaitFor(t, name+" Ready again", func(ctx context.Context) (bool, error) { return cluster.NodeReady(ctx, client(t), name), nil })
+		cluster.WaitFor(t, name+" Ready again", func(ctx context.Context) (bool, error) { return cluster.NodeReady(ctx, srv.ClientT(t), name), nil })
 	}
 	for _, a := range agents {
 		if a.Exited() {
@@ -201,7 +201,7 @@ func toolPath(t *testing.T) string {
 // cluster.
 func TestDeletedNodeLeavesNoRoutes(t *testing.T) {
 	gone := nodes[2]
-	n, err := client(t).CoreV1().Nodes().Get(context.Background(), gone, metav1.GetOptions{})
+	n, err := srv.ClientT(t).CoreV1().Nodes().Get(context.Background(), gone, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,18 +213,18 @@ func TestDeletedNodeLeavesNoRoutes(t *testing.T) {
 		}
 	}
 	password := gone + ".node-password.skiff"
-	if _, err := client(t).CoreV1().Secrets("kube-system").Get(context.Background(), password, metav1.GetOptions{}); err != nil {
+	if _, err := srv.ClientT(t).CoreV1().Secrets("kube-system").Get(context.Background(), password, metav1.GetOptions{}); err != nil {
 		t.Fatalf("%s's password Secret before the deletion: %v", gone, err)
 	}
 	if err := agents[1].Stop(); err != nil {
 		t.Errorf("stopping %s: %v", gone, err)
 	}
-	if err := client(t).CoreV1().Nodes().Delete(context.Background(), gone, metav1.DeleteOptions{}); err != nil {
+	if err := srv.ClientT(t).CoreV1().Nodes().Delete(context.Background(), gone, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Its name is free again: the password went with the Node.
 	cluster.WaitFor(t, gone+"'s password Secret to go", func(ctx context.Context) (bool, error) {
-		_, err := client(t).CoreV1().Secrets("kube-system").Get(ctx, password, metav1.GetOptions{})
+		_, err := srv.ClientT(t).CoreV1().Secrets("kube-system").Get(ctx, password, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})
 	mac := vtepMAC(n.Annotations["flannel.alpha.coreos.com/backend-data"])

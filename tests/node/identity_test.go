@@ -23,7 +23,7 @@ func TestServerNodeIdentity(t *testing.T) {
 	if nodes.Items[0].Labels["node-role.kubernetes.io/control-plane"] != "true" {
 		t.Errorf("the server's node %s is not labelled node-role.kubernetes.io/control-plane=true: %v", name, nodes.Items[0].Labels)
 	}
-	token, err := srv.Token()
+	token, err := srv.JoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
 // TestOneLog reads the node's log as a user would: every component's lines
@@ -17,7 +19,7 @@ func TestOneLog(t *testing.T) {
 	line := regexp.MustCompile(`(?m)^[IEWF]\d{4} \d\d:\d\d:\d\d\.\d{6}\s+\d+ [\w.-]+\.go:\d+\] .* logger="([\w-]+)[\w. -]*"`)
 	var log string
 	var missing []string
-	waitFor(t, "a line of each component in the node's log", func(context.Context) (bool, error) {
+	cluster.WaitFor(t, "a line of each component in the node's log", func(context.Context) (bool, error) {
 		data, err := os.ReadFile(srv.Log)
 		if err != nil {
 			return false, err

@@ -32,8 +32,8 @@ func waitLong(t *testing.T, limit time.Duration, what string, cond func(ctx cont
 // TestResourceMetrics: the metrics API served in the server answers
 // `kubectl top`, a metrics client, and drives a HorizontalPodAutoscaler.
 func TestResourceMetrics(t *testing.T) {
-	ns := namespace(t)
-	cs := client(t)
+	ns := srv.Namespace(t)
+	cs := srv.ClientT(t)
 	cfg, err := srv.Config()
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func TestResourceMetrics(t *testing.T) {
 		TerminationGracePeriodSeconds: ptr.To[int64](0),
 		Containers:                    []corev1.Container{{Name: "c", Image: cluster.BusyboxImage, Command: []string{"sleep", "3600"}}},
 	}}
-	if _, err := cs.CoreV1().Pods(ns).Create(ctxT(t), pod, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Pods(ns).Create(cluster.Context(t), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitPod(t, ns, "measured", "running", running)
@@ -74,11 +74,11 @@ func TestResourceMetrics(t *testing.T) {
 			})
 		}},
 		cluster.Step{Name: "metrics client", Run: func(t *testing.T) {
-			nodes, err := mc.MetricsV1beta1().NodeMetricses().List(ctxT(t), metav1.ListOptions{})
+			nodes, err := mc.MetricsV1beta1().NodeMetricses().List(cluster.Context(t), metav1.ListOptions{})
 			if err != nil || len(nodes.Items) != 1 || nodes.Items[0].Usage.Memory().IsZero() {
 				t.Fatalf("NodeMetrics: %v %+v", err, nodes)
 			}
-			pods, err := mc.MetricsV1beta1().PodMetricses(ns).List(ctxT(t), metav1.ListOptions{})
+			pods, err := mc.MetricsV1beta1().PodMetricses(ns).List(cluster.Context(t), metav1.ListOptions{})
 			if err != nil || len(pods.Items) != 1 || pods.Items[0].Name != "measured" || len(pods.Items[0].Containers) != 1 {
 				t.Fatalf("PodMetrics: %v %+v", err, pods)
 			}
@@ -90,7 +90,7 @@ func TestResourceMetrics(t *testing.T) {
 // testHPA scales a Deployment whose pods burn CPU (until /tmp/stop exists)
 // from 1 to 3 replicas, then back to 1 once the load stops.
 func testHPA(t *testing.T, ns string) {
-	cs := client(t)
+	cs := srv.ClientT(t)
 	labels := map[string]string{"app": "burn"}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "burn"},
@@ -113,7 +113,7 @@ func testHPA(t *testing.T, ns string) {
 			},
 		},
 	}
-	if _, err := cs.AppsV1().Deployments(ns).Create(ctxT(t), dep, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.AppsV1().Deployments(ns).Create(cluster.Context(t), dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	hpa := &autoscalingv2.HorizontalPodAutoscaler{
@@ -131,7 +131,7 @@ func testHPA(t *testing.T, ns string) {
 			},
 		},
 	}
-	if _, err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(ctxT(t), hpa, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(cluster.Context(t), hpa, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	readyReplicas := func(n int32) func(ctx context.Context) (bool, error) {
@@ -156,12 +156,12 @@ func testHPA(t *testing.T, ns string) {
 	waitLong(t, 3*time.Minute, "the HPA to scale the Deployment up to 3 under load", readyReplicas(3))
 	t.Logf("scaled up: %s", status())
 
-	pods, err := cs.CoreV1().Pods(ns).List(ctxT(t), metav1.ListOptions{LabelSelector: "app=burn"})
+	pods, err := cs.CoreV1().Pods(ns).List(cluster.Context(t), metav1.ListOptions{LabelSelector: "app=burn"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pods.Items {
-		kubectl(t, "", "exec", "-n", ns, p.Name, "--", "touch", "/tmp/stop")
+		srv.KubectlT(t, "", "exec", "-n", ns, p.Name, "--", "touch", "/tmp/stop")
 	}
 	waitLong(t, 3*time.Minute, "the HPA to scale the Deployment back to 1 once the load stopped", readyReplicas(1))
 	t.Logf("scaled down: %s", status())

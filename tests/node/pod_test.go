@@ -12,32 +12,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
-func ctxT(t *testing.T) context.Context { return cluster.Context(t) }
-
-func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
-
-func kubectl(t *testing.T, stdin string, args ...string) string {
-	t.Helper()
-	out, err := srv.Kubectl(ctxT(t), stdin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func namespace(t *testing.T) string { return srv.Namespace(t) }
-
 // waitPod waits until cond holds for the pod.
 func waitPod(t *testing.T, ns, name string, what string, cond func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
-	cs := client(t)
+	cs := srv.ClientT(t)
 	var last *corev1.Pod
-	err := wait.PollUntilContextCancel(ctxT(t), 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextCancel(cluster.Context(t), 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
@@ -64,7 +48,7 @@ func running(p *corev1.Pod) bool {
 }
 
 func TestNodeReadyWithDetails(t *testing.T) {
-	out := kubectl(t, "", "get", "nodes", "-o", "wide", "--no-headers")
+	out := srv.KubectlT(t, "", "get", "nodes", "-o", "wide", "--no-headers")
 	fields := strings.Fields(out)
 	if len(fields) < 10 || fields[1] != "Ready" {
 		t.Fatalf("kubectl get nodes -o wide: %q", out)
@@ -99,19 +83,19 @@ spec:
 `
 
 func TestPodLogsExecPortForward(t *testing.T) {
-	ns := namespace(t)
-	kubectl(t, webPod, "apply", "-n", ns, "-f", "-")
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, webPod, "apply", "-n", ns, "-f", "-")
 	waitPod(t, ns, "web", "running and ready", running)
 
-	if out := kubectl(t, "", "logs", "-n", ns, "web"); !strings.Contains(out, "hello from skiff") {
+	if out := srv.KubectlT(t, "", "logs", "-n", ns, "web"); !strings.Contains(out, "hello from skiff") {
 		t.Errorf("kubectl logs: %q", out)
 	}
-	if out := kubectl(t, "", "exec", "-n", ns, "web", "--", "cat", "/www/index.html"); out != "served\n" {
+	if out := srv.KubectlT(t, "", "exec", "-n", ns, "web", "--", "cat", "/www/index.html"); out != "served\n" {
 		t.Errorf("kubectl exec: %q", out)
 	}
 
 	port := cluster.FreePort()
-	ctx, cancel := context.WithCancel(ctxT(t))
+	ctx, cancel := context.WithCancel(cluster.Context(t))
 	defer cancel()
 	pf := exec.CommandContext(ctx, cluster.Binary(), "kubectl", "--kubeconfig", srv.Kubeconfig, "port-forward", "-n", ns, "pod/web", fmt.Sprintf("%d:8080", port))
 	if err := pf.Start(); err != nil {

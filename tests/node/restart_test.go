@@ -22,14 +22,14 @@ import (
 // Not parallel: it restarts the shared server while nothing else runs. The
 // restart also restarts the node's service proxy.
 func TestServerRestartKeepsPodsRunning(t *testing.T) {
-	ns := namespace(t)
-	kubectl(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: survivor}\nspec:\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: survivor}\nspec:\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
 	before := waitPod(t, ns, "survivor", "running", running)
 	// An established TCP connection through a Service, from the host.
 	echoDeployment(t, ns, "kept", 1, "  ports: [{port: 80, targetPort: 8080}]\n")
 	addr := net.JoinHostPort(service(t, ns, "kept").Spec.ClusterIP, "80")
 	var conn net.Conn
-	waitFor(t, "a connection through the Service", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "a connection through the Service", func(ctx context.Context) (bool, error) {
 		var err error
 		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
 		return err == nil, nil
@@ -73,7 +73,7 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitNodeReady(context.Background()); err != nil {
+	if err := srv.WaitNodesReady(context.Background()); err != nil {
 		t.Fatalf("node not Ready after restart: %v", err)
 	}
 	after := waitPod(t, ns, "survivor", "running after the restart", running)
@@ -92,7 +92,7 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	}
 	// The kubelet serves exec again once it has published its new port.
 	var out string
-	waitFor(t, "exec into the pod after the restart", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "exec into the pod after the restart", func(ctx context.Context) (bool, error) {
 		var err error
 		out, err = srv.Kubectl(ctx, "", "exec", "-n", ns, "survivor", "--", "echo", "still here")
 		return err == nil, nil
@@ -107,28 +107,28 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 // snapshot: the node is Ready again and its pod runs on, the same
 // container, and what was made after the snapshot is gone.
 func TestRestoredSnapshotKeepsNodeAndPods(t *testing.T) {
-	ctx := ctxT(t)
-	ns := namespace(t)
-	kubectl(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: kept}\nspec:\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
+	ctx := cluster.Context(t)
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: kept}\nspec:\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
 	before := waitPod(t, ns, "kept", "running", running)
 	code, out := cluster.Run(ctx, nil, "snapshot", "save", "--data-dir", srv.DataDir, "--name", "before-restore")
 	if code != 0 {
 		t.Fatalf("skiff snapshot save: exit %d: %s", code, out)
 	}
 	snap := strings.Fields(out)[0]
-	kubectl(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-snapshot}\n", "apply", "-n", ns, "-f", "-")
+	srv.KubectlT(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-snapshot}\n", "apply", "-n", ns, "-f", "-")
 
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("stopping the server: %v", err)
 	}
-	code, out = cluster.Run(ctx, nil, append(append([]string{}, srv.Args...), "--cluster-reset", "--cluster-reset-restore-path", snap)...)
+	code, out = cluster.Run(ctx, nil, append(srv.Args(), "--cluster-reset", "--cluster-reset-restore-path", snap)...)
 	if code != 0 || !strings.Contains(out, "start skiff server again without --cluster-reset") {
 		t.Fatalf("skiff server --cluster-reset: exit %d: %s", code, out)
 	}
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitNodeReady(ctx); err != nil {
+	if err := srv.WaitNodesReady(ctx); err != nil {
 		t.Fatalf("node not Ready after the restore: %v", err)
 	}
 	after := waitPod(t, ns, "kept", "running after the restore", running)
@@ -136,7 +136,7 @@ func TestRestoredSnapshotKeepsNodeAndPods(t *testing.T) {
 	if a.ContainerID != b.ContainerID || a.RestartCount != 0 {
 		t.Errorf("container %s (restarts %d) after the restore, want the same %s with no restarts", a.ContainerID, a.RestartCount, b.ContainerID)
 	}
-	if _, err := client(t).CoreV1().ConfigMaps(ns).Get(ctx, "after-snapshot", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := srv.ClientT(t).CoreV1().ConfigMaps(ns).Get(ctx, "after-snapshot", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a ConfigMap made after the snapshot is there after the restore (%v)", err)
 	}
 }

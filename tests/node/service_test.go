@@ -21,7 +21,7 @@ import (
 // 8080, answering "host=<pod> peer=<client>") behind a Service.
 func echoDeployment(t *testing.T, ns, name string, replicas int, service string) {
 	t.Helper()
-	kubectl(t, fmt.Sprintf(`
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: %[1]s}
@@ -44,7 +44,7 @@ metadata: {name: %[1]s}
 spec:
   selector: {app: %[1]s}
 %[4]s`, name, replicas, image, service), "apply", "-n", ns, "-f", "-")
-	waitFor(t, fmt.Sprintf("%d ready endpoints of %s", replicas, name), func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, fmt.Sprintf("%d ready endpoints of %s", replicas, name), func(ctx context.Context) (bool, error) {
 		return len(readyEndpoints(t, ns, name)) == replicas, nil
 	})
 }
@@ -58,7 +58,7 @@ func readyEndpoints(t *testing.T, ns, svc string) []string {
 // them (terminating ones too).
 func endpoints(t *testing.T, ns, svc string, all bool) []string {
 	t.Helper()
-	slices, err := client(t).DiscoveryV1().EndpointSlices(ns).List(context.Background(),
+	slices, err := srv.ClientT(t).DiscoveryV1().EndpointSlices(ns).List(context.Background(),
 		metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func endpoints(t *testing.T, ns, svc string, all bool) []string {
 // clientPod starts a pod to run commands from, and returns its name.
 func clientPod(t *testing.T, ns string) string {
 	t.Helper()
-	kubectl(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: client}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
+	srv.KubectlT(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: client}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
 	waitPod(t, ns, "client", "running", running)
 	return "client"
 }
@@ -101,7 +101,7 @@ func inPodErr(ns, pod string, cmd ...string) (string, error) {
 
 func service(t *testing.T, ns, name string) *corev1.Service {
 	t.Helper()
-	s, err := client(t).CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+	s, err := srv.ClientT(t).CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,12 +126,12 @@ func hostsSeen(t *testing.T, ns, pod, url string, n int) map[string]int {
 
 func scale(t *testing.T, ns, name string, n int) {
 	t.Helper()
-	kubectl(t, "", "scale", "-n", ns, "deployment/"+name, fmt.Sprintf("--replicas=%d", n))
+	srv.KubectlT(t, "", "scale", "-n", ns, "deployment/"+name, fmt.Sprintf("--replicas=%d", n))
 }
 
 func TestClusterIPBalancesAndRejectsWithoutEndpoints(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
+	ns := srv.Namespace(t)
 	echoDeployment(t, ns, "web", 2, "  ports: [{port: 80, targetPort: 8080}]\n")
 	c := clientPod(t, ns)
 	ip := service(t, ns, "web").Spec.ClusterIP
@@ -145,12 +145,12 @@ func TestClusterIPBalancesAndRejectsWithoutEndpoints(t *testing.T) {
 	scale(t, ns, "web", 0)
 	// Terminating endpoints still get connections while no ready one
 	// exists: wait until the pods are gone.
-	waitFor(t, "no endpoints, terminating ones included", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "no endpoints, terminating ones included", func(ctx context.Context) (bool, error) {
 		return len(endpoints(t, ns, "web", true)) == 0, nil
 	})
 	// The proxy syncs right after the EndpointSlice changes: wait for the
 	// rejection, then check that it is fast.
-	waitFor(t, "connections to a Service without endpoints refused", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "connections to a Service without endpoints refused", func(ctx context.Context) (bool, error) {
 		out, _ := inPodErr(ns, c, "tool", "dial", "-timeout", "3s", ip+":80")
 		return strings.HasPrefix(out, "refused"), nil
 	})
@@ -164,10 +164,10 @@ func TestClusterIPBalancesAndRejectsWithoutEndpoints(t *testing.T) {
 	}
 
 	scale(t, ns, "web", 2)
-	waitFor(t, "2 endpoints again", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "2 endpoints again", func(ctx context.Context) (bool, error) {
 		return len(readyEndpoints(t, ns, "web")) == 2, nil
 	})
-	waitFor(t, "the Service answering again", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "the Service answering again", func(ctx context.Context) (bool, error) {
 		out, err := inPodErr(ns, c, "tool", "get", url)
 		return err == nil && strings.HasPrefix(out, "host="), nil
 	})
@@ -175,7 +175,7 @@ func TestClusterIPBalancesAndRejectsWithoutEndpoints(t *testing.T) {
 
 func TestServiceUDPAffinityAndHairpin(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
+	ns := srv.Namespace(t)
 	echoDeployment(t, ns, "multi", 2, `  sessionAffinity: ClientIP
   ports:
   - {name: http, port: 80, targetPort: 8080, protocol: TCP}
@@ -192,10 +192,10 @@ func TestServiceUDPAffinityAndHairpin(t *testing.T) {
 	// A pod reaching itself through its own Service (hairpin).
 	pods := runningPods(t, ns, "app=multi")
 	for _, p := range pods {
-		kubectl(t, "", "label", "-n", ns, "pod", p.Name, "only=me")
+		srv.KubectlT(t, "", "label", "-n", ns, "pod", p.Name, "only=me")
 	}
-	kubectl(t, "apiVersion: v1\nkind: Service\nmetadata: {name: self}\nspec:\n  selector: {only: me, app: multi}\n  ports: [{port: 80, targetPort: 8080}]\n", "apply", "-n", ns, "-f", "-")
-	waitFor(t, "endpoints of self", func(ctx context.Context) (bool, error) {
+	srv.KubectlT(t, "apiVersion: v1\nkind: Service\nmetadata: {name: self}\nspec:\n  selector: {only: me, app: multi}\n  ports: [{port: 80, targetPort: 8080}]\n", "apply", "-n", ns, "-f", "-")
+	cluster.WaitFor(t, "endpoints of self", func(ctx context.Context) (bool, error) {
 		return len(readyEndpoints(t, ns, "self")) == 2, nil
 	})
 	self := service(t, ns, "self").Spec.ClusterIP
@@ -208,8 +208,8 @@ func TestServiceUDPAffinityAndHairpin(t *testing.T) {
 
 func TestReadinessFailureRemovesEndpoint(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
-	kubectl(t, fmt.Sprintf(`
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: flaky}
@@ -233,7 +233,7 @@ spec:
   selector: {app: flaky}
   ports: [{port: 80, targetPort: 8080}]
 `, image), "apply", "-n", ns, "-f", "-")
-	waitFor(t, "2 ready endpoints", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "2 ready endpoints", func(ctx context.Context) (bool, error) {
 		return len(readyEndpoints(t, ns, "flaky")) == 2, nil
 	})
 	c := clientPod(t, ns)
@@ -241,13 +241,13 @@ spec:
 	sick, healthy := pods[0], pods[1]
 	inPod(t, ns, sick.Name, "rm", "/tmp/ready")
 	start := time.Now()
-	waitFor(t, "the unready endpoint removed", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "the unready endpoint removed", func(ctx context.Context) (bool, error) {
 		eps := readyEndpoints(t, ns, "flaky")
 		return len(eps) == 1 && eps[0] == healthy.Status.PodIP, nil
 	})
 	t.Logf("endpoint removed %s after the probe started failing", time.Since(start).Round(100*time.Millisecond))
 	url := "http://" + service(t, ns, "flaky").Spec.ClusterIP + "/"
-	waitFor(t, "traffic only to the ready pod", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "traffic only to the ready pod", func(ctx context.Context) (bool, error) {
 		seen := hostsSeen(t, ns, c, url, 10)
 		return len(seen) == 1 && seen[healthy.Name] == 10, nil
 	})
@@ -255,9 +255,9 @@ spec:
 
 func TestServiceDNS(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
+	ns := srv.Namespace(t)
 	echoDeployment(t, ns, "web", 1, "  ports: [{port: 80, targetPort: 8080}]\n")
-	kubectl(t, fmt.Sprintf(`
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: v1
 kind: Service
 metadata: {name: headless}
@@ -303,7 +303,7 @@ spec:
 	lookup := func(args ...string) string {
 		t.Helper()
 		var out string
-		waitFor(t, "resolving "+strings.Join(args, " "), func(ctx context.Context) (bool, error) {
+		cluster.WaitFor(t, "resolving "+strings.Join(args, " "), func(ctx context.Context) (bool, error) {
 			var err error
 			out, err = inPodErr(ns, c, append([]string{"tool", "lookup"}, args...)...)
 			return err == nil, nil
@@ -339,9 +339,9 @@ spec:
 
 func TestCustomDNSConfigIsLoaded(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
+	ns := srv.Namespace(t)
 	c := clientPod(t, ns)
-	kubectl(t, `apiVersion: v1
+	srv.KubectlT(t, `apiVersion: v1
 kind: ConfigMap
 metadata: {name: coredns-custom, namespace: kube-system}
 data:
@@ -354,7 +354,7 @@ data:
 	t.Cleanup(func() {
 		srv.Kubectl(context.Background(), "", "delete", "-n", "kube-system", "configmap", "coredns-custom")
 	})
-	waitFor(t, "the custom hosts entry answering", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "the custom hosts entry answering", func(ctx context.Context) (bool, error) {
 		out, err := inPodErr(ns, c, "tool", "lookup", "custom.skiff.test")
 		return err == nil && strings.TrimSpace(out) == "198.51.100.55", nil
 	})
@@ -374,7 +374,7 @@ func httpGet(url string) (string, error) {
 
 func nodeIP(t *testing.T) string {
 	t.Helper()
-	nodes, err := client(t).CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	nodes, err := srv.ClientT(t).CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(nodes.Items) == 0 {
 		t.Fatalf("listing nodes: %v", err)
 	}
@@ -389,20 +389,20 @@ func nodeIP(t *testing.T) string {
 
 func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
+	ns := srv.Namespace(t)
 	echoDeployment(t, ns, "np", 1, "  type: NodePort\n  ports: [{port: 80, targetPort: 8080}]\n")
 	echoDeployment(t, ns, "lb", 1, "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  ports: [{port: 18080, targetPort: 8080}]\n")
 	node := nodeIP(t)
 
 	port := service(t, ns, "np").Spec.Ports[0].NodePort
 	npURL := fmt.Sprintf("http://%s:%d/", node, port)
-	waitFor(t, "NodePort answering on the node IP", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "NodePort answering on the node IP", func(ctx context.Context) (bool, error) {
 		out, err := httpGet(npURL)
 		return err == nil && strings.HasPrefix(out, "host=np-"), nil
 	})
 
 	var ingress string
-	waitFor(t, "a load balancer address", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "a load balancer address", func(ctx context.Context) (bool, error) {
 		if in := service(t, ns, "lb").Status.LoadBalancer.Ingress; len(in) > 0 {
 			ingress = in[0].IP
 		}
@@ -412,7 +412,7 @@ func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 		t.Errorf("load balancer address %s, want the node's %s", ingress, node)
 	}
 	lbURL := fmt.Sprintf("http://%s/", net.JoinHostPort(ingress, "18080"))
-	waitFor(t, "LoadBalancer answering on its address", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "LoadBalancer answering on its address", func(ctx context.Context) (bool, error) {
 		out, err := httpGet(lbURL)
 		return err == nil && strings.HasPrefix(out, "host=lb-"), nil
 	})
@@ -429,7 +429,7 @@ func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out string
-	waitFor(t, "the LoadBalancer answering a client outside the node", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "the LoadBalancer answering a client outside the node", func(ctx context.Context) (bool, error) {
 		out, err = host.Run(ctx, tool, "get", lbURL)
 		return err == nil, nil
 	})
@@ -440,13 +440,13 @@ func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 	// loadBalancerSourceRanges: a client outside them cannot connect, one
 	// inside can.
 	lbAddr := net.JoinHostPort(ingress, "18080")
-	kubectl(t, "", "patch", "-n", ns, "service", "lb", "-p", `{"spec":{"loadBalancerSourceRanges":["192.0.2.250/32"]}}`)
-	waitFor(t, "the load balancer to turn away a client outside its source ranges", func(ctx context.Context) (bool, error) {
+	srv.KubectlT(t, "", "patch", "-n", ns, "service", "lb", "-p", `{"spec":{"loadBalancerSourceRanges":["192.0.2.250/32"]}}`)
+	cluster.WaitFor(t, "the load balancer to turn away a client outside its source ranges", func(ctx context.Context) (bool, error) {
 		out, err := host.Run(ctx, tool, "dial", "-timeout", "2s", lbAddr)
 		return err == nil && strings.HasPrefix(out, "timeout"), nil
 	})
-	kubectl(t, "", "patch", "-n", ns, "service", "lb", "-p", `{"spec":{"loadBalancerSourceRanges":["192.0.2.250/32","`+host.IP+`/32"]}}`)
-	waitFor(t, "the load balancer to answer a client inside its source ranges", func(ctx context.Context) (bool, error) {
+	srv.KubectlT(t, "", "patch", "-n", ns, "service", "lb", "-p", `{"spec":{"loadBalancerSourceRanges":["192.0.2.250/32","`+host.IP+`/32"]}}`)
+	cluster.WaitFor(t, "the load balancer to answer a client inside its source ranges", func(ctx context.Context) (bool, error) {
 		_, err := host.Run(ctx, tool, "get", lbURL)
 		return err == nil, nil
 	})
@@ -465,15 +465,15 @@ func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 			return resp.StatusCode == code && strings.Contains(string(body), `"localEndpoints":`+endpoints), nil
 		}
 	}
-	waitFor(t, "the health check port answering 200 with one local endpoint", health(http.StatusOK, "1"))
+	cluster.WaitFor(t, "the health check port answering 200 with one local endpoint", health(http.StatusOK, "1"))
 	scale(t, ns, "lb", 0)
-	waitFor(t, "the health check port answering 503 without local endpoints", health(http.StatusServiceUnavailable, "0"))
+	cluster.WaitFor(t, "the health check port answering 503 without local endpoints", health(http.StatusServiceUnavailable, "0"))
 	scale(t, ns, "lb", 1)
 
 	// A second LoadBalancer on the same port gets no address, and an event.
-	kubectl(t, "apiVersion: v1\nkind: Service\nmetadata: {name: clash}\nspec:\n  type: LoadBalancer\n  selector: {app: lb}\n  ports: [{port: 18080, targetPort: 8080}]\n", "apply", "-n", ns, "-f", "-")
-	waitFor(t, "a PortInUse event on the clashing Service", func(ctx context.Context) (bool, error) {
-		evs, err := client(t).CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=clash"})
+	srv.KubectlT(t, "apiVersion: v1\nkind: Service\nmetadata: {name: clash}\nspec:\n  type: LoadBalancer\n  selector: {app: lb}\n  ports: [{port: 18080, targetPort: 8080}]\n", "apply", "-n", ns, "-f", "-")
+	cluster.WaitFor(t, "a PortInUse event on the clashing Service", func(ctx context.Context) (bool, error) {
+		evs, err := srv.ClientT(t).CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=clash"})
 		if err != nil {
 			return false, nil
 		}
@@ -491,15 +491,15 @@ func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 
 func TestDeletedServiceLeavesNoRules(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
+	ns := srv.Namespace(t)
 	echoDeployment(t, ns, "gone", 1, "  type: NodePort\n  ports: [{port: 80, targetPort: 8080}]\n")
 	svc := service(t, ns, "gone")
 	ip, nodePort := svc.Spec.ClusterIP, svc.Spec.Ports[0].NodePort
-	waitFor(t, "rules for the Service", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "rules for the Service", func(ctx context.Context) (bool, error) {
 		return cluster.TableMentions(cluster.NamesOf(srv.DataDir).Table, net.ParseIP(ip), uint16(nodePort))
 	})
-	kubectl(t, "", "delete", "-n", ns, "service", "gone")
-	waitFor(t, "no rules for the deleted Service", func(ctx context.Context) (bool, error) {
+	srv.KubectlT(t, "", "delete", "-n", ns, "service", "gone")
+	cluster.WaitFor(t, "no rules for the deleted Service", func(ctx context.Context) (bool, error) {
 		found, err := cluster.TableMentions(cluster.NamesOf(srv.DataDir).Table, net.ParseIP(ip), uint16(nodePort))
 		return !found, err
 	})

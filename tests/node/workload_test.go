@@ -8,28 +8,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
 const image = cluster.BusyboxImage
 
-// waitFor polls cond until it holds or the test's time runs out.
-func waitFor(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
-	t.Helper()
-	if err := wait.PollUntilContextCancel(ctxT(t), 250*time.Millisecond, true, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
 func runningPods(t *testing.T, ns, selector string) []corev1.Pod {
 	t.Helper()
-	list, err := client(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	list, err := srv.ClientT(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +34,8 @@ func runningPods(t *testing.T, ns, selector string) []corev1.Pod {
 
 func TestDeploymentPodsGetNodeIPsAndReachEachOther(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
-	kubectl(t, fmt.Sprintf(`
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -62,11 +52,11 @@ spec:
         readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
 `, image), "apply", "-n", ns, "-f", "-")
 	var pods []corev1.Pod
-	waitFor(t, "3 running replicas", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "3 running replicas", func(ctx context.Context) (bool, error) {
 		pods = runningPods(t, ns, "app=web")
 		return len(pods) == 3, nil
 	})
-	node, err := client(t).CoreV1().Nodes().Get(context.Background(), pods[0].Spec.NodeName, metav1.GetOptions{})
+	node, err := srv.ClientT(t).CoreV1().Nodes().Get(context.Background(), pods[0].Spec.NodeName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,20 +73,20 @@ spec:
 		seen[p.Status.PodIP] = true
 	}
 	// One pod fetches another's page by IP.
-	out := kubectl(t, "", "exec", "-n", ns, pods[0].Name, "--", "sh", "-c",
+	out := srv.KubectlT(t, "", "exec", "-n", ns, pods[0].Name, "--", "sh", "-c",
 		`printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc -w 5 `+pods[1].Status.PodIP+` 8080`)
 	if !strings.HasSuffix(strings.TrimSpace(out), "\n"+pods[1].Name) {
 		t.Fatalf("pod %s fetched %q from %s, want its hostname %s", pods[0].Name, out, pods[1].Status.PodIP, pods[1].Name)
 	}
 	// And the node reaches a pod.
-	if out := kubectl(t, "", "exec", "-n", ns, pods[0].Name, "--", "ping", "-c", "1", "-W", "5", pods[2].Status.PodIP); !strings.Contains(out, "1 packets received") {
+	if out := srv.KubectlT(t, "", "exec", "-n", ns, pods[0].Name, "--", "ping", "-c", "1", "-W", "5", pods[2].Status.PodIP); !strings.Contains(out, "1 packets received") {
 		t.Fatalf("ping between pods: %q", out)
 	}
 
 	for _, n := range []int{5, 1} {
-		kubectl(t, "", "scale", "-n", ns, "deployment/web", fmt.Sprintf("--replicas=%d", n))
-		waitFor(t, fmt.Sprintf("%d running replicas", n), func(ctx context.Context) (bool, error) {
-			list, err := client(t).CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		srv.KubectlT(t, "", "scale", "-n", ns, "deployment/web", fmt.Sprintf("--replicas=%d", n))
+		cluster.WaitFor(t, fmt.Sprintf("%d running replicas", n), func(ctx context.Context) (bool, error) {
+			list, err := srv.ClientT(t).CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 			return err == nil && len(list.Items) == n && len(runningPods(t, ns, "app=web")) == n, nil
 		})
 	}
@@ -104,8 +94,8 @@ spec:
 
 func TestRestartsAndProbes(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
-	kubectl(t, fmt.Sprintf(`
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: v1
 kind: Pod
 metadata: {name: exits}
@@ -143,8 +133,8 @@ spec:
 	})
 	// After several failed readiness probes the pod is still unready and
 	// was never restarted.
-	waitFor(t, "three failed readiness probes", func(ctx context.Context) (bool, error) {
-		events, err := client(t).CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=unready,reason=Unhealthy"})
+	cluster.WaitFor(t, "three failed readiness probes", func(ctx context.Context) (bool, error) {
+		events, err := srv.ClientT(t).CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=unready,reason=Unhealthy"})
 		if err != nil {
 			return false, nil
 		}
@@ -165,8 +155,8 @@ spec:
 
 func TestJobsCronJobsDaemonSets(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
-	kubectl(t, fmt.Sprintf(`
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: batch/v1
 kind: Job
 metadata: {name: three}
@@ -200,15 +190,15 @@ spec:
     spec:
       containers: [{name: c, image: %[1]s, command: [sleep, "3600"]}]
 `, image), "apply", "-n", ns, "-f", "-")
-	cs := client(t)
-	waitFor(t, "job completes 3 times", func(ctx context.Context) (bool, error) {
+	cs := srv.ClientT(t)
+	cluster.WaitFor(t, "job completes 3 times", func(ctx context.Context) (bool, error) {
 		j, err := cs.BatchV1().Jobs(ns).Get(ctx, "three", metav1.GetOptions{})
 		return err == nil && j.Status.Succeeded == 3, nil
 	})
-	waitFor(t, "daemonset pod running", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "daemonset pod running", func(ctx context.Context) (bool, error) {
 		return len(runningPods(t, ns, "app=ds")) == 1, nil
 	})
-	waitFor(t, "cronjob creates a job", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "cronjob creates a job", func(ctx context.Context) (bool, error) {
 		jobs, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
 		for _, j := range jobs.Items {
 			if strings.HasPrefix(j.Name, "minutely-") {
@@ -221,10 +211,10 @@ spec:
 
 func TestConfigSecretVolumesInitAndDownwardAPI(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
+	ns := srv.Namespace(t)
 	hostDir := t.TempDir()
 	os.WriteFile(filepath.Join(hostDir, "from-host"), []byte("host file"), 0o644)
-	kubectl(t, fmt.Sprintf(`
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: cfg}
@@ -267,7 +257,7 @@ spec:
 `, image, hostDir), "apply", "-n", ns, "-f", "-")
 	waitPod(t, ns, "app", "running", running)
 	exec := func(cmd string) string {
-		return strings.TrimSpace(kubectl(t, "", "exec", "-n", ns, "app", "-c", "main", "--", "sh", "-c", cmd))
+		return strings.TrimSpace(srv.KubectlT(t, "", "exec", "-n", ns, "app", "-c", "main", "--", "sh", "-c", cmd))
 	}
 	for cmd, want := range map[string]string{
 		"echo $GREETING $PASSWORD $MY_POD $MY_NS": "hello s3cret app " + ns,
@@ -280,19 +270,19 @@ spec:
 			t.Errorf("%s: got %q, want %q", cmd, got, want)
 		}
 	}
-	waitFor(t, "the sidecar's file in the shared emptyDir", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "the sidecar's file in the shared emptyDir", func(ctx context.Context) (bool, error) {
 		return exec("cat /shared/sidecar 2>/dev/null") == "from-sidecar", nil
 	})
-	kubectl(t, "", "patch", "-n", ns, "configmap", "cfg", "-p", `{"data":{"file.txt":"second"}}`)
-	waitFor(t, "the updated ConfigMap in the volume", func(ctx context.Context) (bool, error) {
+	srv.KubectlT(t, "", "patch", "-n", ns, "configmap", "cfg", "-p", `{"data":{"file.txt":"second"}}`)
+	cluster.WaitFor(t, "the updated ConfigMap in the volume", func(ctx context.Context) (bool, error) {
 		return exec("cat /cfg/file.txt") == "second", nil
 	})
 }
 
 func TestMemoryLimitAndOOMKill(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
-	kubectl(t, fmt.Sprintf(`
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: v1
 kind: Pod
 metadata: {name: limited}
@@ -341,10 +331,10 @@ spec:
 
 func TestMissingImageReportsPullError(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
+	ns := srv.Namespace(t)
 	// A registry on a closed loopback port: the pull fails at once, and no
 	// traffic leaves the machine.
-	kubectl(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: nope}\nspec:\n  containers: [{name: c, image: '127.0.0.1:1/missing/image:1'}]\n", "apply", "-n", ns, "-f", "-")
+	srv.KubectlT(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: nope}\nspec:\n  containers: [{name: c, image: '127.0.0.1:1/missing/image:1'}]\n", "apply", "-n", ns, "-f", "-")
 	p := waitPod(t, ns, "nope", "reporting a pull error", func(p *corev1.Pod) bool {
 		if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Waiting == nil {
 			return false
@@ -366,8 +356,8 @@ func TestBrokenAirGapTarballIsSkipped(t *testing.T) {
 
 func TestDeletedPodsLeaveNoContainers(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
-	kubectl(t, fmt.Sprintf(`
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: brief}
@@ -381,7 +371,7 @@ spec:
       containers: [{name: c, image: %s, command: [sleep, "3600"]}]
 `, image), "apply", "-n", ns, "-f", "-")
 	var pods []corev1.Pod
-	waitFor(t, "2 running pods", func(ctx context.Context) (bool, error) {
+	cluster.WaitFor(t, "2 running pods", func(ctx context.Context) (bool, error) {
 		pods = runningPods(t, ns, "app=brief")
 		return len(pods) == 2, nil
 	})
@@ -403,9 +393,9 @@ spec:
 		t.Fatalf("crictl pods does not list %s:\n%s", pods[0].Name, out)
 	}
 
-	kubectl(t, "", "delete", "-n", ns, "deployment/brief")
-	waitFor(t, "the pods' containers and sandboxes gone", func(ctx context.Context) (bool, error) {
-		list, err := client(t).CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=brief"})
+	srv.KubectlT(t, "", "delete", "-n", ns, "deployment/brief")
+	cluster.WaitFor(t, "the pods' containers and sandboxes gone", func(ctx context.Context) (bool, error) {
+		list, err := srv.ClientT(t).CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=brief"})
 		if err != nil || len(list.Items) != 0 {
 			return false, nil
 		}

@@ -5,16 +5,11 @@
 package registry
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
@@ -35,71 +30,25 @@ var (
 	dir            string
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	var err error
-	if dir, err = os.MkdirTemp("", "skiff-registry-"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	stop, err := startRegistry(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test registry:", err)
-		return 1
-	}
-	defer stop()
-	registriesFile = filepath.Join(dir, "registries.yaml")
-	if err := os.WriteFile(registriesFile, []byte(registriesYAML()), 0o600); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	srv, err = cluster.NewNode(filepath.Join(dir, "node"), "--private-registry", registriesFile, "--disable-default-registry-endpoint")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		if err := srv.Teardown(); err != nil {
-			fmt.Fprintln(os.Stderr, "teardown:", err)
+func TestMain(m *testing.M) {
+	var stopRegistry func()
+	code := cluster.Main(m, "registry", func(d string) (*cluster.Server, error) {
+		dir = d
+		var err error
+		if stopRegistry, err = startRegistry(dir); err != nil {
+			return nil, fmt.Errorf("test registry: %w", err)
 		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		srv.Stop()
-		return 1
-	}
-	code := 1
-	if err := waitNodeReady(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "node not ready: %v\n%s\n", err, srv.LogTail(60))
-	} else {
-		code = m.Run()
-	}
-	if err := srv.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "stopping the node: %v\n", err)
-		code = 1
-	}
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "node log:\n%s\n", srv.LogTail(60))
-	}
-	return code
-}
-
-func waitNodeReady(ctx context.Context) error {
-	cs, err := srv.Client()
-	if err != nil {
-		return err
-	}
-	return wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if srv.Exited() {
-			return false, fmt.Errorf("the node exited")
+		registriesFile = filepath.Join(dir, "registries.yaml")
+		if err := os.WriteFile(registriesFile, []byte(registriesYAML()), 0o600); err != nil {
+			return nil, err
 		}
-		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-		return err == nil && len(nodes.Items) == 1 && cluster.NodeReady(ctx, cs, nodes.Items[0].Name), nil
+		srv, err = cluster.NewNode(filepath.Join(dir, "node"), "--private-registry", registriesFile, "--disable-default-registry-endpoint")
+		return srv, err
 	})
+	if stopRegistry != nil {
+		stopRegistry()
+	}
+	os.Exit(code)
 }
 
 // registriesYAML is the node's registries.yaml: made-up registry names, all

@@ -33,15 +33,8 @@ func TestLocalPath(t *testing.T) {
 	)
 }
 
-func client(t *testing.T) *kubernetes.Clientset { return srv.ClientT(t) }
-
-func kubectl(t *testing.T, stdin string, args ...string) string {
-	t.Helper()
-	return srv.KubectlT(t, stdin, args...)
-}
-
 func defaultClass(t *testing.T) {
-	sc, err := client(t).StorageV1().StorageClasses().Get(context.Background(), "local-path", metav1.GetOptions{})
+	sc, err := srv.ClientT(t).StorageV1().StorageClasses().Get(context.Background(), "local-path", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,21 +76,21 @@ spec:
 // what a pod wrote stays through the pod's deletion and a server restart.
 func statefulSet(t *testing.T) {
 	ns := srv.Namespace(t)
-	kubectl(t, statefulSetYAML, "apply", "-n", ns, "-f", "-")
+	srv.KubectlT(t, statefulSetYAML, "apply", "-n", ns, "-f", "-")
 	written := map[string]string{} // pod: the first pod's host name, written in its volume
 	pvs := map[string]*corev1.PersistentVolume{}
 	check := func(what string) {
 		t.Helper()
 		for _, name := range []string{"db-0", "db-1"} {
 			pod := waitRunning(t, ns, name)
-			claim, err := client(t).CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), "data-"+name, metav1.GetOptions{})
+			claim, err := srv.ClientT(t).CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), "data-"+name, metav1.GetOptions{})
 			if err != nil || claim.Status.Phase != corev1.ClaimBound {
 				t.Fatalf("%s: claim data-%s is not Bound: %v %+v", what, name, err, claim.Status)
 			}
 			if claim.Spec.StorageClassName == nil || *claim.Spec.StorageClassName != "local-path" {
 				t.Errorf("claim data-%s got class %v, want the default local-path", name, claim.Spec.StorageClassName)
 			}
-			pv, err := client(t).CoreV1().PersistentVolumes().Get(context.Background(), claim.Spec.VolumeName, metav1.GetOptions{})
+			pv, err := srv.ClientT(t).CoreV1().PersistentVolumes().Get(context.Background(), claim.Spec.VolumeName, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +117,7 @@ func statefulSet(t *testing.T) {
 	if pvs["db-0"].Spec.NodeAffinity == nil || pinnedTo(pvs["db-0"]) == pinnedTo(pvs["db-1"]) {
 		t.Fatalf("both volumes on one node: %s and %s", pinnedTo(pvs["db-0"]), pinnedTo(pvs["db-1"]))
 	}
-	kubectl(t, "", "delete", "pod", "-n", ns, "db-0", "db-1", "--wait=true")
+	srv.KubectlT(t, "", "delete", "pod", "-n", ns, "db-0", "db-1", "--wait=true")
 	check("after the pods were recreated")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -141,11 +134,11 @@ func statefulSet(t *testing.T) {
 	check("after the server restarted")
 
 	// Deleting the claims deletes the volumes and their dirs.
-	kubectl(t, "", "delete", "statefulset", "-n", ns, "db", "--wait=true")
-	kubectl(t, "", "delete", "pvc", "-n", ns, "data-db-0", "data-db-1", "--wait=true")
+	srv.KubectlT(t, "", "delete", "statefulset", "-n", ns, "db", "--wait=true")
+	srv.KubectlT(t, "", "delete", "pvc", "-n", ns, "data-db-0", "data-db-1", "--wait=true")
 	for name, pv := range pvs {
 		cluster.WaitFor(t, "volume "+pv.Name+" of "+name+" deleted", func(ctx context.Context) (bool, error) {
-			_, err := client(t).CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
+			_, err := srv.ClientT(t).CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
 			return apierrors.IsNotFound(err), nil
 		})
 		if _, err := os.Stat(pv.Spec.Local.Path); !os.IsNotExist(err) {
@@ -158,7 +151,7 @@ func statefulSet(t *testing.T) {
 // volumes keeps the dir, and the volume goes Released.
 func retain(t *testing.T) {
 	ns := srv.Namespace(t)
-	kubectl(t, `
+	srv.KubectlT(t, `
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata: {name: keep}
@@ -171,9 +164,9 @@ parameters: {volumeType: hostPath}
 	claimAndPod(t, ns, "kept", "keep", "ReadWriteOncePod", "", nodes[1])
 	pod := waitRunning(t, ns, "kept")
 	inPod(t, ns, "kept", "sh", "-c", "echo kept > /data/f")
-	claim, _ := client(t).CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), "kept", metav1.GetOptions{})
+	claim, _ := srv.ClientT(t).CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), "kept", metav1.GetOptions{})
 	pvName := claim.Spec.VolumeName
-	pv, err := client(t).CoreV1().PersistentVolumes().Get(context.Background(), pvName, metav1.GetOptions{})
+	pv, err := srv.ClientT(t).CoreV1().PersistentVolumes().Get(context.Background(), pvName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,13 +175,13 @@ parameters: {volumeType: hostPath}
 	}
 	dir := pv.Spec.HostPath.Path
 	t.Cleanup(func() {
-		client(t).CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{})
+		srv.ClientT(t).CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{})
 		os.RemoveAll(dir)
 	})
-	kubectl(t, "", "delete", "pod", "-n", ns, "kept", "--wait=true")
-	kubectl(t, "", "delete", "pvc", "-n", ns, "kept", "--wait=true")
+	srv.KubectlT(t, "", "delete", "pod", "-n", ns, "kept", "--wait=true")
+	srv.KubectlT(t, "", "delete", "pvc", "-n", ns, "kept", "--wait=true")
 	cluster.WaitFor(t, "volume "+pvName+" Released", func(ctx context.Context) (bool, error) {
-		pv, err := client(t).CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
+		pv, err := srv.ClientT(t).CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
 		return err == nil && pv.Status.Phase == corev1.VolumeReleased, nil
 	})
 	if data, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(data) != "kept\n" {
@@ -200,7 +193,7 @@ parameters: {volumeType: hostPath}
 // claim that names the problem and the fix; other claims still work.
 func badInput(t *testing.T) {
 	ns := srv.Namespace(t)
-	kubectl(t, `
+	srv.KubectlT(t, `
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata: {name: odd-parameter}
@@ -222,7 +215,7 @@ parameters: {nodePath: /etc}
 	}
 	blocker.Close()
 	t.Cleanup(func() { os.Remove(blocker.Name()) })
-	kubectl(t, fmt.Sprintf(`
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata: {name: blocked}
@@ -242,7 +235,7 @@ parameters: {nodePath: %s/volumes}
 	} {
 		claimAndPod(t, ns, c.name, c.class, c.mode, c.volumeMode, nodes[0])
 		cluster.WaitFor(t, "an event on claim "+c.name+" saying "+c.want, func(ctx context.Context) (bool, error) {
-			evs, err := client(t).CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=PersistentVolumeClaim,involvedObject.name=" + c.name})
+			evs, err := srv.ClientT(t).CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=PersistentVolumeClaim,involvedObject.name=" + c.name})
 			if err != nil {
 				return false, err
 			}
@@ -253,7 +246,7 @@ parameters: {nodePath: %s/volumes}
 			}
 			return false, nil
 		})
-		claim, _ := client(t).CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), c.name, metav1.GetOptions{})
+		claim, _ := srv.ClientT(t).CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), c.name, metav1.GetOptions{})
 		if claim.Status.Phase != corev1.ClaimPending {
 			t.Errorf("claim %s is %s, want Pending", c.name, claim.Status.Phase)
 		}
@@ -310,7 +303,7 @@ func nodeIdentity(t *testing.T) {
 	} {
 		_, err := node.CoreV1().PersistentVolumes().Create(ctx, c.pv, metav1.CreateOptions{})
 		if err == nil {
-			client(t).CoreV1().PersistentVolumes().Delete(ctx, c.pv.Name, metav1.DeleteOptions{})
+			srv.ClientT(t).CoreV1().PersistentVolumes().Delete(ctx, c.pv.Name, metav1.DeleteOptions{})
 			t.Errorf("the agent's credentials created %s", c.what)
 		} else if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
 			t.Errorf("creating %s: %v, want a refusal", c.what, err)
@@ -326,10 +319,10 @@ func nodeIdentity(t *testing.T) {
 	}
 	// ...but not deleting the server node's.
 	theirs := pv("pvc-theirs", nodes[0], "/tmp/skiff-storage-test/pvc-theirs_ns_c")
-	if _, err := client(t).CoreV1().PersistentVolumes().Create(ctx, theirs, metav1.CreateOptions{}); err != nil {
+	if _, err := srv.ClientT(t).CoreV1().PersistentVolumes().Create(ctx, theirs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	defer client(t).CoreV1().PersistentVolumes().Delete(ctx, theirs.Name, metav1.DeleteOptions{})
+	defer srv.ClientT(t).CoreV1().PersistentVolumes().Delete(ctx, theirs.Name, metav1.DeleteOptions{})
 	if err := node.CoreV1().PersistentVolumes().Delete(ctx, theirs.Name, metav1.DeleteOptions{}); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
 		t.Errorf("the agent deleting the server node's volume: %v, want a refusal", err)
 	}
@@ -350,7 +343,7 @@ func nodeDown(t *testing.T) {
 	}()
 	claimAndPod(t, ns, "later", "", "ReadWriteOnce", "", nodes[1])
 	cluster.WaitFor(t, "an event on the claim of a pod placed on a stopped node", func(ctx context.Context) (bool, error) {
-		evs, err := client(t).CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=PersistentVolumeClaim,involvedObject.name=later"})
+		evs, err := srv.ClientT(t).CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=PersistentVolumeClaim,involvedObject.name=later"})
 		if err != nil {
 			return false, err
 		}
@@ -361,7 +354,7 @@ func nodeDown(t *testing.T) {
 		}
 		return false, nil
 	})
-	claim, _ := client(t).CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), "later", metav1.GetOptions{})
+	claim, _ := srv.ClientT(t).CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), "later", metav1.GetOptions{})
 	if claim.Status.Phase != corev1.ClaimPending || claim.Annotations["volume.kubernetes.io/selected-node"] != nodes[1] {
 		t.Fatalf("claim later is %s for node %q, want Pending for %s", claim.Status.Phase, claim.Annotations["volume.kubernetes.io/selected-node"], nodes[1])
 	}
@@ -375,20 +368,20 @@ func nodeDown(t *testing.T) {
 // disable: with --disable local-storage a deleted class stays deleted
 // across restarts, and the server's node runs no provisioner.
 func disable(t *testing.T) {
-	kubectl(t, "", "delete", "storageclass", "local-path")
+	srv.KubectlT(t, "", "delete", "storageclass", "local-path")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	srv.Args = append(srv.Args, "--disable", "local-storage")
+	srv.Extra = append(srv.Extra, "--disable", "local-storage")
 	if err := srv.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := waitNodes(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client(t).StorageV1().StorageClasses().Get(ctx, "local-path", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := srv.ClientT(t).StorageV1().StorageClasses().Get(ctx, "local-path", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("StorageClass local-path after a restart with --disable local-storage: %v, want none", err)
 	}
 	if log, _ := os.ReadFile(srv.Log); strings.Count(string(log), `"Starting provisioner controller"`) != 2 {
@@ -409,7 +402,7 @@ func claimAndPod(t *testing.T, ns, name, class, mode, volumeMode, node string) {
 		spec += "  volumeMode: " + volumeMode + "\n"
 		use = "volumeDevices: [{name: v, devicePath: /dev/v}]"
 	}
-	kubectl(t, fmt.Sprintf(`
+	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: %s}
@@ -435,7 +428,7 @@ func waitRunning(t *testing.T, ns, name string) *corev1.Pod {
 	var p *corev1.Pod
 	cluster.WaitFor(t, "pod "+name+" running", func(ctx context.Context) (bool, error) {
 		var err error
-		p, err = client(t).CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		p, err = srv.ClientT(t).CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && p.Status.Phase == corev1.PodRunning, nil
 	})
 	return p

@@ -29,7 +29,7 @@ func TestUninstallAfterRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "bin")
-	execFlags := strings.Join(append([]string{"server"}, c.Flags...), " ")
+	execFlags := strings.Join(c.Args(), " ")
 	install := exec.Command("sh", installScript)
 	install.Env = append(os.Environ(),
 		"INSTALL_SKIFF_BINARY="+cluster.Binary(),
@@ -51,15 +51,16 @@ func TestUninstallAfterRun(t *testing.T) {
 			t.Logf("server log (tail):\n%s", c.LogTail(40))
 		}
 	})
-	if err := c.Start(filepath.Join(bin, "skiff")); err != nil {
+	c.Bin = filepath.Join(bin, "skiff")
+	if err := c.StartCI(); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.RunPod(); err != nil {
 		t.Fatal(err)
 	}
-	podNetns := cluster.PodNetns(c.CgroupRoot)
+	podNetns := cluster.PodNetns(c.Names().CgroupRoot)
 	if len(podNetns) == 0 {
-		t.Fatalf("found no pod network namespace among the processes of cgroup %s", c.CgroupRoot)
+		t.Fatalf("found no pod network namespace among the processes of cgroup %s", c.Names().CgroupRoot)
 	}
 
 	uninstall := exec.Command(filepath.Join(bin, "skiff-uninstall.sh"))
@@ -68,13 +69,13 @@ func TestUninstallAfterRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("skiff-uninstall.sh: %v", err)
 	}
-	if !c.Exited(30 * time.Second) {
+	if !c.ExitsWithin(30 * time.Second) {
 		t.Fatal("the server still runs after skiff-uninstall.sh")
 	}
-	for _, l := range cluster.Leftovers(c.NodeNames, []string{dir}, podNetns) {
+	for _, l := range cluster.Leftovers(c.Names(), []string{dir}, podNetns) {
 		t.Errorf("left behind: %s", l)
 	}
-	for _, gone := range []string{c.DataDir, c.RunDir, filepath.Join(bin, "skiff"), filepath.Join(bin, "kubectl"),
+	for _, gone := range []string{c.DataDir, c.Names().RunDir, filepath.Join(bin, "skiff"), filepath.Join(bin, "kubectl"),
 		filepath.Join(bin, "skiff-killall.sh"), filepath.Join(bin, "skiff-uninstall.sh"),
 		filepath.Join(dir, "systemd", "skiff.service"), filepath.Join(dir, "etc-skiff")} {
 		if _, err := os.Lstat(gone); err == nil {
