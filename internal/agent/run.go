@@ -14,6 +14,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/loadbalancer"
+	"github.com/skiff-dev/skiff/internal/renewal"
 )
 
 // Options are `skiff agent`'s settings.
@@ -97,7 +98,18 @@ func Run(ctx context.Context, o Options) error {
 	renew := *joiner
 	renew.Server = lb.URL()
 	components = append([]component.Component{lb}, components...)
-	components = append(components, &join.Renewer{Agent: &renew, Every: 12 * time.Hour})
+	// Renewal authenticates with the node's current client certificate.
+	renewer, err := renewal.New(renewal.Config{What: "the node's certificates", Renew: func(ctx context.Context) (bool, error) {
+		if !renew.Files.NeedsRenewal(time.Now()) {
+			return false, nil
+		}
+		_, err := renew.Join(ctx)
+		return err == nil, err
+	}})
+	if err != nil {
+		return err
+	}
+	components = append(components, renewer)
 	return component.Run(ctx, components, func() {
 		klog.InfoS("skiff agent is ready", "node", cfg.NodeName, "ip", cfg.NodeIP, "server", o.Server)
 	})

@@ -237,6 +237,7 @@ func serverCommand() *cli.Command {
 			&cli.BoolFlag{Name: "disable-controller-manager", Destination: &o.DisableControllerManager, Usage: "do not run kube-controller-manager"},
 			&cli.StringFlag{Name: "snapshot-schedule-cron", Destination: &o.SnapshotCron, Usage: "snapshot the embedded datastore on this cron schedule, such as \"0 */12 * * *\" (default: none)"},
 			&cli.IntFlag{Name: "snapshot-retention", Value: snapshot.DefaultRetention, Destination: &o.SnapshotRetention, Usage: "how many scheduled snapshots to keep"},
+			&cli.DurationFlag{Name: "certificate-check-interval", Destination: &o.CertificateCheckInterval, Hidden: true, Usage: "how often the running server renews its certificates that are close to expiry (default 12h)"},
 			&cli.StringFlag{Name: "snapshot-dir", Destination: &o.SnapshotDir, Usage: "where snapshots go (default: <data-dir>/server/db/snapshots)"},
 			&cli.BoolFlag{Name: "secrets-encryption", Destination: &o.SecretsEncryption, Usage: "encrypt Secrets at rest in the datastore"},
 			&cli.StringFlag{Name: "secrets-encryption-provider", Value: "secretbox", Destination: &o.SecretsEncryptionProvider, Usage: "how --secrets-encryption encrypts: secretbox or aescbc"},

@@ -27,7 +27,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/atomicfile"
-	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/pki"
 )
@@ -315,39 +314,4 @@ func unwrapURL(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// Renewer is the agent's component that renews the node's certificates
-// before they expire, authenticating with the current client certificate.
-// The kubelet reloads its certificate files when they change.
-type Renewer struct {
-	Agent *Agent
-	Every time.Duration
-
-	component.Latch
-}
-
-// Name implements component.Component.
-func (r *Renewer) Name() string { return "certificate renewal" }
-
-// Run implements component.Component.
-func (r *Renewer) Run(ctx context.Context) error {
-	r.SetReady()
-	t := time.NewTicker(r.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if !r.Agent.Files.NeedsRenewal(time.Now()) {
-			continue
-		}
-		if _, err := r.Agent.Join(ctx); err != nil {
-			klog.ErrorS(err, "renewing the node's certificates failed; will try again", "node", r.Agent.NodeName)
-			continue
-		}
-		klog.InfoS("renewed the node's certificates", "node", r.Agent.NodeName)
-	}
 }

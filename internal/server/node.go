@@ -34,23 +34,26 @@ func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP) a
 }
 
 // ensureNodeCerts issues the in-process node's kubelet certificates from the
-// cluster CAs, and its kubeconfig.
-func ensureNodeCerts(c *controlplane.Config, cfg agent.Config, nodeIP net.IP, clientCA, kubeletCA *pki.CA) error {
+// cluster CAs that are missing or close to expiry, and its kubeconfig; it
+// says whether it issued any.
+func ensureNodeCerts(c *controlplane.Config, cfg agent.Config, nodeIP net.IP, cas *authorities) (bool, error) {
 	name, dir := cfg.NodeName, filepath.Dir(cfg.Kubeconfig)
 	clientCert, clientKey := filepath.Join(dir, "client-kubelet.crt"), filepath.Join(dir, "client-kubelet.key")
-	if _, err := clientCA.EnsureCert(clientCert, clientKey, pki.Spec{
+	client, err := cas.client.EnsureCert(clientCert, clientKey, pki.Spec{
 		CommonName: "system:node:" + name, Organization: []string{"system:nodes"},
-	}); err != nil {
-		return err
+	})
+	if err != nil {
+		return client, err
 	}
-	if _, err := kubeletCA.EnsureCert(cfg.ServingCert, cfg.ServingKey, pki.Spec{
+	serving, err := cas.kubelet.EnsureCert(cfg.ServingCert, cfg.ServingKey, pki.Spec{
 		CommonName: name, Usage: pki.Server, DNSNames: []string{name}, IPs: []net.IP{nodeIP},
-	}); err != nil {
-		return err
+	})
+	if err != nil {
+		return client || serving, err
 	}
 	server := "https://" + net.JoinHostPort(c.LoopbackAddress(), itoa(c.Port))
 	kc := kubeconfig.Files{Server: server, ServerName: pki.APIServerName, CAFile: c.Files.ServerCA(), CertFile: clientCert, KeyFile: clientKey}
-	return kc.Write(cfg.Kubeconfig)
+	return client || serving, kc.Write(cfg.Kubeconfig)
 }
 
 // nodePassword is the server's own node's password, made at first start:

@@ -50,43 +50,76 @@ func apiServerNames(domain string, sans []string) []string {
 	return names
 }
 
+// authorities are the cluster's CAs.
+type authorities struct {
+	client, server, kubelet, requestHeader *pki.CA
+}
+
+// servingNames are what the API server's serving certificate names besides
+// the kubernetes Service's names.
+type servingNames struct {
+	hostname  string
+	sans      []string
+	ips       []net.IP
+	serviceIP net.IP
+}
+
 // ensurePKI creates what is missing of the cluster's CAs, keys, certificates
 // and kubeconfigs, and renews certificates that are close to expiry or whose
-// names changed. It returns the client, server and kubelet CAs.
-func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net.IP, serviceIP net.IP) (client, server, kubelet *pki.CA, err error) {
+// names changed.
+func ensurePKI(c *controlplane.Config, names servingNames) (*authorities, error) {
 	f := c.Files
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if err := rotateIfAsked(c); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	serverCA, err := pki.LoadOrCreateCA(f.Dir, "server-ca", "skiff-server-ca")
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	clientCA, err := pki.LoadOrCreateCA(f.Dir, "client-ca", "skiff-client-ca")
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	kubeletCA, err := pki.LoadOrCreateCA(f.Dir, "kubelet-ca", "skiff-kubelet-ca")
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	bundle := append(pki.EncodeCert(kubeletCA.Cert), pki.EncodeCert(serverCA.Cert)...)
-	if old, err := os.ReadFile(f.KubeletCABundle()); err != nil || !bytes.Equal(old, bundle) {
-		if err := atomicfile.Write(f.KubeletCABundle(), bundle, 0o600); err != nil {
-			return nil, nil, nil, err
+	var cas authorities
+	for _, ca := range []struct {
+		to             **pki.CA
+		name, fullName string
+	}{
+		{&cas.server, "server-ca", "skiff-server-ca"},
+		{&cas.client, "client-ca", "skiff-client-ca"},
+		{&cas.kubelet, "kubelet-ca", "skiff-kubelet-ca"},
+		{&cas.requestHeader, "request-header-ca", "skiff-request-header-ca"},
+	} {
+		var err error
+		if *ca.to, err = pki.LoadOrCreateCA(f.Dir, ca.name, ca.fullName); err != nil {
+			return nil, err
 		}
 	}
-	requestHeaderCA, err := pki.LoadOrCreateCA(f.Dir, "request-header-ca", "skiff-request-header-ca")
-	if err != nil {
-		return nil, nil, nil, err
+	bundle := append(pki.EncodeCert(cas.kubelet.Cert), pki.EncodeCert(cas.server.Cert)...)
+	if old, err := os.ReadFile(f.KubeletCABundle()); err != nil || !bytes.Equal(old, bundle) {
+		if err := atomicfile.Write(f.KubeletCABundle(), bundle, 0o600); err != nil {
+			return nil, err
+		}
 	}
 	if err := pki.EnsureServiceAccountKey(f.ServiceAccountKey()); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
+	if _, err := ensureLeaves(c, &cas, names); err != nil {
+		return nil, err
+	}
+	return &cas, nil
+}
 
+// ensureLeaves issues the control plane's leaf certificates that are
+// missing, close to expiry or whose names changed, with their kubeconfigs,
+// and says whether it issued any. It runs at start and, while the server
+// runs, from its certificate renewal: the API server and the clients
+// reload the files by themselves.
+func ensureLeaves(c *controlplane.Config, cas *authorities, names servingNames) (bool, error) {
+	f := c.Files
+	serverCA, clientCA, requestHeaderCA := cas.server, cas.client, cas.requestHeader
+	hostname, sans, ips, serviceIP := names.hostname, names.sans, names.ips, names.serviceIP
+	issued := false
+	ensure := func(ca *pki.CA, cert, key string, spec pki.Spec) error {
+		wrote, err := ca.EnsureCert(cert, key, spec)
+		issued = issued || wrote
+		return err
+	}
 	serving := pki.Spec{
 		CommonName: "kube-apiserver",
 		Usage:      pki.Server,
@@ -98,34 +131,34 @@ func ensurePKI(c *controlplane.Config, hostname string, sans []string, ips []net
 			serving.IPs = append(serving.IPs, ip)
 		}
 	}
-	if _, err := serverCA.EnsureCert(f.ServingCert(), f.ServingKey(), serving); err != nil {
-		return nil, nil, nil, err
+	if err := ensure(serverCA, f.ServingCert(), f.ServingKey(), serving); err != nil {
+		return issued, err
 	}
 	// The API server's client identity towards kubelets.
-	if _, err := clientCA.EnsureCert(f.APIServerClientCert(), f.APIServerClientKey(),
+	if err := ensure(clientCA, f.APIServerClientCert(), f.APIServerClientKey(),
 		pki.Spec{CommonName: "system:kube-apiserver", Organization: []string{"system:masters"}}); err != nil {
-		return nil, nil, nil, err
+		return issued, err
 	}
-	if _, err := serverCA.EnsureCert(f.MetricsServingCert(), f.MetricsServingKey(), pki.Spec{
+	if err := ensure(serverCA, f.MetricsServingCert(), f.MetricsServingKey(), pki.Spec{
 		CommonName: metricsserver.ServiceName, Usage: pki.Server, DNSNames: metricsserver.DNSNames(c.ClusterDomain),
 	}); err != nil {
-		return nil, nil, nil, err
+		return issued, err
 	}
-	if _, err := requestHeaderCA.EnsureCert(f.AuthProxyCert(), f.AuthProxyKey(),
+	if err := ensure(requestHeaderCA, f.AuthProxyCert(), f.AuthProxyKey(),
 		pki.Spec{CommonName: "system:auth-proxy"}); err != nil {
-		return nil, nil, nil, err
+		return issued, err
 	}
 	url := "https://" + net.JoinHostPort(c.LoopbackAddress(), itoa(c.Port))
 	for _, cl := range clients {
-		if _, err := clientCA.EnsureCert(f.ClientCert(cl.name), f.ClientKey(cl.name), cl.spec); err != nil {
-			return nil, nil, nil, err
+		if err := ensure(clientCA, f.ClientCert(cl.name), f.ClientKey(cl.name), cl.spec); err != nil {
+			return issued, err
 		}
 		kc := kubeconfig.Files{Server: url, CAFile: f.ServerCA(), CertFile: f.ClientCert(cl.name), KeyFile: f.ClientKey(cl.name)}
 		if err := kc.Write(f.Kubeconfig(cl.name)); err != nil {
-			return nil, nil, nil, err
+			return issued, err
 		}
 	}
-	return clientCA, serverCA, kubeletCA, nil
+	return issued, nil
 }
 
 // writeAdminKubeconfig writes the self-contained admin kubeconfig for users.

@@ -14,7 +14,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/client-go/kubernetes"
@@ -36,6 +38,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/leader"
 	"github.com/skiff-dev/skiff/internal/loadbalancer"
 	"github.com/skiff-dev/skiff/internal/metricsserver"
+	"github.com/skiff-dev/skiff/internal/renewal"
 	"github.com/skiff-dev/skiff/internal/secretsencrypt"
 	"github.com/skiff-dev/skiff/internal/servicelb"
 	"github.com/skiff-dev/skiff/internal/snapshot"
@@ -81,6 +84,10 @@ type Options struct {
 	// the data dir, then the server exits.
 	ClusterReset            bool
 	ClusterResetRestorePath string
+	// CertificateCheckInterval is how often the running server renews its
+	// certificates that are close to expiry (renewal.DefaultEvery when
+	// zero).
+	CertificateCheckInterval time.Duration
 }
 
 // Run runs the server until ctx ends or a component fails. Every check that
@@ -128,6 +135,9 @@ type plan struct {
 	metrics *metricsserver.MetricsServer
 	// snapshots saves scheduled snapshots; nil without a schedule.
 	snapshots *snapshot.Scheduler
+	// cas are the cluster's CAs once the data dir is prepared (with an
+	// external datastore, once its files came), for the renewal.
+	cas atomic.Pointer[authorities]
 }
 
 // check validates every setting and binds the API port; it writes nothing.
@@ -267,15 +277,16 @@ func (p *plan) prepare() error {
 			return fmt.Errorf("the encryption configuration: %w", err)
 		}
 	}
-	clientCA, serverCA, kubeletCA, err := ensurePKI(cfg, p.hostname, p.o.TLSSANs, p.ips, p.serviceIP)
+	cas, err := ensurePKI(cfg, p.servingNames())
 	if err != nil {
 		return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
 	}
 	if !p.o.DisableAgent {
-		if err := ensureNodeCerts(cfg, p.ncfg, p.ips[0], clientCA, kubeletCA); err != nil {
+		if _, err := ensureNodeCerts(cfg, p.ncfg, p.ips[0], cas); err != nil {
 			return fmt.Errorf("node certificates: %w", err)
 		}
 	}
+	p.cas.Store(cas)
 	token, err := writeToken(cfg, p.secret, p.givenHash)
 	if err != nil {
 		return err
@@ -284,8 +295,39 @@ func (p *plan) prepare() error {
 		return err
 	}
 	p.joins.ServerSecret, p.joins.AgentSecret = token.Server, p.agentSecret
-	p.joins.ServerCA, p.joins.ClientCA, p.joins.KubeletCA = serverCA, clientCA, kubeletCA
+	p.joins.ServerCA, p.joins.ClientCA, p.joins.KubeletCA = cas.server, cas.client, cas.kubelet
 	return nil
+}
+
+// servingNames are the names and addresses of the API server's serving
+// certificate.
+func (p *plan) servingNames() servingNames {
+	return servingNames{hostname: p.hostname, sans: p.o.TLSSANs, ips: p.ips, serviceIP: p.serviceIP}
+}
+
+// renewCerts renews, while the server runs, its leaf certificates that are
+// close to expiry, its node's, and the admin kubeconfig that embeds one.
+func (p *plan) renewCerts(context.Context) (bool, error) {
+	cas := p.cas.Load()
+	if cas == nil { // an external datastore's CAs are not there yet
+		return false, nil
+	}
+	renewed, err := ensureLeaves(p.cfg, cas, p.servingNames())
+	if err != nil {
+		return renewed, err
+	}
+	if !p.o.DisableAgent {
+		node, err := ensureNodeCerts(p.cfg, p.ncfg, p.ips[0], cas)
+		if renewed = renewed || node; err != nil {
+			return renewed, err
+		}
+	}
+	if renewed && p.o.WriteKubeconfig != "" {
+		if err := writeAdminKubeconfig(p.cfg, p.o.WriteKubeconfig, p.mode); err != nil {
+			return renewed, fmt.Errorf("the admin kubeconfig %s: %w", p.o.WriteKubeconfig, err)
+		}
+	}
+	return renewed, nil
 }
 
 // components prepares the data dir (the embedded datastore's certificates
@@ -313,7 +355,11 @@ func (p *plan) components() ([]component.Component, error) {
 	}
 	// Node passwords right after the API: a Node deleted while the rest
 	// starts must not slip past the component that drops its password.
-	components := []component.Component{store, apiserver, passwords}
+	renewer, err := renewal.New(renewal.Config{What: "the server's certificates", Every: o.CertificateCheckInterval, Renew: p.renewCerts})
+	if err != nil {
+		return nil, err
+	}
+	components := []component.Component{store, apiserver, passwords, renewer}
 	if !o.DisableControllerManager {
 		cm, err := controlplane.NewControllerManager(cfg)
 		if err != nil {
