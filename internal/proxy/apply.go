@@ -4,12 +4,11 @@ import (
 	"net"
 	"strings"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
-	"github.com/google/nftables/expr"
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/klog/v2"
+
+	"github.com/skiff-dev/skiff/internal/proxy/nft"
 )
 
 // Syncer programs the proxy's table from lists of Services and
@@ -66,13 +65,13 @@ func (s *Syncer) Sync(services []*v1.Service, slices []*discoveryv1.EndpointSlic
 			klog.InfoS("service proxy: Services claim an address and port another one has; they do not get it", "conflicts", c)
 		}
 	}
-	b := newBatch(s.st.fam, s.st.table)
+	b := nft.NewBatch(s.st.fam, s.st.table)
 	if s.applied == nil || !writePartial(b, s.applied, rs, &s.last) {
 		writeFull(b, rs)
 		s.last = syncStats{full: true, services: len(rs.services)}
 	}
 	s.applied = nil // unknown until the kernel says yes
-	if err := b.send(s.netns); err != nil {
+	if err := b.Send(s.netns); err != nil {
 		return err
 	}
 	s.applied = rs
@@ -86,53 +85,53 @@ func (s *Syncer) probe() error {
 	st := *s.st
 	st.table += "-probe"
 	rs := buildRuleset(&st, nil, nil, nil, nil)
-	b := newBatch(st.fam, st.table)
+	b := nft.NewBatch(st.fam, st.table)
 	writeFull(b, rs)
-	b.conn.DelTable(b.table)
-	return b.send(s.netns)
+	b.DeleteTable()
+	return b.Send(s.netns)
 }
 
 // cleanup deletes table, if it exists, in the network namespace netns.
-func cleanup(fam *family, table string, netns int) error {
-	b := newBatch(fam, table)
-	b.conn.AddTable(b.table) // so that deleting never fails for its absence
-	b.conn.DelTable(b.table)
-	return b.send(netns)
+func cleanup(fam *nft.Family, table string, netns int) error {
+	b := nft.NewBatch(fam, table)
+	b.AddTable() // so that deleting never fails for its absence
+	b.DeleteTable()
+	return b.Send(netns)
 }
 
 // writeFull replaces the table with rs: delete and create in one
 // transaction, so packets never see it missing, and established
 // connections keep their NAT state in conntrack.
-func writeFull(b *batch, rs *ruleset) {
-	b.conn.AddTable(b.table)
-	b.conn.DelTable(b.table)
-	b.conn.AddTable(b.table)
+func writeFull(b *nft.Batch, rs *ruleset) {
+	b.AddTable()
+	b.DeleteTable()
+	b.AddTable()
 	for _, c := range rs.chains {
-		b.addChain(c)
+		b.AddChain(c)
 	}
 	for _, sv := range rs.services {
 		for _, c := range sv.chains {
-			b.addChain(c)
+			b.AddChain(c)
 		}
 	}
 	for _, st := range rs.sets {
-		b.addSet(rs.fam, st)
+		b.AddSet(st)
 	}
-	var elems []element
+	var elems []nft.Element
 	for _, sv := range rs.services {
 		for _, st := range sv.sets {
-			b.addSet(rs.fam, st)
+			b.AddSet(st)
 		}
 		elems = append(elems, sv.elements...)
 	}
-	b.writeElements(elems, true)
+	b.AddElements(elems)
 	for _, sv := range rs.services {
 		for _, c := range sv.chains {
-			b.addRules(c)
+			b.AddRules(c)
 		}
 	}
 	for _, c := range rs.chains {
-		b.addRules(c)
+		b.AddRules(c)
 	}
 }
 
@@ -144,12 +143,12 @@ func writeFull(b *batch, rs *ruleset) {
 // before rules and elements refer to them, and references to a chain or a
 // set must be gone (its referrers flushed, its elements deleted) before it
 // is deleted.
-func writePartial(b *batch, old, cur *ruleset, stats *syncStats) bool {
+func writePartial(b *nft.Batch, old, cur *ruleset, stats *syncStats) bool {
 	if len(old.chains) != len(cur.chains) {
 		return false
 	}
 	for i := range old.chains {
-		if old.chains[i].name != cur.chains[i].name || old.chains[i].sig != cur.chains[i].sig {
+		if old.chains[i].Name != cur.chains[i].Name || old.chains[i].Sig != cur.chains[i].Sig {
 			return false
 		}
 	}
@@ -171,26 +170,26 @@ func writePartial(b *batch, old, cur *ruleset, stats *syncStats) bool {
 	}
 	*stats = syncStats{services: d.services}
 	for _, c := range d.newChains {
-		b.addChain(c)
+		b.AddChain(c)
 	}
 	for _, st := range d.newSets {
-		b.addSet(cur.fam, st)
+		b.AddSet(st)
 	}
 	for _, c := range d.flush {
-		b.conn.FlushChain(b.chain(c))
+		b.FlushChain(c)
 	}
-	b.writeElements(d.delElems, false)
+	b.DeleteElements(d.delElems)
 	for _, c := range d.rewrite {
-		b.addRules(c)
+		b.AddRules(c)
 	}
-	b.writeElements(d.addElems, true)
+	b.AddElements(d.addElems)
 	// Sets before chains: a Service's map refers to its endpoint chains,
 	// its affinity sets are only referred to by its (now empty) chains.
 	for _, st := range d.delSets {
-		b.conn.DelSet(&nftables.Set{Table: b.table, Name: st})
+		b.DeleteSet(st)
 	}
 	for _, c := range d.delChains {
-		b.conn.DelChain(b.chain(c))
+		b.DeleteChain(c)
 	}
 	return true
 }
@@ -198,11 +197,11 @@ func writePartial(b *batch, old, cur *ruleset, stats *syncStats) bool {
 // diff collects the changes between two versions of the Services' rules.
 type diff struct {
 	services           int
-	newChains, rewrite []*chain
+	newChains, rewrite []*nft.Chain
 	flush, delChains   []string
-	newSets            []*set
+	newSets            []*nft.Set
 	delSets            []string
-	addElems, delElems []element
+	addElems, delElems []nft.Element
 }
 
 func (d *diff) service(old, cur *svcRules) {
@@ -210,48 +209,48 @@ func (d *diff) service(old, cur *svcRules) {
 		return
 	}
 	d.services++
-	oldChains := map[string]*chain{}
+	oldChains := map[string]*nft.Chain{}
 	oldSets := map[string]bool{}
 	oldElems := map[[2]string]string{}
 	if old != nil {
 		for _, c := range old.chains {
-			oldChains[c.name] = c
+			oldChains[c.Name] = c
 		}
 		for _, s := range old.sets {
-			oldSets[s.name] = true
+			oldSets[s.Name] = true
 		}
 		for _, e := range old.elements {
-			oldElems[[2]string{e.set, e.key}] = e.chain
+			oldElems[[2]string{e.Set, e.Key}] = e.Chain
 		}
 	}
 	if cur != nil {
 		for _, c := range cur.chains {
-			o, ok := oldChains[c.name]
+			o, ok := oldChains[c.Name]
 			switch {
 			case !ok:
 				d.newChains = append(d.newChains, c)
 				d.rewrite = append(d.rewrite, c)
-			case o.sig != c.sig:
-				d.flush = append(d.flush, c.name)
+			case o.Sig != c.Sig:
+				d.flush = append(d.flush, c.Name)
 				d.rewrite = append(d.rewrite, c)
 			}
-			delete(oldChains, c.name)
+			delete(oldChains, c.Name)
 		}
 		for _, s := range cur.sets {
-			if !oldSets[s.name] {
+			if !oldSets[s.Name] {
 				d.newSets = append(d.newSets, s)
 			}
-			delete(oldSets, s.name)
+			delete(oldSets, s.Name)
 		}
 		for _, e := range cur.elements {
-			k := [2]string{e.set, e.key}
+			k := [2]string{e.Set, e.Key}
 			o, ok := oldElems[k]
-			if ok && o == e.chain {
+			if ok && o == e.Chain {
 				delete(oldElems, k)
 				continue
 			}
 			if ok {
-				d.delElems = append(d.delElems, element{set: e.set, key: e.key, chain: o})
+				d.delElems = append(d.delElems, nft.Element{Set: e.Set, Key: e.Key, Chain: o})
 				delete(oldElems, k)
 			}
 			d.addElems = append(d.addElems, e)
@@ -260,19 +259,19 @@ func (d *diff) service(old, cur *svcRules) {
 	if old != nil {
 		// What is left is gone; keep the old order for determinism.
 		for _, c := range old.chains {
-			if oldChains[c.name] != nil {
-				d.flush = append(d.flush, c.name)
-				d.delChains = append(d.delChains, c.name)
+			if oldChains[c.Name] != nil {
+				d.flush = append(d.flush, c.Name)
+				d.delChains = append(d.delChains, c.Name)
 			}
 		}
 		for _, s := range old.sets {
-			if oldSets[s.name] {
-				d.delSets = append(d.delSets, s.name)
+			if oldSets[s.Name] {
+				d.delSets = append(d.delSets, s.Name)
 			}
 		}
 		// Elements of deleted sets go with them.
 		for _, e := range old.elements {
-			if _, ok := oldElems[[2]string{e.set, e.key}]; ok && !oldSets[e.set] {
+			if _, ok := oldElems[[2]string{e.Set, e.Key}]; ok && !oldSets[e.Set] {
 				d.delElems = append(d.delElems, e)
 			}
 		}
@@ -287,12 +286,12 @@ func sameService(a, b *svcRules) bool {
 		return false
 	}
 	for i := range a.chains {
-		if a.chains[i].name != b.chains[i].name || a.chains[i].sig != b.chains[i].sig {
+		if a.chains[i].Name != b.chains[i].Name || a.chains[i].Sig != b.chains[i].Sig {
 			return false
 		}
 	}
 	for i := range a.sets {
-		if a.sets[i].name != b.sets[i].name {
+		if a.sets[i].Name != b.sets[i].Name {
 			return false
 		}
 	}
@@ -302,88 +301,4 @@ func sameService(a, b *svcRules) bool {
 		}
 	}
 	return true
-}
-
-func (b *batch) addChain(c *chain) {
-	nc := b.chain(c.name)
-	if c.hook != nil {
-		nc.Type, nc.Hooknum, nc.Priority = c.typ, c.hook, c.prio
-	}
-	b.conn.AddChain(nc)
-}
-
-func (b *batch) nftSet(fam *family, s *set) *nftables.Set {
-	ns := &nftables.Set{Table: b.table, Name: s.name, KeyType: s.key}
-	if s.isMap {
-		ns.IsMap, ns.DataType = true, nftables.TypeVerdict
-	}
-	if len(nftables.ConcatSetTypeElements(s.key)) > 1 {
-		ns.Concatenation = true
-	}
-	if s.timeout > 0 {
-		ns.HasTimeout, ns.Timeout, ns.Dynamic = true, s.timeout, true
-	}
-	if s.key.Name == nftables.TypeInteger.Name {
-		ns.KeyByteOrder = binaryutil.NativeEndian // for nft's listings
-	}
-	return ns
-}
-
-func (b *batch) addSet(fam *family, s *set) {
-	ns := b.nftSet(fam, s)
-	ns.ID = b.nextSetID()
-	b.fail(b.conn.AddSet(ns, nil))
-}
-
-// elementsPerMessage keeps a message's element list under the 64 KiB a
-// netlink attribute can hold.
-const elementsPerMessage = 256
-
-// writeElements adds (or deletes) elements, set by set in the order the
-// sets first appear.
-func (b *batch) writeElements(elems []element, add bool) {
-	var order []string
-	bySet := map[string][]element{}
-	for _, e := range elems {
-		if _, ok := bySet[e.set]; !ok {
-			order = append(order, e.set)
-		}
-		bySet[e.set] = append(bySet[e.set], e)
-	}
-	for _, set := range order {
-		b.elements(set, bySet[set], add)
-	}
-}
-
-func (b *batch) elements(set string, elems []element, add bool) {
-	s := &nftables.Set{Table: b.table, Name: set, IsMap: true}
-	if len(elems) == 0 {
-		return
-	}
-	for len(elems) > 0 {
-		n := min(len(elems), elementsPerMessage)
-		vals := make([]nftables.SetElement, n)
-		for i, e := range elems[:n] {
-			vals[i].Key = []byte(e.key)
-			if add {
-				vals[i].VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.chain}
-			}
-		}
-		var err error
-		if add {
-			err = b.conn.SetAddElements(s, vals)
-		} else {
-			err = b.conn.SetDeleteElements(s, vals)
-		}
-		b.fail(err)
-		elems = elems[n:]
-	}
-}
-
-// addRules appends c's rules to it.
-func (b *batch) addRules(c *chain) {
-	nc := b.chain(c.name)
-	for _, r := range c.rules {
-		b.conn.AddRule(&nftables.Rule{Table: b.table, Chain: nc, Exprs: r.exprs})
-	}
 }

@@ -18,6 +18,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/skiff-dev/skiff/internal/proxy/nft"
 )
 
 // These tests program a real kernel, always in a throwaway network
@@ -131,7 +133,7 @@ func TestApply(t *testing.T) {
 	for _, sv := range s.applied.services {
 		if strings.HasPrefix(sv.key, "default/web/") {
 			for _, c := range sv.chains {
-				webChains[c.name] = true
+				webChains[c.Name] = true
 			}
 		}
 	}
@@ -174,10 +176,10 @@ func TestApply(t *testing.T) {
 	s = testSyncer(t, fd, table)
 	sync("restart", true, without(svcs, "multi"), eps)
 
-	if err := cleanup(ipv4, table, fd); err != nil {
+	if err := cleanup(nft.IPv4, table, fd); err != nil {
 		t.Fatal(err)
 	}
-	if err := cleanup(ipv4, table, fd); err != nil {
+	if err := cleanup(nft.IPv4, table, fd); err != nil {
 		t.Fatalf("cleanup without a table: %v", err)
 	}
 	conn := testConn(t, fd)
@@ -282,10 +284,10 @@ func kernelElements(t *testing.T, fd int, table string) []string {
 		}
 		typ := nftables.TypeInteger // the endpoint choice maps of the Services
 		if st, ok := types[s.Name]; ok {
-			typ = st.key
+			typ = st.Key
 		}
 		for _, e := range elems[s.Name] {
-			out = append(out, fmt.Sprintf("%s: %s : goto %s", s.Name, formatKey(ipv4, typ, e.Key), verdictChain(t, e.Val)))
+			out = append(out, fmt.Sprintf("%s: %s : goto %s", s.Name, nft.FormatKey(typ, e.Key), verdictChain(t, e.Val)))
 		}
 	}
 	sort.Strings(out)
@@ -302,24 +304,24 @@ func checkTable(t *testing.T, step string, fd int, rs *ruleset) {
 	conn := testConn(t, fd)
 	tb := &nftables.Table{Name: rs.table, Family: nftables.TableFamilyIPv4}
 
-	want := map[string]*chain{}
+	want := map[string]*nft.Chain{}
 	for _, c := range rs.chains {
-		want[c.name] = c
+		want[c.Name] = c
 	}
 	var wantSets []string
 	var wantElems []string
 	for _, s := range rs.sets {
-		wantSets = append(wantSets, s.name)
+		wantSets = append(wantSets, s.Name)
 	}
 	for _, sv := range rs.services {
 		for _, c := range sv.chains {
-			want[c.name] = c
+			want[c.Name] = c
 		}
 		for _, s := range sv.sets {
-			wantSets = append(wantSets, s.name)
+			wantSets = append(wantSets, s.Name)
 		}
 		for _, e := range sv.elements {
-			wantElems = append(wantElems, fmt.Sprintf("%s: %s : goto %s", e.set, formatKey(rs.fam, keys[e.set].key, []byte(e.key)), e.chain))
+			wantElems = append(wantElems, fmt.Sprintf("%s: %s : goto %s", e.Set, nft.FormatKey(keys[e.Set].Key, []byte(e.Key)), e.Chain))
 		}
 	}
 	for name := range kchains {
@@ -333,8 +335,8 @@ func checkTable(t *testing.T, step string, fd int, rs *ruleset) {
 			t.Errorf("%s: chain %s missing in the kernel", step, name)
 			continue
 		}
-		if (c.hook == nil) != (kc.Hooknum == nil) || c.hook != nil &&
-			(*c.hook != *kc.Hooknum || *c.prio != *kc.Priority || c.typ != kc.Type) {
+		if (c.Hook == nil) != (kc.Hooknum == nil) || c.Hook != nil &&
+			(*c.Hook != *kc.Hooknum || *c.Prio != *kc.Priority || c.Type != kc.Type) {
 			t.Errorf("%s: chain %s: hook or type differs", step, name)
 		}
 		krules, err := conn.GetRules(tb, kc)
@@ -343,9 +345,9 @@ func checkTable(t *testing.T, step string, fd int, rs *ruleset) {
 		}
 		var got, exp []string
 		for _, kr := range krules {
-			got = append(got, renderRule(rs.fam, keys, rule{exprs: kr.Exprs}))
+			got = append(got, renderRule(rs.fam, keys, nft.Rule{Exprs: kr.Exprs}))
 		}
-		for _, r := range c.rules {
+		for _, r := range c.Rules {
 			exp = append(exp, renderRule(rs.fam, keys, r))
 		}
 		if !slices.Equal(got, exp) {
@@ -397,10 +399,10 @@ func TestSyncError(t *testing.T) {
 	before := kernelElements(t, fd, "skiff-test")
 
 	// A batch that adds a rule to a missing chain fails as a whole.
-	b := newBatch(ipv4, "skiff-test")
-	b.writeElements([]element{{set: mapServiceIPs, key: ipProtoPortKey(net.IPv4(10, 43, 9, 9).To4(), protoTCP, 80), chain: chainReject}}, true)
-	b.conn.AddRule(&nftables.Rule{Table: b.table, Chain: b.chain("no-such-chain"), Exprs: []expr.Any{verdict(expr.VerdictAccept)}})
-	err := b.send(fd)
+	b := nft.NewBatch(nft.IPv4, "skiff-test")
+	b.AddElements([]nft.Element{{Set: mapServiceIPs, Key: nft.IPProtoPortKey(net.IPv4(10, 43, 9, 9).To4(), nft.ProtoTCP, 80), Chain: chainReject}})
+	b.AddRules(&nft.Chain{Name: "no-such-chain", Rules: []nft.Rule{{Exprs: []expr.Any{nft.Verdict(expr.VerdictAccept)}}}})
+	err := b.Send(fd)
 	if err == nil || !strings.Contains(err.Error(), "add rule to chain no-such-chain") {
 		t.Fatalf("error %v, want one naming the failed message", err)
 	}
@@ -408,7 +410,7 @@ func TestSyncError(t *testing.T) {
 		t.Error("a failed transaction changed the table")
 	}
 
-	s.applied.chains[0].sig = "forced difference"
+	s.applied.chains[0].Sig = "forced difference"
 	if err := s.Sync(svcs, eps); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/skiff-dev/skiff/internal/proxy/nft"
 )
 
 // This file turns Services and EndpointSlices into the description of the
@@ -58,6 +60,10 @@ const (
 	mapNoEndpointIPs    = "no-endpoint-ips"
 	mapNoEndpointPorts  = "no-endpoint-nodeports"
 
+	// markMasq is the packet mark bit that asks nat postrouting to
+	// masquerade.
+	markMasq = 0x4000
+
 	// defaultAffinityTimeout is the Kubernetes default of
 	// sessionAffinityConfig.clientIP.timeoutSeconds.
 	defaultAffinityTimeout = 10800 * time.Second
@@ -65,7 +71,7 @@ const (
 
 // settings are the parts of Config the rules depend on, parsed.
 type settings struct {
-	fam           *family
+	fam           *nft.Family
 	table         string
 	node          string
 	clusterCIDR   *net.IPNet
@@ -76,10 +82,10 @@ type settings struct {
 
 // ruleset describes the whole table.
 type ruleset struct {
-	fam      *family
+	fam      *nft.Family
 	table    string
-	chains   []*chain // fixed chains, base chains first
-	sets     []*set   // fixed maps; their elements come from the services
+	chains   []*nft.Chain // fixed chains, base chains first
+	sets     []*nft.Set   // fixed maps; their elements come from the services
 	services []*svcRules
 	// conflicts are the addresses Services claimed that another one had.
 	conflicts []string
@@ -89,37 +95,9 @@ type ruleset struct {
 // syncs.
 type svcRules struct {
 	key      string // namespace/name/protocol/port name or number
-	chains   []*chain
-	sets     []*set
-	elements []element
-}
-
-type chain struct {
-	name    string
-	comment string // for listings
-	typ     nftables.ChainType
-	hook    *nftables.ChainHook // nil: a regular chain
-	prio    *nftables.ChainPriority
-	rules   []rule
-	sig     string // equal sig, equal rules
-}
-
-type rule struct {
-	exprs []expr.Any
-}
-
-type set struct {
-	name    string
-	key     nftables.SetDatatype
-	isMap   bool          // verdict map
-	timeout time.Duration // > 0: elements are added by the packet path and expire
-}
-
-// element is an element of a verdict map: key goes to chain.
-type element struct {
-	set   string
-	key   string
-	chain string
+	chains   []*nft.Chain
+	sets     []*nft.Set
+	elements []nft.Element
 }
 
 // endpoint is one usable backend of a Service port.
@@ -192,7 +170,7 @@ func buildRuleset(st *settings, services []*v1.Service, epSlices []*discoveryv1.
 		}
 	}
 	if dnsAddr != nil {
-		dnsAddr = st.fam.addr(dnsAddr)
+		dnsAddr = st.fam.Addr(dnsAddr)
 	}
 	var next modelCache
 	if cache != nil {
@@ -235,23 +213,23 @@ func dedupe(rs *ruleset) []string {
 	var dropped []string
 	seen := make(map[string]string, 2*len(rs.services)) // map group and key: owner
 	for i, sv := range rs.services {
-		var keep []element
+		var keep []nft.Element
 		copied := false
 		for j, e := range sv.elements {
 			var group string
-			switch e.set {
+			switch e.Set {
 			case mapServiceIPs, mapNoEndpointIPs: // one address goes to one place
 				group = "ip"
 			case mapServiceNodePorts, mapNoEndpointPorts:
 				group = "port"
 			}
 			if group != "" {
-				k := group + e.key
+				k := group + e.Key
 				if owner, ok := seen[k]; ok {
 					if !copied {
 						keep, copied = slices.Clone(sv.elements[:j]), true
 					}
-					dropped = append(dropped, sv.key+": "+formatKey(rs.fam, fixedSetKey(rs, e.set), []byte(e.key))+" (taken by "+owner+")")
+					dropped = append(dropped, sv.key+": "+nft.FormatKey(fixedSetKey(rs, e.Set), []byte(e.Key))+" (taken by "+owner+")")
 					continue
 				}
 				seen[k] = sv.key
@@ -271,92 +249,72 @@ func dedupe(rs *ruleset) []string {
 
 func fixedSetKey(rs *ruleset, name string) nftables.SetDatatype {
 	for _, s := range rs.sets {
-		if s.name == name {
-			return s.key
+		if s.Name == name {
+			return s.Key
 		}
 	}
 	return nftables.TypeInvalid
 }
 
-func addressType(f *family) discoveryv1.AddressType {
-	if f.addrLen == 4 {
+func addressType(f *nft.Family) discoveryv1.AddressType {
+	if f.AddrLen == 4 {
 		return discoveryv1.AddressTypeIPv4
 	}
 	return discoveryv1.AddressTypeIPv6
 }
 
-func newChain(name, comment string, rules ...rule) *chain {
-	c := &chain{name: name, comment: comment, rules: rules}
-	c.sig = chainSig(c)
-	return c
-}
-
-func baseChain(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio int32, rules ...rule) *chain {
-	c := newChain(name, "", rules...)
-	c.typ, c.hook, c.prio = typ, hook, nftables.ChainPriorityRef(nftables.ChainPriority(prio))
-	return c
-}
-
-func r(parts ...[]expr.Any) rule {
-	var out []expr.Any
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return rule{exprs: out}
-}
-
-func x(e ...expr.Any) []expr.Any { return e }
-
 // fixedChains are the chains and maps that do not depend on Services.
-func fixedChains(st *settings) ([]*chain, []*set) {
+func fixedChains(st *settings) ([]*nft.Chain, []*nft.Set) {
 	f := st.fam
-	var nodePorts, noEndpointPorts []rule
-	if st.nodePortCIDRs == nil {
-		nodePorts = append(nodePorts, r(fibLocal(true), f.daddrIn(f.loopback, true), lookupProtoPort(mapServiceNodePorts)))
-		noEndpointPorts = append(noEndpointPorts, r(fibLocal(true), f.daddrIn(f.loopback, true), lookupProtoPort(mapNoEndpointPorts)))
+	var nodePorts, noEndpointPorts []nft.Rule
+	if st.nodePortCIDRs == nil { // loopback is never a NodePort address unless asked for
+		nodePorts = append(nodePorts, nft.NewRule(nft.FibLocal(true), f.DaddrIn(f.Loopback, true), nft.LookupProtoPort(mapServiceNodePorts)))
+		noEndpointPorts = append(noEndpointPorts, nft.NewRule(nft.FibLocal(true), f.DaddrIn(f.Loopback, true), nft.LookupProtoPort(mapNoEndpointPorts)))
 	}
 	for _, n := range st.nodePortCIDRs {
-		nodePorts = append(nodePorts, r(fibLocal(true), f.daddrIn(n, false), lookupProtoPort(mapServiceNodePorts)))
-		noEndpointPorts = append(noEndpointPorts, r(fibLocal(true), f.daddrIn(n, false), lookupProtoPort(mapNoEndpointPorts)))
+		nodePorts = append(nodePorts, nft.NewRule(nft.FibLocal(true), f.DaddrIn(n, false), nft.LookupProtoPort(mapServiceNodePorts)))
+		noEndpointPorts = append(noEndpointPorts, nft.NewRule(nft.FibLocal(true), f.DaddrIn(n, false), nft.LookupProtoPort(mapNoEndpointPorts)))
 	}
-	checkNew := r(ctStateNew(), x(jump(chainNoEndpoints)))
-	chains := []*chain{
-		baseChain(chainNatPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100, r(x(jump(chainServices)))),
-		baseChain(chainNatOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, -100, r(x(jump(chainServices)))),
-		baseChain(chainNatPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100,
-			r(x(jump(chainMasquerading))),
+	checkNew := nft.NewRule(nft.CtStateNew(), nft.Exprs(nft.Jump(chainNoEndpoints)))
+	chains := []*nft.Chain{
+		nft.BaseChain(chainNatPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100, nft.NewRule(nft.Exprs(nft.Jump(chainServices)))),
+		nft.BaseChain(chainNatOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, -100, nft.NewRule(nft.Exprs(nft.Jump(chainServices)))),
+		nft.BaseChain(chainNatPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100,
+			nft.NewRule(nft.Exprs(nft.Jump(chainMasquerading))),
 			// Pod egress: pods leaving the cluster network look like the node.
-			r(f.saddrIn(st.clusterCIDR, false), f.daddrIn(st.clusterCIDR, true),
-				x(&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1}, cmpNeq(reg1, ifname(st.bridge)),
+			nft.NewRule(f.SaddrIn(st.clusterCIDR, false), f.DaddrIn(st.clusterCIDR, true),
+				nft.Exprs(&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: nft.Reg1}, nft.CmpNeq(nft.Reg1, nft.IfName(st.bridge)),
 					&expr.Masq{FullyRandom: true}))),
 		// Reject is only allowed in input, forward and output; -110 runs
 		// before nat output (-100), so the node's own connections are
 		// rejected before anything rewrites them.
-		baseChain(chainFilterInput, nftables.ChainTypeFilter, nftables.ChainHookInput, -110, checkNew),
-		baseChain(chainFilterForward, nftables.ChainTypeFilter, nftables.ChainHookForward, -110, checkNew),
-		baseChain(chainFilterOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, -110, checkNew),
-		newChain(chainServices, "", append([]rule{r(f.lookupIPProtoPort(mapServiceIPs))}, nodePorts...)...),
-		newChain(chainNoEndpoints, "", append([]rule{r(f.lookupIPProtoPort(mapNoEndpointIPs))}, noEndpointPorts...)...),
-		newChain(chainMarkMasq, "", r(setMark(true))),
-		newChain(chainMasquerading, "",
-			r(x(&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-				&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: native32(markMasq), Xor: native32(0)},
-				cmpEq(reg1, native32(0)), verdict(expr.VerdictReturn))),
-			r(setMark(false)),
-			r(x(&expr.Masq{FullyRandom: true}))),
-		newChain(chainReject, "",
-			r(x(loadL4proto(reg1), cmpEq(reg1, []byte{protoTCP}), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
-			r(x(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.portUnreach}))),
+		nft.BaseChain(chainFilterInput, nftables.ChainTypeFilter, nftables.ChainHookInput, -110, checkNew),
+		nft.BaseChain(chainFilterForward, nftables.ChainTypeFilter, nftables.ChainHookForward, -110, checkNew),
+		nft.BaseChain(chainFilterOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, -110, checkNew),
+		nft.NewChain(chainServices, "", append([]nft.Rule{nft.NewRule(f.LookupIPProtoPort(mapServiceIPs))}, nodePorts...)...),
+		nft.NewChain(chainNoEndpoints, "", append([]nft.Rule{nft.NewRule(f.LookupIPProtoPort(mapNoEndpointIPs))}, noEndpointPorts...)...),
+		nft.NewChain(chainMarkMasq, "", nft.NewRule(nft.SetMark(markMasq, true))),
+		nft.NewChain(chainMasquerading, "",
+			nft.NewRule(nft.Exprs(&expr.Meta{Key: expr.MetaKeyMARK, Register: nft.Reg1},
+				&expr.Bitwise{SourceRegister: nft.Reg1, DestRegister: nft.Reg1, Len: 4, Mask: nft.Native32(markMasq), Xor: nft.Native32(0)},
+				nft.CmpEq(nft.Reg1, nft.Native32(0)), nft.Verdict(expr.VerdictReturn))),
+			nft.NewRule(nft.SetMark(markMasq, false)),
+			nft.NewRule(nft.Exprs(&expr.Masq{FullyRandom: true}))),
+		nft.NewChain(chainReject, "",
+			nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{nft.ProtoTCP}), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
+			nft.NewRule(nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.PortUnreach}))),
 	}
-	ipKey := typeIPProtoPort
-	if f.addrLen != 4 {
-		ipKey = nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService)
+	ipKey := nft.TypeIPProtoPort
+	if f.AddrLen != 4 {
+		ipKey = nftables.MustConcatSetType(f.AddrType, nftables.TypeInetProto, nftables.TypeInetService)
 	}
-	sets := []*set{
-		{name: mapServiceIPs, key: ipKey, isMap: true},
-		{name: mapServiceNodePorts, key: typeProtoPort, isMap: true},
-		{name: mapNoEndpointIPs, key: ipKey, isMap: true},
-		{name: mapNoEndpointPorts, key: typeProtoPort, isMap: true},
+	// The address maps are keyed by ip . l4proto . port, the node port maps
+	// by l4proto . port.
+	sets := []*nft.Set{
+		{Name: mapServiceIPs, Key: ipKey, IsMap: true},
+		{Name: mapServiceNodePorts, Key: nft.TypeProtoPort, IsMap: true},
+		{Name: mapNoEndpointIPs, Key: ipKey, IsMap: true},
+		{Name: mapNoEndpointPorts, Key: nft.TypeProtoPort, IsMap: true},
 	}
 	return chains, sets
 }
@@ -369,7 +327,7 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 	}
 	var clusterIP net.IP
 	for _, s := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
-		if ip := f.addr(net.ParseIP(s)); ip != nil {
+		if ip := f.Addr(net.ParseIP(s)); ip != nil {
 			clusterIP = ip
 			break
 		}
@@ -379,7 +337,7 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 	}
 	var extIPs []net.IP
 	addExt := func(s string) {
-		if ip := f.addr(net.ParseIP(s)); ip != nil && !slices.ContainsFunc(extIPs, ip.Equal) {
+		if ip := f.Addr(net.ParseIP(s)); ip != nil && !slices.ContainsFunc(extIPs, ip.Equal) {
 			extIPs = append(extIPs, ip)
 		}
 	}
@@ -396,13 +354,13 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 				continue
 			}
 			addExt(in.IP)
-			if ip := f.addr(net.ParseIP(in.IP)); ip != nil {
+			if ip := f.Addr(net.ParseIP(in.IP)); ip != nil {
 				lbIPs = append(lbIPs, ip)
 			}
 		}
 		// The API validates them; one of the other family is not ours.
 		for _, c := range svc.Spec.LoadBalancerSourceRanges {
-			if _, n, err := net.ParseCIDR(strings.TrimSpace(c)); err == nil && f.addr(n.IP) != nil {
+			if _, n, err := net.ParseCIDR(strings.TrimSpace(c)); err == nil && f.Addr(n.IP) != nil {
 				sourceRanges = append(sourceRanges, n)
 			}
 		}
@@ -452,11 +410,11 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 func protocolNumber(p v1.Protocol) (uint8, bool) {
 	switch p {
 	case v1.ProtocolTCP, "":
-		return protoTCP, true
+		return nft.ProtoTCP, true
 	case v1.ProtocolUDP:
-		return protoUDP, true
+		return nft.ProtoUDP, true
 	case v1.ProtocolSCTP:
-		return protoSCTP, true
+		return nft.ProtoSCTP, true
 	}
 	return 0, false
 }
@@ -512,7 +470,7 @@ func endpointsFor(st *settings, epSlices []*discoveryv1.EndpointSlice, sp v1.Ser
 			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
 			local := e.NodeName != nil && *e.NodeName == st.node
 			for _, a := range e.Addresses {
-				ip := st.fam.addr(net.ParseIP(a))
+				ip := st.fam.Addr(net.ParseIP(a))
 				if ip == nil {
 					continue
 				}
@@ -604,7 +562,7 @@ func (p *portRules) build() *svcRules {
 	if p.localInternal {
 		internal, internalChain = p.local, lclChain
 	}
-	clusterKey := ipProtoPortKey(p.clusterIP, p.proto, p.port)
+	clusterKey := nft.IPProtoPortKey(p.clusterIP, p.proto, p.port)
 	if len(internal) == 0 {
 		p.elem(mapNoEndpointIPs, clusterKey, chainReject)
 	} else {
@@ -621,13 +579,13 @@ func (p *portRules) build() *svcRules {
 		}
 		for _, ip := range p.extIPs {
 			if firewall && slices.ContainsFunc(p.lbIPs, ip.Equal) {
-				p.elem(m, ipProtoPortKey(ip, p.proto, p.port), fwChain)
+				p.elem(m, nft.IPProtoPortKey(ip, p.proto, p.port), fwChain)
 				continue
 			}
-			p.elem(m, ipProtoPortKey(ip, p.proto, p.port), target)
+			p.elem(m, nft.IPProtoPortKey(ip, p.proto, p.port), target)
 		}
 		if p.nodePort != 0 {
-			p.elem(mp, protoPortKey(p.proto, p.nodePort), target)
+			p.elem(mp, nft.ProtoPortKey(p.proto, p.nodePort), target)
 		}
 	}
 	external = external && len(p.all) > 0
@@ -643,38 +601,38 @@ func (p *portRules) build() *svcRules {
 	}
 	if external {
 		f := p.st.fam
-		var rules []rule
+		var rules []nft.Rule
 		if !p.localExternal {
-			rules = append(rules, r(x(jump(chainMarkMasq))), r(x(goTo(svcChain))))
+			rules = append(rules, nft.NewRule(nft.Exprs(nft.Jump(chainMarkMasq))), nft.NewRule(nft.Exprs(nft.Goto(svcChain))))
 		} else {
 			// Pods and the node itself reach external addresses like
 			// the ClusterIP; only outside clients are kept on this node,
 			// with their source address.
 			rules = append(rules,
-				r(f.saddrIn(p.st.clusterCIDR, false), x(goTo(svcChain))),
-				r(fibLocal(false), x(jump(chainMarkMasq))),
-				r(fibLocal(false), x(goTo(svcChain))))
+				nft.NewRule(f.SaddrIn(p.st.clusterCIDR, false), nft.Exprs(nft.Goto(svcChain))),
+				nft.NewRule(nft.FibLocal(false), nft.Exprs(nft.Jump(chainMarkMasq))),
+				nft.NewRule(nft.FibLocal(false), nft.Exprs(nft.Goto(svcChain))))
 			if len(p.local) > 0 {
-				rules = append(rules, r(x(goTo(lclChain))))
+				rules = append(rules, nft.NewRule(nft.Exprs(nft.Goto(lclChain))))
 			} else {
-				rules = append(rules, r(x(verdict(expr.VerdictDrop))))
+				rules = append(rules, nft.NewRule(nft.Exprs(nft.Verdict(expr.VerdictDrop))))
 			}
 		}
-		p.out.chains = append(p.out.chains, newChain(extChain, p.name+" external", rules...))
+		p.out.chains = append(p.out.chains, nft.NewChain(extChain, p.name+" external", rules...))
 	}
 	if firewall {
 		// Only the first packet of a connection passes the nat hooks:
 		// dropping it here keeps the connection from ever being made.
-		var rules []rule
+		var rules []nft.Rule
 		for _, n := range p.sourceRanges {
-			rules = append(rules, r(p.st.fam.saddrIn(n, false), x(goTo(extChain))))
+			rules = append(rules, nft.NewRule(p.st.fam.SaddrIn(n, false), nft.Exprs(nft.Goto(extChain))))
 		}
-		rules = append(rules, r(x(verdict(expr.VerdictDrop))))
-		p.out.chains = append(p.out.chains, newChain(fwChain, p.name+" load balancer source ranges", rules...))
+		rules = append(rules, nft.NewRule(nft.Exprs(nft.Verdict(expr.VerdictDrop))))
+		p.out.chains = append(p.out.chains, nft.NewChain(fwChain, p.name+" load balancer source ranges", rules...))
 	}
 	// Entry chains first, then endpoints, for listings.
-	rank := func(c *chain) int {
-		switch c.name[:3] {
+	rank := func(c *nft.Chain) int {
+		switch c.Name[:3] {
 		case "fw-", "ext":
 			return 0
 		case "svc":
@@ -689,21 +647,21 @@ func (p *portRules) build() *svcRules {
 		if ra, rb := rank(a), rank(b); ra != rb {
 			return ra < rb
 		}
-		return a.name < b.name
+		return a.Name < b.Name
 	})
-	sort.Slice(p.out.sets, func(i, j int) bool { return p.out.sets[i].name < p.out.sets[j].name })
+	sort.Slice(p.out.sets, func(i, j int) bool { return p.out.sets[i].Name < p.out.sets[j].Name })
 	sort.Slice(p.out.elements, func(i, j int) bool {
 		a, b := p.out.elements[i], p.out.elements[j]
-		if a.set != b.set {
-			return a.set < b.set
+		if a.Set != b.Set {
+			return a.Set < b.Set
 		}
-		return a.key < b.key
+		return a.Key < b.Key
 	})
 	return p.out
 }
 
 func (p *portRules) elem(set, key, chain string) {
-	p.out.elements = append(p.out.elements, element{set: set, key: key, chain: chain})
+	p.out.elements = append(p.out.elements, nft.Element{Set: set, Key: key, Chain: chain})
 }
 
 // selectChain makes a chain that picks one of eps at random (sticking to
@@ -713,13 +671,13 @@ func (p *portRules) elem(set, key, chain string) {
 func (p *portRules) selectChain(prefix, what string, eps []endpoint, internal bool) {
 	name := hashName(prefix, p.key)
 	f := p.st.fam
-	var rules []rule
+	var rules []nft.Rule
 	if internal {
-		rules = append(rules, r(
-			x(f.loadDaddr(reg1), cmpEq(reg1, p.clusterIP), loadL4proto(reg1), cmpEq(reg1, []byte{p.proto}),
-				loadDport(reg1), cmpEq(reg1, port16(p.port))),
-			f.saddrIn(p.st.clusterCIDR, true),
-			x(jump(chainMarkMasq))))
+		rules = append(rules, nft.NewRule(
+			nft.Exprs(f.LoadDaddr(nft.Reg1), nft.CmpEq(nft.Reg1, p.clusterIP), nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{p.proto}),
+				nft.LoadDport(nft.Reg1), nft.CmpEq(nft.Reg1, nft.Port16(p.port))),
+			f.SaddrIn(p.st.clusterCIDR, true),
+			nft.Exprs(nft.Jump(chainMarkMasq))))
 	}
 	targets := make([]string, len(eps))
 	for i, e := range eps {
@@ -727,21 +685,21 @@ func (p *portRules) selectChain(prefix, what string, eps []endpoint, internal bo
 	}
 	if p.affinity > 0 {
 		for i, e := range eps {
-			rules = append(rules, r(x(f.loadSaddr(reg1),
-				&expr.Lookup{SourceRegister: reg1, SetName: p.affinitySet(e)},
-				goTo(targets[i]))))
+			rules = append(rules, nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1),
+				&expr.Lookup{SourceRegister: nft.Reg1, SetName: p.affinitySet(e)},
+				nft.Goto(targets[i]))))
 		}
 	}
 	// The choice: a random number, looked up in the chain's own verdict
 	// map (named like the chain). Not an anonymous map as nft would make:
 	// the kernel takes twice as long to create those.
-	p.out.sets = append(p.out.sets, &set{name: name, key: nftables.TypeInteger, isMap: true})
-	rules = append(rules, r(x(&expr.Numgen{Register: reg1, Modulus: uint32(len(eps)), Type: unix.NFT_NG_RANDOM},
-		&expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: regVerdict, SetName: name})))
+	p.out.sets = append(p.out.sets, &nft.Set{Name: name, Key: nftables.TypeInteger, IsMap: true})
+	rules = append(rules, nft.NewRule(nft.Exprs(&expr.Numgen{Register: nft.Reg1, Modulus: uint32(len(eps)), Type: unix.NFT_NG_RANDOM},
+		&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: name})))
 	for i, t := range targets {
-		p.elem(name, string(native32(uint32(i))), t)
+		p.elem(name, string(nft.Native32(uint32(i))), t)
 	}
-	p.out.chains = append(p.out.chains, newChain(name, p.name+" "+what, rules...))
+	p.out.chains = append(p.out.chains, nft.NewChain(name, p.name+" "+what, rules...))
 }
 
 func (p *portRules) affinitySet(e endpoint) string {
@@ -756,20 +714,20 @@ func (p *portRules) endpointChain(e endpoint) string {
 	name := hashName("ep-", p.key+"/"+e.addr)
 	p.eps[e.addr] = name
 	f := p.st.fam
-	rules := []rule{
+	rules := []nft.Rule{
 		// Hairpin: an endpoint reaching itself through the Service.
-		r(x(f.loadSaddr(reg1), cmpEq(reg1, e.ip), jump(chainMarkMasq))),
+		nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1), nft.CmpEq(nft.Reg1, e.ip), nft.Jump(chainMarkMasq))),
 	}
 	if p.affinity > 0 {
 		aff := p.affinitySet(e)
-		p.out.sets = append(p.out.sets, &set{name: aff, key: f.addrType, timeout: p.affinity})
-		rules = append(rules, r(x(f.loadSaddr(reg1),
-			&expr.Dynset{SrcRegKey: reg1, SetName: aff, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: p.affinity})))
+		p.out.sets = append(p.out.sets, &nft.Set{Name: aff, Key: f.AddrType, Timeout: p.affinity})
+		rules = append(rules, nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1),
+			&expr.Dynset{SrcRegKey: nft.Reg1, SetName: aff, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: p.affinity})))
 	}
-	rules = append(rules, r(x(loadL4proto(reg1), cmpEq(reg1, []byte{p.proto}),
-		&expr.Immediate{Register: reg1, Data: e.ip},
-		&expr.Immediate{Register: reg2, Data: port16(e.port)},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.nfproto, RegAddrMin: reg1, RegProtoMin: reg2, Specified: true})))
-	p.out.chains = append(p.out.chains, newChain(name, p.name+" endpoint "+e.String(), rules...))
+	rules = append(rules, nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{p.proto}),
+		&expr.Immediate{Register: nft.Reg1, Data: e.ip},
+		&expr.Immediate{Register: nft.Reg2, Data: nft.Port16(e.port)},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.NFProto, RegAddrMin: nft.Reg1, RegProtoMin: nft.Reg2, Specified: true})))
+	p.out.chains = append(p.out.chains, nft.NewChain(name, p.name+" endpoint "+e.String(), rules...))
 	return name
 }

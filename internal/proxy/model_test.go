@@ -10,13 +10,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mdlayher/netlink"
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/skiff-dev/skiff/internal/proxy/nft"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -351,20 +352,20 @@ func TestPartialBatch(t *testing.T) {
 		rs := buildRuleset(st, s.services, s.slices, nil, nil)
 		out.WriteString("# " + s.name + "\n")
 		if prev != nil {
-			b := newBatch(st.fam, st.table)
+			b := nft.NewBatch(st.fam, st.table)
 			var stats syncStats
 			if !writePartial(b, prev, rs, &stats) {
 				t.Fatalf("%s: no partial sync", s.name)
 			}
-			if err := b.conn.Flush(); err != nil {
+			msgs, err := b.Describe()
+			if err != nil {
 				t.Fatal(err)
 			}
-			if len(b.msgs) == 0 {
+			if len(msgs) == 0 {
 				out.WriteString("(no transaction)\n")
-				b.msgs = make([]netlink.Message, 2)
 			}
-			for _, m := range b.msgs[1 : len(b.msgs)-1] {
-				out.WriteString(describe(m) + "\n")
+			for _, m := range msgs {
+				out.WriteString(m + "\n")
 			}
 		}
 		prev = rs

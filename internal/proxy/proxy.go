@@ -30,6 +30,7 @@ import (
 
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
+	"github.com/skiff-dev/skiff/internal/proxy/nft"
 )
 
 // Config configures the proxy.
@@ -61,7 +62,7 @@ type Config struct {
 
 // settings validates c.
 func (c Config) settings() (*settings, error) {
-	st := &settings{fam: ipv4, table: c.Table, node: c.NodeName, bridge: c.Bridge}
+	st := &settings{fam: nft.IPv4, table: c.Table, node: c.NodeName, bridge: c.Bridge}
 	if c.NodeName == "" || c.Table == "" || c.Bridge == "" {
 		return nil, errors.New("service proxy: the node name, table and bridge must all be given")
 	}
@@ -74,7 +75,7 @@ func (c Config) settings() (*settings, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--cluster-cidr: %q is not a CIDR", s)
 		}
-		if n := st.fam.cidr(n); n != nil && st.clusterCIDR == nil {
+		if n := st.fam.CIDR(n); n != nil && st.clusterCIDR == nil {
 			st.clusterCIDR = n
 		}
 	}
@@ -88,7 +89,7 @@ func (c Config) settings() (*settings, error) {
 			if err != nil {
 				return nil, fmt.Errorf("--nodeport-addresses: %q is not a CIDR such as 192.168.1.0/24", s)
 			}
-			if n := st.fam.cidr(n); n != nil {
+			if n := st.fam.CIDR(n); n != nil {
 				st.nodePortCIDRs = append(st.nodePortCIDRs, n)
 			}
 		}
@@ -105,6 +106,10 @@ type Proxy struct {
 	component.Latch
 	dns  atomic.Pointer[net.IP]
 	kick chan struct{}
+	// onIdle, if not nil, is called by loop each time it is about to wait
+	// with no change pending: for the next change, a retry, or the end of
+	// its context. Tests set it to know that the loop has nothing to do.
+	onIdle func()
 }
 
 // New returns the proxy, or an error naming the flag of an invalid setting.
@@ -120,7 +125,7 @@ func (p *Proxy) Name() string { return "service proxy" }
 
 // Cleanup deletes the proxy's table, if it exists.
 func Cleanup(table string) error {
-	return cleanup(ipv4, table, 0)
+	return cleanup(nft.IPv4, table, 0)
 }
 
 // Sync pacing: a change syncs at once if the last sync is older than
@@ -267,6 +272,9 @@ func (p *Proxy) loop(ctx context.Context, sync func() error) error {
 	run()
 	p.SetReady() // even after a failed first sync: it is retried, and the table exists
 	for {
+		if p.onIdle != nil && len(p.kick) == 0 {
+			p.onIdle()
+		}
 		select {
 		case <-ctx.Done():
 			return nil // the table stays: established connections keep working

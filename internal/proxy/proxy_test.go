@@ -6,7 +6,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,50 +13,119 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 )
 
-// TestLoop checks the pacing of syncs: one at start, then a burst of
-// changes costs one or two syncs, and a failed sync is retried.
+// TestLoop checks the pacing of syncs: one at start, before the proxy is
+// ready; a burst of changes costs one or two; a failed sync is retried
+// without a change. Each sync hands the test a channel for its result and
+// waits for it, so the test knows at every step what the loop has seen;
+// the loop's onIdle hook tells it when the loop has nothing left to do.
+// Nothing waits a fixed time.
 func TestLoop(t *testing.T) {
 	p, err := New(testConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var calls atomic.Int32
-	fail := atomic.Bool{}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
+	defer cancel()
+	syncs := make(chan chan<- error)
+	idle := make(chan struct{})
+	p.onIdle = func() {
+		select {
+		case idle <- struct{}{}:
+		case <-ctx.Done():
+		}
+	}
+	done := make(chan error, 1)
 	go func() {
 		done <- p.loop(ctx, func() error {
-			calls.Add(1)
-			if fail.CompareAndSwap(true, false) {
-				return errors.New("test failure")
+			result := make(chan error)
+			select {
+			case syncs <- result:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			return nil
+			select {
+			case err := <-result:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		})
 	}()
+
+	const timeout = 10 * time.Second
+	// nextSync waits for the loop's next sync, and returns where its
+	// result goes.
+	nextSync := func(what string) chan<- error {
+		t.Helper()
+		select {
+		case result := <-syncs:
+			return result
+		case <-idle:
+			t.Fatalf("%s: the loop went idle, want a sync", what)
+		case <-time.After(timeout):
+			t.Fatalf("%s: no sync within %v", what, timeout)
+		}
+		return nil
+	}
+	// nextIdle waits for the loop to have nothing to do: a sync before
+	// that is one too many.
+	nextIdle := func(what string) {
+		t.Helper()
+		select {
+		case <-idle:
+		case <-syncs:
+			t.Fatalf("%s: one sync too many", what)
+		case <-time.After(timeout):
+			t.Fatalf("%s: the loop neither synced nor went idle within %v", what, timeout)
+		}
+	}
+
+	result := nextSync("start")
+	ended, end := context.WithCancel(ctx)
+	end()
+	if p.Ready(ended) == nil {
+		t.Error("ready during the first sync")
+	}
+	result <- nil
+	nextIdle("after the first sync")
 	if err := p.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := calls.Load(); n != 1 {
-		t.Fatalf("%d syncs at start, want 1", n)
-	}
+
+	// The burst's first change wakes the loop, whose sync takes the
+	// changes made until it starts; those made later, and the one made
+	// during that sync, are the next sync's. However the burst falls
+	// against the loop, that is two syncs, then nothing.
 	for range 100 {
 		p.trigger()
 	}
-	time.Sleep(3 * minSyncInterval)
-	if n := calls.Load(); n < 2 || n > 3 {
-		t.Errorf("%d syncs after a burst of 100 changes, want 1 or 2 more", n)
-	}
-
-	fail.Store(true)
-	before := calls.Load()
+	result = nextSync("after a burst of changes")
 	p.trigger()
-	time.Sleep(minSyncInterval + minRetry + 500*time.Millisecond)
-	if n := calls.Load() - before; n != 2 {
-		t.Errorf("%d syncs after a failed one, want the failure and one retry", n)
+	result <- nil
+	result = nextSync("after a change during a sync")
+	result <- nil
+	nextIdle("after the burst")
+
+	p.trigger()
+	result = nextSync("after a change")
+	failed := time.Now()
+	result <- errors.New("test failure")
+	nextIdle("after a failed sync")
+	result = nextSync("retrying the failed sync")
+	if waited := time.Since(failed); waited < minRetry {
+		t.Errorf("the failed sync was retried after %v, want at least %v", waited, minRetry)
 	}
+	result <- nil
+	nextIdle("after the retry")
+
 	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("loop: %v", err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("loop: %v", err)
+		}
+	case <-time.After(timeout):
+		t.Fatal("the loop did not return after its context ended")
 	}
 }
 

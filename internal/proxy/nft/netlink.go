@@ -1,4 +1,4 @@
-package proxy
+package nft
 
 import (
 	"encoding/binary"
@@ -12,19 +12,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// batch is one nftables transaction under construction.
+// Batch is one nftables transaction under construction.
 //
 // google/nftables builds the messages; we send them. Its Conn.Flush asks
 // the kernel to acknowledge every message (and to echo every rule back),
-// then reads the answers one by one: for a table of 1,000 Services with 10
-// endpoints each (some 35,000 messages) that takes about a second, five
-// times what the kernel itself needs. So the Conn here only buffers: its
+// then reads the answers one by one: for the proxy's table of 1,000
+// Services with 10 endpoints each (some 35,000 messages) that takes about a
+// second, five times what the kernel itself needs. So the Conn here only buffers: its
 // dial function (a test hook of google/nftables, to which Flush hands the
 // finished batch) keeps the messages, and transmit sends them in one
 // datagram with an acknowledgement asked for the last message only. The
 // kernel applies a batch all or nothing, reports each failed message, and
 // acknowledges the last one once it is done.
-type batch struct {
+type Batch struct {
 	conn   *nftables.Conn
 	table  *nftables.Table
 	msgs   []netlink.Message
@@ -33,8 +33,9 @@ type batch struct {
 	err    error // the first error building the batch
 }
 
-func newBatch(fam *family, table string) *batch {
-	b := &batch{table: &nftables.Table{Name: table, Family: fam.table}, chains: map[string]*nftables.Chain{}}
+// NewBatch starts a transaction on table, of family fam.
+func NewBatch(fam *Family, table string) *Batch {
+	b := &Batch{table: &nftables.Table{Name: table, Family: fam.Table}, chains: map[string]*nftables.Chain{}}
 	// The error of New is only ever that of dialing, which the test dial
 	// does not do.
 	b.conn, _ = nftables.New(nftables.WithTestDial(b.capture))
@@ -44,7 +45,7 @@ func newBatch(fam *family, table string) *batch {
 // ack is a successful netlink acknowledgement, for Flush's reading loop.
 var ack = []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4+16)}}
 
-func (b *batch) capture(req []netlink.Message) ([]netlink.Message, error) {
+func (b *Batch) capture(req []netlink.Message) ([]netlink.Message, error) {
 	if req != nil {
 		b.msgs = append(b.msgs, req...)
 		return nil, nil
@@ -52,7 +53,7 @@ func (b *batch) capture(req []netlink.Message) ([]netlink.Message, error) {
 	return ack, nil
 }
 
-func (b *batch) chain(name string) *nftables.Chain {
+func (b *Batch) chain(name string) *nftables.Chain {
 	c, ok := b.chains[name]
 	if !ok {
 		c = &nftables.Chain{Name: name, Table: b.table}
@@ -61,13 +62,13 @@ func (b *batch) chain(name string) *nftables.Chain {
 	return c
 }
 
-func (b *batch) fail(err error) {
+func (b *Batch) fail(err error) {
 	if err != nil && b.err == nil {
 		b.err = err
 	}
 }
 
-func (b *batch) nextSetID() uint32 {
+func (b *Batch) nextSetID() uint32 {
 	b.setID++
 	return b.setID
 }
@@ -75,8 +76,8 @@ func (b *batch) nextSetID() uint32 {
 // sendBufferSlack is what the socket's send buffer needs beyond the batch.
 const sendBufferSlack = 64 << 10
 
-// send applies the batch in the network namespace netns (0: the caller's).
-func (b *batch) send(netns int) error {
+// Send applies the batch in the network namespace netns (0: the caller's).
+func (b *Batch) Send(netns int) error {
 	b.fail(b.conn.Flush()) // only marshals: see capture
 	if b.err != nil {
 		return fmt.Errorf("building the nftables batch: %w", b.err)
@@ -87,6 +88,25 @@ func (b *batch) send(netns int) error {
 		return nil
 	}
 	return transmit(msgs, netns)
+}
+
+// Describe names what each message of the batch does, as errors name
+// them ("add rule to chain svc-ABC"), without sending anything; Send still
+// sends them. A batch with nothing to do has no messages. Nothing may be
+// added to the batch after Describe.
+func (b *Batch) Describe() ([]string, error) {
+	b.fail(b.conn.Flush()) // only marshals: see capture
+	if b.err != nil {
+		return nil, fmt.Errorf("building the nftables batch: %w", b.err)
+	}
+	if len(b.msgs) <= 2 { // begin and end only
+		return nil, nil
+	}
+	out := make([]string, 0, len(b.msgs)-2)
+	for _, m := range b.msgs[1 : len(b.msgs)-1] {
+		out = append(out, describe(m))
+	}
+	return out, nil
 }
 
 // transmit sends a batch (begin, messages, end) as one datagram, asking

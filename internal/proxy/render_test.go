@@ -12,6 +12,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-dev/skiff/internal/proxy/nft"
 )
 
 // This file lists a ruleset in an nft-like syntax, for golden tests and for
@@ -23,16 +25,16 @@ import (
 // render lists the whole table.
 func render(rs *ruleset) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table %s %s {\n", rs.fam.name, rs.table)
+	fmt.Fprintf(&b, "table %s %s {\n", rs.fam.Name, rs.table)
 	keys := setKeys(rs)
-	elems := map[string][]element{}
+	elems := map[string][]nft.Element{}
 	for _, s := range rs.services {
 		for _, e := range s.elements {
-			elems[e.set] = append(elems[e.set], e)
+			elems[e.Set] = append(elems[e.Set], e)
 		}
 	}
 	for _, s := range rs.sets {
-		writeSet(&b, "\t", rs.fam, s, elems[s.name])
+		writeSet(&b, "\t", s, elems[s.Name])
 	}
 	for _, c := range rs.chains {
 		writeChain(&b, "\t", rs.fam, keys, c)
@@ -61,47 +63,47 @@ func renderServices(rs *ruleset) string {
 	return b.String()
 }
 
-func setKeys(rs *ruleset) map[string]*set {
-	keys := map[string]*set{}
+func setKeys(rs *ruleset) map[string]*nft.Set {
+	keys := map[string]*nft.Set{}
 	for _, s := range rs.sets {
-		keys[s.name] = s
+		keys[s.Name] = s
 	}
 	for _, sv := range rs.services {
 		for _, s := range sv.sets {
-			keys[s.name] = s
+			keys[s.Name] = s
 		}
 	}
 	return keys
 }
 
-func writeService(b *strings.Builder, in string, rs *ruleset, keys map[string]*set, s *svcRules) {
+func writeService(b *strings.Builder, in string, rs *ruleset, keys map[string]*nft.Set, s *svcRules) {
 	fmt.Fprintf(b, "%s# %s\n", in, s.key)
 	for _, st := range s.sets {
-		writeSet(b, in, rs.fam, st, nil)
+		writeSet(b, in, st, nil)
 	}
 	for _, e := range s.elements {
-		fmt.Fprintf(b, "%sadd element %s %s %s { %s : goto %s }\n", in, rs.fam.name, rs.table, e.set,
-			formatKey(rs.fam, keys[e.set].key, []byte(e.key)), e.chain)
+		fmt.Fprintf(b, "%sadd element %s %s %s { %s : goto %s }\n", in, rs.fam.Name, rs.table, e.Set,
+			nft.FormatKey(keys[e.Set].Key, []byte(e.Key)), e.Chain)
 	}
 	for _, c := range s.chains {
 		writeChain(b, in, rs.fam, keys, c)
 	}
 }
 
-func writeSet(b *strings.Builder, in string, fam *family, s *set, elems []element) {
+func writeSet(b *strings.Builder, in string, s *nft.Set, elems []nft.Element) {
 	kind := "set"
-	typ := s.key.Name
-	if s.isMap {
+	typ := s.Key.Name
+	if s.IsMap {
 		kind, typ = "map", typ+" : verdict"
 	}
-	fmt.Fprintf(b, "%s%s %s {\n%s\ttype %s\n", in, kind, s.name, in, typ)
-	if s.timeout > 0 {
-		fmt.Fprintf(b, "%s\tflags dynamic,timeout\n%s\ttimeout %s\n", in, in, seconds(s.timeout))
+	fmt.Fprintf(b, "%s%s %s {\n%s\ttype %s\n", in, kind, s.Name, in, typ)
+	if s.Timeout > 0 {
+		fmt.Fprintf(b, "%s\tflags dynamic,timeout\n%s\ttimeout %s\n", in, in, seconds(s.Timeout))
 	}
 	if len(elems) > 0 {
 		fmt.Fprintf(b, "%s\telements = {\n", in)
 		for _, e := range elems {
-			fmt.Fprintf(b, "%s\t\t%s : goto %s,\n", in, formatKey(fam, s.key, []byte(e.key)), e.chain)
+			fmt.Fprintf(b, "%s\t\t%s : goto %s,\n", in, nft.FormatKey(s.Key, []byte(e.Key)), e.Chain)
 		}
 		fmt.Fprintf(b, "%s\t}\n", in)
 	}
@@ -113,16 +115,16 @@ var hookNames = map[nftables.ChainHook]string{
 	unix.NF_INET_LOCAL_OUT: "output", unix.NF_INET_POST_ROUTING: "postrouting",
 }
 
-func writeChain(b *strings.Builder, in string, fam *family, keys map[string]*set, c *chain) {
-	fmt.Fprintf(b, "%schain %s {", in, c.name)
-	if c.comment != "" {
-		fmt.Fprintf(b, " # %s", c.comment)
+func writeChain(b *strings.Builder, in string, fam *nft.Family, keys map[string]*nft.Set, c *nft.Chain) {
+	fmt.Fprintf(b, "%schain %s {", in, c.Name)
+	if c.Comment != "" {
+		fmt.Fprintf(b, " # %s", c.Comment)
 	}
 	b.WriteString("\n")
-	if c.hook != nil {
-		fmt.Fprintf(b, "%s\ttype %s hook %s priority %d; policy accept;\n", in, c.typ, hookNames[*c.hook], *c.prio)
+	if c.Hook != nil {
+		fmt.Fprintf(b, "%s\ttype %s hook %s priority %d; policy accept;\n", in, c.Type, hookNames[*c.Hook], *c.Prio)
 	}
-	for _, r := range c.rules {
+	for _, r := range c.Rules {
 		fmt.Fprintf(b, "%s\t%s\n", in, renderRule(fam, keys, r))
 	}
 	fmt.Fprintf(b, "%s}\n", in)
@@ -165,7 +167,7 @@ func regIndex(r uint32) uint32 {
 	return (r - 1) * 4
 }
 
-func renderRule(fam *family, keys map[string]*set, rl rule) string {
+func renderRule(fam *nft.Family, keys map[string]*nft.Set, rl nft.Rule) string {
 	var words []string
 	regs := map[uint32]operand{}
 	get := func(r uint32) operand {
@@ -175,7 +177,7 @@ func renderRule(fam *family, keys map[string]*set, rl rule) string {
 		}
 		return o
 	}
-	for _, e := range rl.exprs {
+	for _, e := range rl.Exprs {
 		switch e := e.(type) {
 		case *expr.Payload:
 			regs[regIndex(e.DestRegister)] = payloadOperand(fam, e)
@@ -224,7 +226,7 @@ func renderRule(fam *family, keys map[string]*set, rl rule) string {
 			name := "@" + e.SetName
 			keyLen := uint32(4)
 			if s, ok := keys[e.SetName]; ok {
-				keyLen = s.key.Bytes
+				keyLen = s.Key.Bytes
 			}
 			var parts []string
 			for at, end := regIndex(e.SourceRegister), regIndex(e.SourceRegister)+keyLen/4; at < end; {
@@ -238,7 +240,7 @@ func renderRule(fam *family, keys map[string]*set, rl rule) string {
 				at += (o.len + 3) / 4
 			}
 			switch {
-			case e.IsDestRegSet && e.DestRegister == regVerdict:
+			case e.IsDestRegSet && e.DestRegister == nft.RegVerdict:
 				words = append(words, strings.Join(parts, " . ")+" vmap "+name)
 			case e.Invert:
 				words = append(words, strings.Join(parts, " . ")+" != "+name)
@@ -277,7 +279,7 @@ func renderRule(fam *family, keys map[string]*set, rl rule) string {
 			case unix.NFT_REJECT_TCP_RST:
 				words = append(words, "reject with tcp reset")
 			case unix.NFT_REJECT_ICMP_UNREACH:
-				if e.Code == fam.portUnreach {
+				if e.Code == fam.PortUnreach {
 					words = append(words, "reject with icmp port-unreachable")
 				} else {
 					words = append(words, fmt.Sprintf("reject with icmp %d", e.Code))
@@ -294,12 +296,12 @@ func renderRule(fam *family, keys map[string]*set, rl rule) string {
 	return strings.Join(words, " ")
 }
 
-func payloadOperand(fam *family, e *expr.Payload) operand {
+func payloadOperand(fam *nft.Family, e *expr.Payload) operand {
 	switch {
-	case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == fam.saddrOff && e.Len == fam.addrLen:
-		return operand{text: fam.name + " saddr", kind: kAddr, len: e.Len, prefix: -1}
-	case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == fam.daddrOff && e.Len == fam.addrLen:
-		return operand{text: fam.name + " daddr", kind: kAddr, len: e.Len, prefix: -1}
+	case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == fam.SaddrOff && e.Len == fam.AddrLen:
+		return operand{text: fam.Name + " saddr", kind: kAddr, len: e.Len, prefix: -1}
+	case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == fam.DaddrOff && e.Len == fam.AddrLen:
+		return operand{text: fam.Name + " daddr", kind: kAddr, len: e.Len, prefix: -1}
 	case e.Base == expr.PayloadBaseTransportHeader && e.Offset == 2 && e.Len == 2:
 		return operand{text: "th dport", kind: kPort, len: 2}
 	}
@@ -359,7 +361,7 @@ func allZero(b []byte) bool {
 	return true
 }
 
-func cmpText(fam *family, o operand, e *expr.Cmp) string {
+func cmpText(fam *nft.Family, o operand, e *expr.Cmp) string {
 	op := map[expr.CmpOp]string{expr.CmpOpEq: "", expr.CmpOpNeq: "!= ", expr.CmpOpLt: "< ",
 		expr.CmpOpLte: "<= ", expr.CmpOpGt: "> ", expr.CmpOpGte: ">= "}[e.Op]
 	if o.kind == kCtState && o.mask != nil && allZero(e.Data) && len(o.mask) == 4 {
@@ -389,7 +391,7 @@ func ctStates(mask uint32) string {
 	return strings.Join(s, ",")
 }
 
-func formatValue(fam *family, o operand, d []byte) string {
+func formatValue(fam *nft.Family, o operand, d []byte) string {
 	switch o.kind {
 	case kAddr:
 		if o.prefix >= 0 && o.prefix != len(d)*8 {
@@ -398,7 +400,7 @@ func formatValue(fam *family, o operand, d []byte) string {
 		return net.IP(d).String()
 	case kProto:
 		if len(d) == 1 {
-			return protoName(d[0])
+			return nft.ProtoName(d[0])
 		}
 	case kPort:
 		if len(d) == 2 {
@@ -426,18 +428,6 @@ func formatValue(fam *family, o operand, d []byte) string {
 	return fmt.Sprintf("0x%x", d)
 }
 
-func protoName(p uint8) string {
-	switch p {
-	case protoTCP:
-		return "tcp"
-	case protoUDP:
-		return "udp"
-	case protoSCTP:
-		return "sctp"
-	}
-	return strconv.Itoa(int(p))
-}
-
 func verdictText(v *expr.Verdict) string {
 	switch v.Kind {
 	case expr.VerdictAccept:
@@ -454,30 +444,4 @@ func verdictText(v *expr.Verdict) string {
 		return "goto " + v.Chain
 	}
 	return fmt.Sprintf("verdict %d", v.Kind)
-}
-
-// formatKey prints a set key of type typ field by field.
-func formatKey(fam *family, typ nftables.SetDatatype, k []byte) string {
-	var parts []string
-	for _, t := range nftables.ConcatSetTypeElements(typ) {
-		n := int(t.Bytes)
-		if n > len(k) {
-			return fmt.Sprintf("0x%x", k)
-		}
-		v := k[:n]
-		switch t.Name {
-		case nftables.TypeIPAddr.Name, nftables.TypeIP6Addr.Name:
-			parts = append(parts, net.IP(v).String())
-		case nftables.TypeInetProto.Name:
-			parts = append(parts, protoName(v[0]))
-		case nftables.TypeInetService.Name:
-			parts = append(parts, strconv.Itoa(int(binary.BigEndian.Uint16(v))))
-		case nftables.TypeInteger.Name:
-			parts = append(parts, strconv.Itoa(int(binaryutil.NativeEndian.Uint32(v))))
-		default:
-			parts = append(parts, fmt.Sprintf("0x%x", v))
-		}
-		k = k[(n+3)/4*4:]
-	}
-	return strings.Join(parts, " . ")
 }

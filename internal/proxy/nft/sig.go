@@ -1,4 +1,4 @@
-package proxy
+package nft
 
 import (
 	"fmt"
@@ -7,19 +7,19 @@ import (
 	"github.com/google/nftables/expr"
 )
 
-// chainSig is a compact, exact encoding of a chain's rules: partial syncs
+// ChainSig is a compact, exact encoding of a chain's rules: partial syncs
 // rewrite a chain only when its signature changed. It is built with
 // appends, not fmt, because a sync computes it for every chain of the table.
-func chainSig(c *chain) string {
-	b := make([]byte, 0, 64*len(c.rules))
-	if c.hook != nil {
-		b = strconv.AppendUint(b, uint64(*c.hook), 10)
-		b = strconv.AppendInt(b, int64(*c.prio), 10)
-		b = bs(b, c.typ)
+func ChainSig(c *Chain) string {
+	b := make([]byte, 0, 64*len(c.Rules))
+	if c.Hook != nil {
+		b = strconv.AppendUint(b, uint64(*c.Hook), 10)
+		b = strconv.AppendInt(b, int64(*c.Prio), 10)
+		b = bs(b, c.Type)
 	}
-	for _, r := range c.rules {
+	for _, r := range c.Rules {
 		b = append(b, '|')
-		for _, e := range r.exprs {
+		for _, e := range r.Exprs {
 			b = appendExpr(b, e)
 			b = append(b, ';')
 		}
