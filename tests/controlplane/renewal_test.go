@@ -92,6 +92,8 @@ func TestRunningServerRenewsItsCertificates(t *testing.T) {
 		}
 		return true, nil
 	})
+	// And a while after, as clients reconnect.
+	cluster.WaitFor(t, "20 connections to the API", func(context.Context) (bool, error) { return probes.Load() >= 20, nil })
 	close(stop)
 	<-probed
 	if n := failures.Load(); n > 0 {
