@@ -78,17 +78,7 @@ func TestUpgradeKeepsNodeAndPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Bin = old
-	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			t.Errorf("stopping the server: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.LogTail(60))
-		}
-		if err := s.Teardown(); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
-	})
+	removeAtEnd(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	if err := s.Start(ctx); err != nil {
@@ -137,25 +127,7 @@ func TestUpgradeKeepsAgentAndPods(t *testing.T) {
 	old := previousBinary(t)
 	s := cluster.New(t.TempDir())
 	s.Bin = old
-	var a *cluster.Server
-	t.Cleanup(func() {
-		for _, n := range []*cluster.Server{a, s} {
-			if n == nil {
-				continue
-			}
-			if err := n.Stop(); err != nil {
-				t.Errorf("stopping %s: %v", n.Dir, err)
-			}
-			if t.Failed() {
-				t.Logf("log of %s:\n%s", n.Dir, n.LogTail(40))
-			}
-		}
-		if a != nil {
-			if err := a.Teardown(); err != nil {
-				t.Errorf("teardown: %v", err)
-			}
-		}
-	})
+	removeAtEnd(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	if err := s.Start(ctx); err != nil {
@@ -166,6 +138,7 @@ func TestUpgradeKeepsAgentAndPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Bin = old
+	removeAtEnd(t, a) // stopped before the server: cleanups run last first
 	if err := a.StartProcess(); err != nil {
 		t.Fatal(err)
 	}
@@ -244,4 +217,20 @@ func podKept(t *testing.T, s *cluster.Server, ns string, before *corev1.Pod) {
 	if out := s.KubectlT(t, "", "logs", "-n", ns, before.Name); !strings.Contains(out, "started") {
 		t.Errorf("kubectl logs after the upgrade: %q", out)
 	}
+}
+
+// removeAtEnd stops n when the test ends, shows its log if the test failed,
+// and tears a node down.
+func removeAtEnd(t *testing.T, n *cluster.Server) {
+	t.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			t.Errorf("stopping %s: %v", n.Dir, err)
+		}
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", n.Dir, n.LogTail(60))
+		}
+		if err := n.Teardown(); err != nil {
+			t.Errorf("teardown of %s: %v", n.Dir, err)
+		}
+	})
 }
