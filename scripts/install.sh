@@ -11,7 +11,7 @@
 #                                "server --disable servicelb" or "--node-label a=b";
 #                                words after `sh -s -` are appended to it
 #   INSTALL_SKIFF_VERSION        release to download (default: the latest)
-#   INSTALL_SKIFF_DOWNLOAD_URL   where skiff-linux-<arch> and sha256sums are
+#   INSTALL_SKIFF_DOWNLOAD_URL   where skiff-linux-<arch>(.xz) and sha256sums are
 #                                (default: the GitHub release of that version)
 #   INSTALL_SKIFF_BINARY         install this local file instead of downloading
 #   INSTALL_SKIFF_SHA256         expected sha256 of INSTALL_SKIFF_BINARY (else a
@@ -220,6 +220,11 @@ sum_for() {
 	awk -v n="$2" '{ f = $2; sub(/^\*/, "", f); if (f == n) { print $1; exit } }' "$1"
 }
 
+# xz_works says whether an xz that can unpack the release is installed.
+xz_works() {
+	command -v xz >/dev/null 2>&1 && xz --version >/dev/null 2>&1
+}
+
 download() { # url dest
 	if command -v curl >/dev/null 2>&1; then
 		curl -fsL -o "$2" "$1"
@@ -261,13 +266,29 @@ get_binary() {
 		name=skiff-linux-$ARCH
 		TMP_DIR=$(mktemp -d)
 		trap 'rm -rf "$TMP_DIR"' EXIT
-		info "downloading $base/$name"
 		download "$base/sha256sums" "$TMP_DIR/sha256sums" ||
 			fatal "could not download $base/sha256sums"
 		expected=$(sum_for "$TMP_DIR/sha256sums" "$name")
 		[ -n "$expected" ] || fatal "$base/sha256sums lists no $name"
 		SRC=$TMP_DIR/$name
-		download "$base/$name" "$SRC" || fatal "could not download $base/$name"
+		# The release's xz file is a fifth of the binary's size. It is
+		# checked against sha256sums before it is unpacked, and the binary
+		# it holds is checked after.
+		xz_sum=$(sum_for "$TMP_DIR/sha256sums" "$name.xz")
+		if [ -n "$xz_sum" ] && xz_works; then
+			info "downloading $base/$name.xz"
+			download "$base/$name.xz" "$SRC.xz" || fatal "could not download $base/$name.xz"
+			got=$(sha256_file "$SRC.xz")
+			[ "$got" = "$xz_sum" ] ||
+				fatal "checksum mismatch for $name.xz: expected $xz_sum, got $got; nothing installed"
+			xz -dc "$SRC.xz" >"$SRC" 2>/dev/null ||
+				fatal "could not unpack $name.xz: check that xz works, or uninstall it to download the uncompressed binary"
+			rm -f "$SRC.xz"
+		else
+			[ -z "$xz_sum" ] || warn "no working xz: downloading the uncompressed binary, about five times larger (install xz-utils to avoid that)"
+			info "downloading $base/$name"
+			download "$base/$name" "$SRC" || fatal "could not download $base/$name"
+		fi
 	fi
 	SUM=$(sha256_file "$SRC")
 	if [ -n "$expected" ] && [ "$SUM" != "$expected" ]; then

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -371,8 +372,9 @@ func TestInstallAgentOpenRC(t *testing.T) {
 	}
 }
 
-// TestDownload installs from a release URL: the file for the architecture,
-// checked against sha256sums.
+// TestDownload installs from a release URL: the xz file for the
+// architecture when xz works (else the binary itself), each checked against
+// sha256sums, and the binary checked again once unpacked.
 func TestDownload(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		if _, err := exec.LookPath("wget"); err != nil {
@@ -380,38 +382,96 @@ func TestDownload(t *testing.T) {
 		}
 	}
 	good := fakeSkiff
+	var mu sync.Mutex
 	files := map[string]string{}
+	var fetched []string
 	release := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		content, ok := files[strings.TrimPrefix(r.URL.Path, "/v9.9.9/")]
+		mu.Lock()
+		defer mu.Unlock()
+		name := strings.TrimPrefix(r.URL.Path, "/v9.9.9/")
+		content, ok := files[name]
 		if !ok {
 			http.NotFound(w, r)
 			return
 		}
+		fetched = append(fetched, name)
 		fmt.Fprint(w, content)
 	}))
 	defer release.Close()
-	sum := sha256.Sum256([]byte(good))
-	files["sha256sums"] = hex.EncodeToString(sum[:]) + "  skiff-linux-arm64\n"
+	sum := func(s string) string {
+		b := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(b[:])
+	}
+	packed, other := xzString(t, good), xzString(t, good+"# another build\n")
+	both := sum(good) + "  skiff-linux-arm64\n" + sum(packed) + "  skiff-linux-arm64.xz\n"
 
-	for _, c := range []struct{ name, binary, wantErr string }{
-		{"good", good, ""},
-		{"tampered", good + "# changed\n", "[skiff] error: checksum mismatch for skiff-linux-arm64"},
+	for _, c := range []struct {
+		name           string
+		sums, xz, bin  string
+		brokenXZ       bool
+		wantFetched    string
+		wantErr, warns string
+	}{
+		{name: "xz", sums: both, xz: packed, bin: good, wantFetched: "skiff-linux-arm64.xz"},
+		{name: "no working xz", sums: both, xz: packed, bin: good, brokenXZ: true, wantFetched: "skiff-linux-arm64",
+			warns: "[skiff] warning: no working xz: downloading the uncompressed binary"},
+		{name: "release without xz files", sums: sum(good) + "  skiff-linux-arm64\n", bin: good, wantFetched: "skiff-linux-arm64"},
+		{name: "tampered xz", sums: both, xz: packed + "x", bin: good,
+			wantErr: "[skiff] error: checksum mismatch for skiff-linux-arm64.xz"},
+		{name: "xz of another binary", sums: sum(good) + "  skiff-linux-arm64\n" + sum(other) + "  skiff-linux-arm64.xz\n", xz: other, bin: good,
+			wantErr: "[skiff] error: checksum mismatch for skiff-linux-arm64:"},
+		{name: "tampered binary", sums: sum(good) + "  skiff-linux-arm64\n", bin: good + "# changed\n",
+			wantErr: "[skiff] error: checksum mismatch for skiff-linux-arm64:"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHost(t)
 			h.shim("uname", "echo aarch64")
-			files["skiff-linux-arm64"] = c.binary
+			if c.brokenXZ {
+				h.shim("xz", "exit 1")
+			}
+			mu.Lock()
+			files = map[string]string{"sha256sums": c.sums, "skiff-linux-arm64": c.bin}
+			if c.xz != "" {
+				files["skiff-linux-arm64.xz"] = c.xz
+			}
+			fetched = nil
+			mu.Unlock()
 			vars := []string{"INSTALL_SKIFF_INIT=systemd", "INSTALL_SKIFF_DOWNLOAD_URL=" + release.URL + "/v9.9.9"}
-			if c.wantErr == "" {
-				h.install(vars...)
-				if got := read(t, filepath.Join(h.bin, "skiff")); got != good {
-					t.Errorf("installed binary differs from the release's")
-				}
+			if c.wantErr != "" {
+				h.expectError(c.wantErr, vars...)
 				return
 			}
-			h.expectError(c.wantErr, vars...)
+			stdout, stderr, err := h.run(vars...)
+			t.Logf("stdout:\n%sstderr:\n%s", stdout, stderr)
+			if err != nil {
+				t.Fatalf("install.sh: %v", err)
+			}
+			if got := read(t, filepath.Join(h.bin, "skiff")); got != good {
+				t.Errorf("installed binary differs from the release's")
+			}
+			mu.Lock()
+			got := fmt.Sprint(fetched)
+			mu.Unlock()
+			if want := fmt.Sprint([]string{"sha256sums", c.wantFetched}); got != want {
+				t.Errorf("downloaded %s, want %s", got, want)
+			}
+			if c.warns == "" && strings.Contains(stderr, "warning:") || !strings.Contains(stderr, c.warns) {
+				t.Errorf("stderr %q, want the warning %q and no other", stderr, c.warns)
+			}
 		})
 	}
+}
+
+// xzString is s compressed with xz, as make release writes it.
+func xzString(t *testing.T, s string) string {
+	t.Helper()
+	cmd := exec.Command("xz", "-c")
+	cmd.Stdin = strings.NewReader(s)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("xz: %v (apt-get install xz-utils; make test-deps does)", err)
+	}
+	return string(out)
 }
 
 // expectError runs the installer, which must fail with exactly one error
