@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/agent"
 	"github.com/skiff-dev/skiff/internal/checkconfig"
@@ -18,6 +19,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/kubectl"
 	"github.com/skiff-dev/skiff/internal/logging"
+	"github.com/skiff-dev/skiff/internal/memorylimit"
 	"github.com/skiff-dev/skiff/internal/server"
 	"github.com/skiff-dev/skiff/internal/snapshot"
 	"github.com/skiff-dev/skiff/internal/version"
@@ -79,6 +81,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: host.DefaultDataDir, Destination: &o.DataDir, Usage: "where skiff keeps its state"},
 			&cli.BoolFlag{Name: "insecure-skip-ca-verify", Destination: &o.InsecureSkipCAVerify, Usage: "with a token that is only a secret (no K10<CA hash>), trust whatever CA the server sends"},
 			verbosityFlag(&verbosity),
+			memoryLimitFlag(),
 		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
 		OnUsageError: usageError,
@@ -88,6 +91,9 @@ func agentCommand() *cli.Command {
 			}
 			nodeSlices(c, &o.NodeOptions)
 			if err := logging.Setup(verbosity, nil); err != nil {
+				return err
+			}
+			if err := memoryLimit(c); err != nil {
 				return err
 			}
 			var err error
@@ -143,6 +149,29 @@ func fileFlag(c *cli.Context, name, value string) (string, error) {
 		return t, nil
 	}
 	return "", fmt.Errorf("--%s-file %s is empty: put the %s in it", name, path, strings.ReplaceAll(name, "-", " "))
+}
+
+func memoryLimitFlag() cli.Flag {
+	return &cli.StringFlag{Name: "memory-limit", Value: "auto",
+		Usage: fmt.Sprintf("soft limit of this process's Go memory, which makes its garbage collector work harder as it nears it: a size like 600Mi, auto (%.0f%% of the memory cgroup's limit or of the machine's memory) or off", memorylimit.Share*100)}
+}
+
+// memoryLimit applies --memory-limit to this process and logs the limit.
+func memoryLimit(c *cli.Context) error {
+	limit, err := memorylimit.Parse(c.String("memory-limit"))
+	if err != nil {
+		return err
+	}
+	got, err := memorylimit.Set(limit)
+	if err != nil {
+		klog.InfoS("Go memory limit not set", "err", err)
+	}
+	if got.Limit > 0 {
+		klog.InfoS("Go memory settings", "limitMiB", got.Limit>>20, "gogc", got.GCPercent)
+	} else {
+		klog.InfoS("Go memory settings", "limit", "none", "gogc", got.GCPercent)
+	}
+	return nil
 }
 
 func verbosityFlag(v *int) cli.Flag {
@@ -247,6 +276,7 @@ func serverCommand() *cli.Command {
 			passThrough("kube-controller-manager-arg", "extra kube-controller-manager flag, name=value"),
 			passThrough("kube-scheduler-arg", "extra kube-scheduler flag, name=value"),
 			verbosityFlag(&o.Verbosity),
+			memoryLimitFlag(),
 		}, nodeFlags(&o.NodeOptions)...),
 		Before:       config.Apply,
 		OnUsageError: usageError,
@@ -263,6 +293,9 @@ func serverCommand() *cli.Command {
 			// Logging is configured once for the whole process; the
 			// components' own identical configurations are then accepted.
 			if err := logging.Setup(o.Verbosity, nil); err != nil {
+				return err
+			}
+			if err := memoryLimit(c); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -98,6 +98,24 @@ func run() error {
 		}
 		fmt.Printf("the resource metrics API adds to an idle server: RSS %+d MB, PSS %+d MB, CPU %+.1f%% of a core (without it: %d MB, %.1f%%)\n",
 			rss-offRSS, pss-offPSS, cpu-offCPU, offRSS, offCPU)
+
+		// The same server with the Go memory settings that --memory-limit
+		// auto picks on a 1 GB board.
+		small := cluster.New(filepath.Join(dir, "small"), "--memory-limit", "512Mi")
+		if err := os.MkdirAll(small.Dir, 0o700); err != nil {
+			return err
+		}
+		_, p, err = startTimed(small)
+		if err != nil {
+			return err
+		}
+		smallRSS, smallPSS, smallCPU, err := idleFigures(p)
+		stop(p)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("server idle with a 1 GB board's memory settings (--memory-limit 512Mi, GOGC 50): RSS %d MB (goal < 300 MB), PSS %d MB, CPU %.1f%% of a core\n",
+			smallRSS, smallPSS, smallCPU)
 	}
 	return nil
 }

@@ -82,6 +82,9 @@ func TestBadInput(t *testing.T) {
 		os.WriteFile(cfg, []byte("cluster-cidr: not-a-cidr\n"), 0o600)
 		failsClearly(t, data, `--cluster-cidr "not-a-cidr" is not a CIDR`, []string{"SKIFF_CONFIG_FILE=" + cfg}, serverArgs(data, cluster.FreePort())...)
 	})
+	t.Run("memory limit that is not a size", func(t *testing.T) {
+		failsClearly(t, data, `--memory-limit "lots" is not a size: give one like 600Mi`, nil, serverArgs(data, cluster.FreePort(), "--memory-limit", "lots")...)
+	})
 	t.Run("missing config file", func(t *testing.T) {
 		failsClearly(t, data, "no such file", nil, "server", "--config", filepath.Join(dir, "absent.yaml"))
 	})

@@ -40,3 +40,23 @@ func TestDatastoreSizeMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMemorySettings: the shared server runs with --memory-limit 512Mi, what
+// auto gives on a 1 GB board, and its /metrics show the Go runtime's soft
+// limit at that and its collector at the small-board GOGC.
+func TestMemorySettings(t *testing.T) {
+	out, err := srv.Kubectl(cluster.Context(t), "", "get", "--raw", "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for metric, want := range map[string]float64{"go_gc_gomemlimit_bytes": 512 << 20, "go_gc_gogc_percent": 50} {
+		m := regexp.MustCompile(`(?m)^` + metric + ` (\S+)$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("/metrics has no %s", metric)
+			continue
+		}
+		if v, _ := strconv.ParseFloat(m[1], 64); v != want {
+			t.Errorf("%s = %s, want %.0f", metric, m[1], want)
+		}
+	}
+}
