@@ -166,10 +166,11 @@ func memoryLimit(c *cli.Context) error {
 	if err != nil {
 		klog.InfoS("Go memory limit not set", "err", err)
 	}
+	// At -v=1 only: a command that then fails says so in one line.
 	if got.Limit > 0 {
-		klog.InfoS("Go memory settings", "limitMiB", got.Limit>>20, "gogc", got.GCPercent)
+		klog.V(1).InfoS("Go memory settings", "limitMiB", got.Limit>>20, "gogc", got.GCPercent)
 	} else {
-		klog.InfoS("Go memory settings", "limit", "none", "gogc", got.GCPercent)
+		klog.V(1).InfoS("Go memory settings", "limit", "none", "gogc", got.GCPercent)
 	}
 	return nil
 }
