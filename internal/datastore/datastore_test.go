@@ -14,3 +14,29 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+func TestWorthVacuum(t *testing.T) {
+	header := func(pages, free, counter, validFor uint32) []byte {
+		h := make([]byte, 100)
+		copy(h, "SQLite format 3\x00")
+		for off, v := range map[int]uint32{24: counter, 28: pages, 36: free, 92: validFor} {
+			h[off], h[off+1], h[off+2], h[off+3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+		}
+		return h
+	}
+	for _, c := range []struct {
+		name                           string
+		pages, free, counter, validFor uint32
+		want                           bool
+	}{
+		{"few free pages", 100000, 1000, 7, 7, false},
+		{"a quarter free", 100000, 25000, 7, 7, true},
+		{"mostly free", 1000, 900, 7, 7, true},
+		{"stale page count", 100000, 0, 8, 7, true},
+		{"no page count", 0, 0, 7, 7, true},
+	} {
+		if got := worthVacuum(header(c.pages, c.free, c.counter, c.validFor)); got != c.want {
+			t.Errorf("%s: worthVacuum = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
