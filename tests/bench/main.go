@@ -83,16 +83,7 @@ func run() error {
 		fmt.Printf("server RSS after %s idle: %d MB (goal < 350 MB); PSS %d MB; CPU %.1f%% of a core while idle\n", *idle, rss, pss, cpu)
 
 		// The same server without the resource metrics API.
-		off := cluster.New(filepath.Join(dir, "no-metrics"), "--disable", "metrics-server")
-		if err := os.MkdirAll(off.Dir, 0o700); err != nil {
-			return err
-		}
-		_, p, err = startTimed(off)
-		if err != nil {
-			return err
-		}
-		offRSS, offPSS, offCPU, err := idleFigures(p)
-		stop(p)
+		offRSS, offPSS, offCPU, err := idleVariant(filepath.Join(dir, "no-metrics"), "--disable", "metrics-server")
 		if err != nil {
 			return err
 		}
@@ -101,16 +92,7 @@ func run() error {
 
 		// The same server with the Go memory settings that --memory-limit
 		// auto picks on a 1 GB board.
-		small := cluster.New(filepath.Join(dir, "small"), "--memory-limit", "512Mi")
-		if err := os.MkdirAll(small.Dir, 0o700); err != nil {
-			return err
-		}
-		_, p, err = startTimed(small)
-		if err != nil {
-			return err
-		}
-		smallRSS, smallPSS, smallCPU, err := idleFigures(p)
-		stop(p)
+		smallRSS, smallPSS, smallCPU, err := idleVariant(filepath.Join(dir, "small"), "--memory-limit", "512Mi")
 		if err != nil {
 			return err
 		}
@@ -118,6 +100,21 @@ func run() error {
 			smallRSS, smallPSS, smallCPU)
 	}
 	return nil
+}
+
+// idleVariant starts a server of its own in dir with the extra flags and
+// returns its idle figures.
+func idleVariant(dir string, extra ...string) (rss, pss int, cpu float64, err error) {
+	s := cluster.New(dir, extra...)
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return 0, 0, 0, err
+	}
+	_, p, err := startTimed(s)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer stop(p)
+	return idleFigures(p)
 }
 
 // idleFigures lets the process idle, then returns its RSS and PSS and the
