@@ -222,7 +222,7 @@ sum_for() {
 
 # xz_works says whether an xz that can unpack the release is installed.
 xz_works() {
-	command -v xz >/dev/null 2>&1 && xz --version >/dev/null 2>&1
+	xz --version >/dev/null 2>&1
 }
 
 download() { # url dest
@@ -282,7 +282,7 @@ get_binary() {
 			[ "$got" = "$xz_sum" ] ||
 				fatal "checksum mismatch for $name.xz: expected $xz_sum, got $got; nothing installed"
 			xz -dc "$SRC.xz" >"$SRC" 2>/dev/null ||
-				fatal "could not unpack $name.xz: check that xz works, or uninstall it to download the uncompressed binary"
+				fatal "could not unpack $name.xz (xz needs 256 MiB of free memory for it): free some memory and run the installer again"
 			rm -f "$SRC.xz"
 		else
 			[ -z "$xz_sum" ] || warn "no working xz: downloading the uncompressed binary, about five times larger (install xz-utils to avoid that)"

@@ -73,18 +73,18 @@ func Set(limit int64) (Settings, error) {
 	case limit > 0:
 		debug.SetMemoryLimit(limit)
 	default:
-		if limit, err = memlimit.Set(memlimit.WithRatio(Share),
+		if _, err = memlimit.Set(memlimit.WithRatio(Share),
 			memlimit.WithProvider(memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem))); err != nil {
 			err = fmt.Errorf("the memory this process may use: %w", err)
 		}
 		limit = current()
 	}
-	gc := debug.SetGCPercent(100)
-	if os.Getenv("GOGC") == "" {
-		gc = 100
-		if limit > 0 && limit <= SmallLimit {
-			gc = SmallGCPercent
-		}
+	gc := 100
+	if limit > 0 && limit <= SmallLimit {
+		gc = SmallGCPercent
+	}
+	if os.Getenv("GOGC") != "" {
+		gc = debug.SetGCPercent(-1) // the environment's, read back
 	}
 	debug.SetGCPercent(gc)
 	return Settings{Limit: limit, GCPercent: gc}, err

@@ -45,17 +45,7 @@ func TestAgentJoinsAndRunsPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := a.Stop(); err != nil {
-			t.Errorf("stopping the agent: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("agent log:\n%s", a.LogTail(40))
-		}
-		if err := a.Teardown(); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
-	})
+	a.StopAtEnd(t)
 	if err := a.StartProcess(); err != nil {
 		t.Fatal(err)
 	}

@@ -311,18 +311,28 @@ func (s *Server) Kubectl(ctx context.Context, stdin string, args ...string) (str
 func StartT(t *testing.T, extra ...string) *Server {
 	t.Helper()
 	s := New(t.TempDir(), extra...)
-	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			t.Errorf("stopping the server with SIGTERM: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.LogTail(40))
-		}
-	})
+	s.StopAtEnd(t)
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// StopAtEnd stops s with SIGTERM when the test ends, shows its log if the
+// test failed, and tears a node down. Cleanups run last first, so a node
+// registered after its server stops before it.
+func (s *Server) StopAtEnd(t *testing.T) {
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("stopping %s: %v", s.Dir, err)
+		}
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", s.Dir, s.LogTail(60))
+		}
+		if err := s.Teardown(); err != nil {
+			t.Errorf("teardown of %s: %v", s.Dir, err)
+		}
+	})
 }
 
 // Run runs skiff with args to completion and returns its exit code and

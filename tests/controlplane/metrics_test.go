@@ -21,21 +21,20 @@ func TestDatastoreSizeMetrics(t *testing.T) {
 		{"skiff_datastore_db_size_bytes", "state.db"},
 		{"skiff_datastore_wal_size_bytes", "state.db-wal"},
 	} {
-		m := regexp.MustCompile(`(?m)^` + c.metric + ` (\S+)$`).FindStringSubmatch(out)
-		if m == nil {
+		v, ok := metricValue(out, c.metric)
+		if !ok {
 			t.Errorf("/metrics has no %s", c.metric)
 			continue
 		}
-		v, _ := strconv.ParseFloat(m[1], 64)
 		fi, err := os.Stat(filepath.Join(srv.DataDir, "server", "db", c.file))
 		// The WAL changes with every write; the database file holds still
 		// between checkpoints.
 		if err != nil || (c.file == "state.db" && (v <= 0 || v != float64(fi.Size()))) {
-			t.Errorf("%s = %s, the file: %v %v", c.metric, m[1], fi, err)
+			t.Errorf("%s = %v, the file: %v %v", c.metric, v, fi, err)
 		}
 	}
 	for _, metric := range []string{"skiff_datastore_free_bytes", "skiff_datastore_compact_revision", "skiff_datastore_last_compaction_timestamp_seconds"} {
-		if !regexp.MustCompile(`(?m)^` + metric + ` \S+$`).MatchString(out) {
+		if _, ok := metricValue(out, metric); !ok {
 			t.Errorf("/metrics has no %s", metric)
 		}
 	}
@@ -50,13 +49,23 @@ func TestMemorySettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	for metric, want := range map[string]float64{"go_gc_gomemlimit_bytes": 512 << 20, "go_gc_gogc_percent": 50} {
-		m := regexp.MustCompile(`(?m)^` + metric + ` (\S+)$`).FindStringSubmatch(out)
-		if m == nil {
+		v, ok := metricValue(out, metric)
+		if !ok {
 			t.Errorf("/metrics has no %s", metric)
 			continue
 		}
-		if v, _ := strconv.ParseFloat(m[1], 64); v != want {
-			t.Errorf("%s = %s, want %.0f", metric, m[1], want)
+		if v != want {
+			t.Errorf("%s = %v, want %.0f", metric, v, want)
 		}
 	}
+}
+
+// metricValue is the value of an unlabelled metric in a /metrics page.
+func metricValue(page, metric string) (float64, bool) {
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(metric) + ` (\S+)$`).FindStringSubmatch(page)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	return v, err == nil
 }

@@ -78,7 +78,7 @@ func TestUpgradeKeepsNodeAndPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Bin = old
-	removeAtEnd(t, s)
+	s.StopAtEnd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	if err := s.Start(ctx); err != nil {
@@ -127,7 +127,7 @@ func TestUpgradeKeepsAgentAndPods(t *testing.T) {
 	old := previousBinary(t)
 	s := cluster.New(t.TempDir())
 	s.Bin = old
-	removeAtEnd(t, s)
+	s.StopAtEnd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	if err := s.Start(ctx); err != nil {
@@ -138,7 +138,7 @@ func TestUpgradeKeepsAgentAndPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Bin = old
-	removeAtEnd(t, a) // stopped before the server: cleanups run last first
+	a.StopAtEnd(t) // stopped before the server
 	if err := a.StartProcess(); err != nil {
 		t.Fatal(err)
 	}
@@ -217,20 +217,4 @@ func podKept(t *testing.T, s *cluster.Server, ns string, before *corev1.Pod) {
 	if out := s.KubectlT(t, "", "logs", "-n", ns, before.Name); !strings.Contains(out, "started") {
 		t.Errorf("kubectl logs after the upgrade: %q", out)
 	}
-}
-
-// removeAtEnd stops n when the test ends, shows its log if the test failed,
-// and tears a node down.
-func removeAtEnd(t *testing.T, n *cluster.Server) {
-	t.Cleanup(func() {
-		if err := n.Stop(); err != nil {
-			t.Errorf("stopping %s: %v", n.Dir, err)
-		}
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", n.Dir, n.LogTail(60))
-		}
-		if err := n.Teardown(); err != nil {
-			t.Errorf("teardown of %s: %v", n.Dir, err)
-		}
-	})
 }
