@@ -15,8 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/k3s-io/kine/pkg/drivers"
 	"github.com/k3s-io/kine/pkg/drivers/generic"
-	"github.com/k3s-io/kine/pkg/endpoint"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -52,7 +52,8 @@ type Config struct {
 type Datastore struct {
 	Config
 	component.Latch
-	etcd endpoint.ETCDConfig
+	// endpoints are the API server's --etcd-servers.
+	endpoints []string
 	// skipVacuum: the database has too few free pages for kine's
 	// start-up VACUUM to be worth its time.
 	skipVacuum bool
@@ -87,6 +88,9 @@ func (d *Datastore) Socket() string { return filepath.Join(d.Dir, "kine.sock") }
 // (SQLite would otherwise add a journal beside it).
 func (d *Datastore) check() error {
 	if d.Endpoint != "" {
+		if err := checkScheme(d.Endpoint); err != nil {
+			return fmt.Errorf("cannot use --datastore-endpoint: %w", err)
+		}
 		return nil
 	}
 	f, err := os.Open(d.DBPath())
@@ -141,28 +145,21 @@ func (d *Datastore) Run(ctx context.Context) error {
 			ep += "&_kine_disable_startup_vacuum=true"
 		}
 	}
-	// A socket left by a process that was killed blocks the listener.
-	os.Remove(d.Socket())
-
 	var wg sync.WaitGroup
 	kctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Every field is set, as kine's own command line defaults do (the
 	// connection pool aside, see pool): used as a library, kine has no
 	// defaults of its own.
-	cfg := endpoint.Config{
-		WaitGroup:            &wg,
-		Listener:             "unix://" + d.Socket(),
+	k := kine{Socket: d.Socket(), NotifyInterval: 5 * time.Second, EmulatedETCDVersion: "3.6.11"}
+	cfg := drivers.Config{
 		Endpoint:             ep,
 		ConnectionPoolConfig: pool(ep),
-		NotifyInterval:       5 * time.Second,
-		EmulatedETCDVersion:  "3.6.11",
 		CompactTimeout:       5 * time.Second,
 		CompactMinRetain:     1000,
 		CompactBatchSize:     1000,
 		PollBatchSize:        500,
 		PollInterval:         time.Second,
-		LogFormat:            "plain",
 	}
 	// kine retries an external database that does not answer for minutes,
 	// and its wait cannot be cancelled. Give up on one after ConnectTimeout
@@ -170,13 +167,13 @@ func (d *Datastore) Run(ctx context.Context) error {
 	// retries with it), or as soon as the server is asked to stop. SQLite
 	// opens at once.
 	type listening struct {
-		etcd endpoint.ETCDConfig
-		err  error
+		endpoints []string
+		err       error
 	}
 	done := make(chan listening, 1)
 	go func() {
-		etcd, err := endpoint.Listen(kctx, cfg)
-		done <- listening{etcd, err}
+		endpoints, err := listen(kctx, &wg, k, cfg)
+		done <- listening{endpoints, err}
 	}()
 	var l listening
 	if Embedded(d.Endpoint) {
@@ -190,11 +187,10 @@ func (d *Datastore) Run(ctx context.Context) error {
 			return fmt.Errorf("the datastore at %s did not answer within %s (its errors are above): check --datastore-endpoint (host, port, user, password, database) and that the database is up", redact(d.Endpoint), ConnectTimeout)
 		}
 	}
-	etcd, err := l.etcd, l.err
-	if err != nil {
-		return describe(err, d)
+	if l.err != nil {
+		return describe(l.err, d)
 	}
-	d.etcd = etcd
+	d.endpoints = l.endpoints
 	if d.Bootstrap != nil {
 		if err := d.bootstrap(ctx); err != nil {
 			cancel()
@@ -216,7 +212,7 @@ func (d *Datastore) Run(ctx context.Context) error {
 
 func (d *Datastore) bootstrap(ctx context.Context) error {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   d.etcd.Endpoints,
+		Endpoints:   d.endpoints,
 		DialTimeout: 10 * time.Second,
 		Logger:      zap.NewNop(),
 	})
@@ -258,7 +254,7 @@ func redact(endpoint string) string {
 }
 
 // ETCDServers is what the API server's --etcd-servers takes; valid once ready.
-func (d *Datastore) ETCDServers() string { return strings.Join(d.etcd.Endpoints, ",") }
+func (d *Datastore) ETCDServers() string { return strings.Join(d.endpoints, ",") }
 
 // describe turns kine's start-up errors into what a user can act on.
 func describe(err error, d *Datastore) error {

@@ -1,6 +1,9 @@
 package datastore
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestRedact(t *testing.T) {
 	cases := map[string]string{
@@ -37,6 +40,24 @@ func TestWorthVacuum(t *testing.T) {
 	} {
 		if got := worthVacuum(header(c.pages, c.free, c.counter, c.validFor)); got != c.want {
 			t.Errorf("%s: worthVacuum = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestCheckScheme(t *testing.T) {
+	for _, ok := range []string{"sqlite:///srv/state.db", "postgres://skiff:pw@db/skiff", "postgresql://db/skiff", "mysql://skiff:pw@tcp(db:3306)/skiff", "https://etcd-1:2379,https://etcd-2:2379", "http://127.0.0.1:2379"} {
+		if err := checkScheme(ok); err != nil {
+			t.Errorf("checkScheme(%q) = %v", ok, err)
+		}
+	}
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":  `unknown datastore scheme "nats": use sqlite://`,
+		"memory://":              `unknown datastore scheme "memory"`,
+		"skiff:hunter2@db:5432/": "the datastore endpoint has no scheme: use sqlite://",
+	} {
+		err := checkScheme(in)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("checkScheme(%q) = %v, want %q without the password", in, err, want)
 		}
 	}
 }

@@ -1,0 +1,118 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/k3s-io/kine/pkg/drivers"
+	"github.com/k3s-io/kine/pkg/server"
+	"go.etcd.io/etcd/server/v3/embed"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	// The backends skiff offers: the embedded SQLite, PostgreSQL, MySQL
+	// (and MariaDB), and "remote", which hands an etcd's http(s):// URLs to
+	// the API server as they are.
+	_ "github.com/k3s-io/kine/pkg/drivers/mysql"
+	_ "github.com/k3s-io/kine/pkg/drivers/pgsql"
+	_ "github.com/k3s-io/kine/pkg/drivers/remote"
+	_ "github.com/k3s-io/kine/pkg/drivers/sqlite"
+)
+
+// Schemes are the --datastore-endpoint schemes skiff accepts.
+const Schemes = "sqlite://, postgres://, mysql://, or http(s):// for an etcd"
+
+// kine is what kine's server needs besides the backend's settings.
+type kine struct {
+	// Socket is the unix socket the etcd API is served on.
+	Socket string
+	// NotifyInterval and EmulatedETCDVersion are kine's server settings.
+	NotifyInterval      time.Duration
+	EmulatedETCDVersion string
+}
+
+// listen starts the backend for cfg.Endpoint and serves kine's etcd API for
+// it on k.Socket until ctx ends, then stops the backend; wg counts what
+// still runs. It returns what the API server's --etcd-servers takes: the
+// socket, or an etcd's own URLs, which need no kine in between.
+//
+// kine's endpoint.Listen does the same, written here by hand because that
+// package links every kine backend, NATS (with the NATS server) and t4
+// (with pebble and an S3 client) among them: 11 MB of the binary (2.4 MB
+// of its xz download) for endpoints skiff does not offer. The gRPC
+// settings are kine's, which are etcd's own defaults.
+func listen(ctx context.Context, wg *sync.WaitGroup, k kine, cfg drivers.Config) ([]string, error) {
+	bctx, bcancel := context.WithCancel(context.Background())
+	_, backend, err := drivers.New(bctx, wg, &cfg)
+	if err != nil {
+		bcancel()
+		return nil, err
+	}
+	if backend == nil {
+		bcancel()
+		return strings.Split(cfg.Endpoint, ","), nil
+	}
+	if err := backend.Start(bctx); err != nil {
+		bcancel()
+		return nil, fmt.Errorf("starting kine backend: %w", err)
+	}
+	gs := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: embed.DefaultGRPCKeepAliveMinTime}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    embed.DefaultGRPCKeepAliveInterval,
+			Timeout: embed.DefaultGRPCKeepAliveTimeout,
+		}),
+		grpc.MaxConcurrentStreams(embed.DefaultMaxConcurrentStreams),
+		// etcd's request limit, plus room for gRPC's own framing.
+		grpc.MaxRecvMsgSize(int(embed.DefaultMaxRequestBytes)+512*1024),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+	)
+	server.New(backend, "unix", k.NotifyInterval, k.EmulatedETCDVersion).Register(gs)
+
+	// A socket left by a process that was killed blocks the listener.
+	if err := os.Remove(k.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		bcancel()
+		return nil, err
+	}
+	l, err := net.Listen("unix", k.Socket)
+	if err == nil {
+		err = os.Chmod(k.Socket, 0o600)
+	}
+	if err != nil {
+		bcancel()
+		return nil, err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		gs.Serve(l)
+	}()
+	go func() {
+		<-ctx.Done()
+		// Watches never end by themselves: give the others two seconds.
+		t := time.AfterFunc(2*time.Second, gs.Stop)
+		gs.GracefulStop()
+		t.Stop()
+		bcancel()
+	}()
+	return []string{"unix://" + k.Socket}, nil
+}
+
+// checkScheme refuses an endpoint whose scheme skiff has no backend for.
+func checkScheme(endpoint string) error {
+	scheme, _, found := strings.Cut(endpoint, "://")
+	if !found {
+		return fmt.Errorf("the datastore endpoint has no scheme: use %s", Schemes)
+	}
+	if _, ok := drivers.Get(scheme); !ok {
+		return fmt.Errorf("unknown datastore scheme %q: use %s", scheme, Schemes)
+	}
+	return nil
+}
