@@ -174,6 +174,9 @@ func (c *Containerd) config() string {
 		"  Root = " + q(filepath.Join(c.State, "runc")),
 		"",
 		"[plugins.'io.containerd.cri.v1.runtime'.cni]",
+		// containerd brings a pod's lo up itself, so no loopback plugin
+		// is shipped.
+		"  use_internal_loopback = true",
 		"  bin_dirs = [" + q(c.BinDir) + "]",
 		"  conf_dir = " + q(c.CNIConfDir),
 		"",

@@ -93,6 +93,10 @@ func TestPodLogsExecPortForward(t *testing.T) {
 	if out := srv.KubectlT(t, "", "exec", "-n", ns, "web", "--", "cat", "/www/index.html"); out != "served\n" {
 		t.Errorf("kubectl exec: %q", out)
 	}
+	// The pod's own lo is up: it reaches its server on 127.0.0.1.
+	if out := srv.KubectlT(t, "", "exec", "-n", ns, "web", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"); out != "served\n" {
+		t.Errorf("wget 127.0.0.1 in the pod: %q", out)
+	}
 
 	port := cluster.FreePort()
 	ctx, cancel := context.WithCancel(cluster.Context(t))
