@@ -8,19 +8,24 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	basecompatibility "k8s.io/component-base/compatibility"
 	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+	rbacrest "k8s.io/kubernetes/pkg/registry/rbac/rest"
+	schedulingrest "k8s.io/kubernetes/pkg/registry/scheduling/rest"
 
 	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
@@ -39,6 +44,9 @@ type APIServerConfig struct {
 	// its handler checks): nothing else but the health endpoints is open
 	// to them.
 	AnonymousHandlers map[string]http.Handler
+	// DatastoreIdentity names the database behind ETCDServers (see
+	// bootstrapPolicy); empty when it cannot be told.
+	DatastoreIdentity func() string
 }
 
 // APIServer runs kube-apiserver.
@@ -142,6 +150,10 @@ func (a *APIServer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stamp, warm := a.policyStamp()
+	if warm {
+		config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(policyHooks...)
+	}
 	completedConfig, err := config.Complete()
 	if err != nil {
 		return err
@@ -153,19 +165,77 @@ func (a *APIServer) Run(ctx context.Context) error {
 	for path, h := range a.AnonymousHandlers {
 		server.GenericAPIServer.Handler.NonGoRestfulMux.Handle(path, h)
 	}
+	if warm {
+		server.GenericAPIServer.AddPostStartHookOrDie("skiff/bootstrap-policy", ensurePolicy)
+	}
 	prepared, err := server.PrepareRun()
 	if err != nil {
 		return err
 	}
-	go a.waitReady(ctx)
+	go func() {
+		if a.waitReady(ctx) && !warm && stamp != "" {
+			// The hooks ran to the end before /readyz passed.
+			if err := atomicfile.Write(a.policyStampPath(), []byte(stamp), 0o600); err != nil {
+				klog.ErrorS(err, "cannot record that the bootstrap policy is in place; the next start waits for it again")
+			}
+		}
+	}()
 	return prepared.Run(ctx)
 }
 
-// waitReady polls /readyz, as a user's health check would, and closes ready.
-func (a *APIServer) waitReady(ctx context.Context) {
+// policyHooks are the API server's post-start hooks that create or update
+// the bootstrap policy, the default RBAC roles and bindings and the system
+// PriorityClasses. Each waits a second before its first try (upstream's
+// wait.Poll), and /readyz waits for both: a second of every start.
+var policyHooks = []string{rbacrest.PostStartHookName, schedulingrest.PostStartHookName}
+
+// policyStamp says whether the datastore already holds this Kubernetes
+// version's bootstrap policy: the stamp of a start that saw /readyz pass
+// with the hooks (this version and the datastore's identity) is on disk.
+// Then the hooks run as usual but do not hold /readyz back (warm); on a
+// new database, another database, or a new version, /readyz waits for them
+// as upstream's does. stamp is what this start records once ready.
+func (a *APIServer) policyStamp() (stamp string, warm bool) {
+	if a.DatastoreIdentity == nil {
+		return "", false
+	}
+	id := a.DatastoreIdentity()
+	if id == "" {
+		return "", false
+	}
+	stamp = version.Get().GitVersion + "\n" + id + "\n"
+	old, err := os.ReadFile(a.policyStampPath())
+	return stamp, err == nil && string(old) == stamp
+}
+
+func (a *APIServer) policyStampPath() string {
+	return filepath.Join(a.Config.DataDir, "server", "bootstrap-policy")
+}
+
+// ensurePolicy runs the policy hooks without holding up the post-start
+// hooks (and so /readyz). A failure is logged: on a warm start the policy
+// from the earlier start is in place.
+func ensurePolicy(hc genericapiserver.PostStartHookContext) error {
+	_, rbac, err := rbacrest.RESTStorageProvider{}.PostStartHook()
+	if err != nil {
+		return err
+	}
+	for i, hook := range []genericapiserver.PostStartHookFunc{rbac, schedulingrest.AddSystemPriorityClasses()} {
+		go func() {
+			if err := hook(hc); err != nil {
+				klog.ErrorS(err, "bootstrap policy not updated", "hook", policyHooks[i])
+			}
+		}()
+	}
+	return nil
+}
+
+// waitReady polls /readyz, as a user's health check would, and closes
+// ready; it says whether /readyz passed.
+func (a *APIServer) waitReady(ctx context.Context) bool {
 	caPEM, err := os.ReadFile(a.Config.Files.ServerCA())
 	if err != nil {
-		return
+		return false
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -184,9 +254,11 @@ func (a *APIServer) waitReady(ctx context.Context) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, nil
 	})
-	if err == nil {
-		a.SetReady()
+	if err != nil {
+		return false
 	}
+	a.SetReady()
+	return true
 }
 
 // writeAuthenticationConfig allows anonymous requests to the health endpoints

@@ -5,6 +5,8 @@ package datastore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/k3s-io/kine/pkg/drivers"
@@ -251,6 +254,23 @@ func redact(endpoint string) string {
 		return endpoint
 	}
 	return u.Redacted()
+}
+
+// Identity names the database behind the datastore, so that what is known
+// of its contents from an earlier start can be checked to still hold: the
+// embedded SQLite file (its inode: a restored snapshot, or a database moved
+// away for an empty cluster, is another file), or a hash of the endpoint.
+// Valid once ready.
+func (d *Datastore) Identity() string {
+	if d.Endpoint == "" {
+		var st syscall.Stat_t
+		if err := syscall.Stat(d.DBPath(), &st); err != nil {
+			return ""
+		}
+		return fmt.Sprintf("sqlite %s inode %d", d.DBPath(), st.Ino)
+	}
+	sum := sha256.Sum256([]byte(d.Endpoint))
+	return "endpoint " + hex.EncodeToString(sum[:8])
 }
 
 // ETCDServers is what the API server's --etcd-servers takes; valid once ready.

@@ -342,7 +342,7 @@ func (p *plan) components() ([]component.Component, error) {
 	}
 	store := p.store
 	apiserver, err := controlplane.NewAPIServer(controlplane.APIServerConfig{Config: cfg, Listener: p.ln, ETCDServers: store.ETCDServers,
-		AnonymousHandlers: map[string]http.Handler{join.CACertsPath: p.joins, join.JoinPath: p.joins}})
+		DatastoreIdentity: store.Identity, AnonymousHandlers: map[string]http.Handler{join.CACertsPath: p.joins, join.JoinPath: p.joins}})
 	if err != nil {
 		return nil, err
 	}

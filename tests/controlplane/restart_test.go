@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
@@ -33,12 +34,33 @@ func TestRestartKeepsStateAndCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A new database: /readyz waited for the bootstrap policy.
+	if checks := readyzChecks(t, cs); !strings.Contains(checks, "[+]poststarthook/rbac/bootstrap-roles ok") {
+		t.Errorf("the first start's /readyz did not wait for the bootstrap roles:\n%s", checks)
+	}
+	// A bootstrap role deleted while the server runs is back after a
+	// restart, though /readyz no longer waits for the policy that an
+	// earlier start put in place.
+	if err := cs.RbacV1().ClusterRoles().Delete(ctx, "system:heapster", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.WaitFor(t, "the server to record that the bootstrap policy is in place", func(context.Context) (bool, error) {
+		_, err := os.Stat(filepath.Join(s.DataDir, "server", "bootstrap-policy"))
+		return err == nil, nil
+	})
 	if err := s.Stop(); err != nil {
 		t.Fatalf("SIGTERM: server did not exit cleanly: %v", err)
 	}
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if checks := readyzChecks(t, cs); !strings.Contains(checks, "[+]poststarthook/skiff/bootstrap-policy ok") || strings.Contains(checks, "rbac/bootstrap-roles") {
+		t.Errorf("a restart's /readyz: want the bootstrap policy updated beside it, not waited for:\n%s", checks)
+	}
+	cluster.WaitFor(t, "the deleted bootstrap role back after the restart", func(ctx context.Context) (bool, error) {
+		_, err := cs.RbacV1().ClusterRoles().Get(ctx, "system:heapster", metav1.GetOptions{})
+		return err == nil, nil
+	})
 	// The client built before the restart, from the old kubeconfig, still
 	// works: same CA, same admin certificate.
 	got, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{})
@@ -85,6 +107,16 @@ func TestRestartKeepsStateAndCA(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{}); err != nil {
 		t.Errorf("the kubeconfig from before the rotation: %v", err)
 	}
+}
+
+// readyzChecks is the API server's /readyz?verbose.
+func readyzChecks(t *testing.T, cs *kubernetes.Clientset) string {
+	t.Helper()
+	out, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "").DoRaw(context.Background())
+	if err != nil {
+		t.Fatalf("/readyz?verbose: %v: %s", err, out)
+	}
+	return string(out)
 }
 
 func certOf(t *testing.T, s *cluster.Server, name string) *x509.Certificate {
