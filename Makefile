@@ -79,10 +79,24 @@ e2e: build
 # network namespace), then start-up, memory, pods and DNS on real servers,
 # then an agent joining and the overlay's throughput on a LAN of network
 # namespaces (`go run ./tests/bench -only multinode` for that part alone),
-# then the release's sizes and the throwaway-cluster recipe's times.
-bench: release build
+# then the release's sizes and the throwaway-cluster recipe's times, and
+# last the footprint of the previous release and of this build side by side
+# (start-up, idle memory, memory with 30 pods).
+bench: release build $(PREVIOUS_BIN)
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy
-	SKIFF_BIN=$(abspath $(BIN)) $(GO) run ./tests/bench
+	SKIFF_BIN=$(abspath $(BIN)) SKIFF_PREVIOUS_BIN=$(abspath $(PREVIOUS_BIN)) $(GO) run ./tests/bench
+
+# The previous release, for make bench's side-by-side footprint and for
+# tests/upgrade (which builds it the same way when it is missing): the commit
+# before the second wave of features, built from this checkout's history.
+# Named skiff, as the multicall binary needs to be to run its containerd.
+PREVIOUS     ?= afa1876
+PREVIOUS_BIN := $(dir $(BIN))skiff-$(PREVIOUS)/skiff
+$(PREVIOUS_BIN):
+	mkdir -p $(dir $@)
+	src=$$(mktemp -d); git archive $(PREVIOUS) | tar -x -C $$src && \
+	$(MAKE) -C $$src build BIN=$(abspath $@).tmp VERSION=$(PREVIOUS) COMMIT=$(PREVIOUS); \
+	rc=$$?; rm -rf $$src; [ $$rc = 0 ] && mv $@.tmp $@
 
 # Static binaries for every architecture (arm is ARMv7, hard float), named as
 # the installer downloads them, each also compressed with xz, and the

@@ -27,7 +27,7 @@ import (
 var (
 	idle  = flag.Duration("idle", 60*time.Second, "how long the server idles before its memory is read")
 	warms = flag.Int("warm", 3, "warm starts to take the median of")
-	only  = flag.String("only", "", "run one part only: server, datastore, node, multinode or disposable")
+	only  = flag.String("only", "", "run one part only: server, datastore, node, multinode, disposable or compare")
 )
 
 func main() {
@@ -35,7 +35,7 @@ func main() {
 	for _, part := range []struct {
 		name string
 		run  func() error
-	}{{"server", run}, {"datastore", benchDatastore}, {"node", benchNode}, {"multinode", benchMultinode}, {"disposable", benchDisposable}} {
+	}{{"server", run}, {"datastore", benchDatastore}, {"node", benchNode}, {"multinode", benchMultinode}, {"disposable", benchDisposable}, {"compare", benchCompare}} {
 		if *only != "" && *only != part.name {
 			continue
 		}
@@ -163,7 +163,11 @@ func startTimed(s *cluster.Server) (time.Duration, *os.Process, error) {
 		return 0, nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(cluster.Binary(), s.Args()...)
+	bin := s.Bin
+	if bin == "" {
+		bin = cluster.Binary()
+	}
+	cmd := exec.Command(bin, s.Args()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}

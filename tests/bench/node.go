@@ -271,25 +271,34 @@ func poll(ctx context.Context, cond func(context.Context) bool) error {
 // benchShims prints the memory of the pods' runc shims (one per pod): each
 // one's own (anonymous) memory and its PSS.
 func benchShims(s *cluster.Server) error {
-	var n, anon, pss int
+	own, pss, err := shimMemory(s)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("pod shims, with the 31 pods running: %d shims, each %.1f MB own memory, PSS %.1f MB (mean)\n", len(s.ShimPids()), own, pss)
+	return nil
+}
+
+// shimMemory is the mean own (anonymous) memory and PSS of the node's
+// shims, in MB.
+func shimMemory(s *cluster.Server) (own, pss float64, err error) {
+	var n, anon, ps int
 	for _, pid := range s.ShimPids() {
-		dir := fmt.Sprintf("/proc/%d", pid)
-		a, err := statusKB(filepath.Join(dir, "smaps_rollup"), "Anonymous:")
+		rollup := fmt.Sprintf("/proc/%d/smaps_rollup", pid)
+		a, err := statusKB(rollup, "Anonymous:")
 		if err != nil {
 			continue // gone meanwhile
 		}
-		ps, err := statusKB(filepath.Join(dir, "smaps_rollup"), "Pss:")
+		p, err := statusKB(rollup, "Pss:")
 		if err != nil {
 			continue
 		}
-		n, anon, pss = n+1, anon+a, pss+ps
+		n, anon, ps = n+1, anon+a, ps+p
 	}
 	if n == 0 {
-		return fmt.Errorf("no shim of %s found", s.DataDir)
+		return 0, 0, fmt.Errorf("no shim of %s found", s.DataDir)
 	}
-	fmt.Printf("pod shims, with the 31 pods running: %d shims, each %.1f MB own memory, PSS %.1f MB (mean)\n",
-		n, float64(anon)/1024/float64(n), float64(pss)/1024/float64(n))
-	return nil
+	return float64(anon) / 1024 / float64(n), float64(ps) / 1024 / float64(n), nil
 }
 
 // nodePids returns the server's pid and its containerd child's.

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiff-dev/skiff/tests/cluster"
+)
+
+// footprint is what a small board pays for a release: start-up and memory.
+type footprint struct {
+	warm           time.Duration // control plane only, exec to /readyz, median
+	cpRSS, cpPSS   int           // control plane only, idle, MB
+	ready, pod     time.Duration // server and node, warm: exec to node Ready, to a first pod Running
+	idlePSS        int           // skiff + containerd + shims, no workload, MB
+	podsPSS        int           // the same with 30 pods running
+	shimOwn, shimP float64       // each pod's shim: own (anonymous) memory and PSS, MB
+}
+
+// benchCompare measures the previous release ($SKIFF_PREVIOUS_BIN, which
+// make bench builds) and this build one after the other in this run, and
+// prints their footprints side by side.
+func benchCompare() error {
+	prev := os.Getenv("SKIFF_PREVIOUS_BIN")
+	if prev == "" {
+		fmt.Println("compare: no previous release to compare with (SKIFF_PREVIOUS_BIN; make bench builds one)")
+		return nil
+	}
+	var figures [2]footprint
+	for i, bin := range []string{prev, cluster.Binary()} {
+		f, err := measureFootprint(bin)
+		if err != nil {
+			return fmt.Errorf("%s: %w", bin, err)
+		}
+		figures[i] = f
+	}
+	p, c := figures[0], figures[1]
+	fmt.Printf("footprint, the previous release (%s) | this build:\n", filepath.Base(filepath.Dir(prev)))
+	fmt.Printf("  control plane only, warm start to /readyz: %.2f s | %.2f s (goal 1.2 s)\n", p.warm.Seconds(), c.warm.Seconds())
+	fmt.Printf("  control plane only, idle: RSS %d | %d MB (goal 300 MB), PSS %d | %d MB\n", p.cpRSS, c.cpRSS, p.cpPSS, c.cpPSS)
+	fmt.Printf("  server and node, warm start to node Ready: %.2f s | %.2f s; to a first pod Running: %.2f s | %.2f s (goal 4 s)\n",
+		p.ready.Seconds(), c.ready.Seconds(), p.pod.Seconds(), c.pod.Seconds())
+	fmt.Printf("  server and node, idle, no workload: PSS %d | %d MB (goal 400 MB, skiff + containerd + shims)\n", p.idlePSS, c.idlePSS)
+	fmt.Printf("  server and node, 30 pods running: PSS %d | %d MB (goal 550 MB)\n", p.podsPSS, c.podsPSS)
+	fmt.Printf("  each pod's shim: own memory %.1f | %.1f MB (goal 5 MB), PSS %.1f | %.1f MB\n", p.shimOwn, c.shimOwn, p.shimP, c.shimP)
+	return nil
+}
+
+func measureFootprint(bin string) (f footprint, err error) {
+	dir, err := os.MkdirTemp("", "skiff-bench-compare-")
+	if err != nil {
+		return f, err
+	}
+	defer os.RemoveAll(dir)
+
+	// The control plane alone: a first start fills the data dir.
+	cp := cluster.New(filepath.Join(dir, "cp"), "--disable-agent")
+	cp.Bin = bin
+	var times []time.Duration
+	for i := 0; i <= *warms; i++ {
+		d, p, err := startTimed(cp)
+		if err != nil {
+			return f, err
+		}
+		if i > 0 {
+			times = append(times, d)
+		}
+		if i < *warms {
+			stop(p)
+			continue
+		}
+		f.cpRSS, f.cpPSS, _, err = idleFigures(p)
+		stop(p)
+		if err != nil {
+			return f, err
+		}
+	}
+	sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
+	f.warm = times[len(times)/2]
+
+	// A server that is also a node, warm.
+	s, err := cluster.NewNode(filepath.Join(dir, "node"))
+	if err != nil {
+		return f, err
+	}
+	s.Bin = bin
+	defer s.Teardown()
+	defer s.Stop()
+	ctx := context.Background()
+	if err := s.Start(ctx); err != nil {
+		return f, err
+	}
+	if err := s.Stop(); err != nil {
+		return f, err
+	}
+	start := time.Now()
+	if err := s.Start(ctx); err != nil {
+		return f, err
+	}
+	cs, err := s.Client()
+	if err != nil {
+		return f, err
+	}
+	if err := poll(ctx, func(ctx context.Context) bool {
+		n, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		return err == nil && len(n.Items) == 1 && nodeReady(&n.Items[0])
+	}); err != nil {
+		return f, fmt.Errorf("node not ready: %w", err)
+	}
+	f.ready = time.Since(start)
+	if err := runPods(ctx, cs, "first", 1); err != nil {
+		return f, err
+	}
+	f.pod = time.Since(start)
+	if err := cs.AppsV1().Deployments("default").Delete(ctx, "first", metav1.DeleteOptions{}); err != nil {
+		return f, err
+	}
+	if err := noPods(ctx, s); err != nil {
+		return f, err
+	}
+	time.Sleep(*idle) // the figure is memory after this long idle
+	if f.idlePSS, err = nodePSS(s); err != nil {
+		return f, err
+	}
+
+	if err := runPods(ctx, cs, "thirty", 30); err != nil {
+		return f, err
+	}
+	time.Sleep(*idle / 2)
+	if f.podsPSS, err = nodePSS(s); err != nil {
+		return f, err
+	}
+	f.shimOwn, f.shimP, err = shimMemory(s)
+	return f, err
+}
+
+// noPods waits until the default namespace has no pods and the node no
+// shim beyond one for each pod left (none, unless a user adds some).
+func noPods(ctx context.Context, s *cluster.Server) error {
+	cs, err := s.Client()
+	if err != nil {
+		return err
+	}
+	return poll(ctx, func(ctx context.Context) bool {
+		all, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		for _, p := range all.Items {
+			if p.Namespace == "default" {
+				return false
+			}
+		}
+		return len(s.ShimPids()) <= len(all.Items)
+	})
+}
+
+// nodePSS is the PSS of the node's processes, skiff, its containerd and the
+// pods' shims, in MB.
+func nodePSS(s *cluster.Server) (int, error) {
+	pids, err := nodePids(s)
+	if err != nil {
+		return 0, err
+	}
+	kb := 0
+	for _, pid := range append(pids[:], s.ShimPids()...) {
+		v, err := statusKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+		if err != nil {
+			return 0, err
+		}
+		kb += v
+	}
+	return kb / 1024, nil
+}
