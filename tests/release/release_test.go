@@ -103,8 +103,8 @@ func TestRelease(t *testing.T) {
 		}
 		mib := float64(info.Size()) / (1 << 20)
 		t.Logf("%s.xz: %.1f MiB", name, mib)
-		if limit := downloadLimitMiB[name]; mib > limit {
-			t.Errorf("%s.xz is %.1f MiB, over the %.0f MiB download target", name, mib, limit)
+		if mib > downloadLimitMiB {
+			t.Errorf("%s.xz is %.1f MiB, over the %d MiB download target", name, mib, downloadLimitMiB)
 		}
 		// The binary matches its listed sum (checked above), so an
 		// unpacked stream with that sum is the binary.
@@ -136,15 +136,9 @@ func TestRelease(t *testing.T) {
 	}
 }
 
-// downloadLimitMiB is the most each architecture's xz file may weigh: what
-// a user on a slow link should have to download, 40 MiB. x86 code packs
-// worse than ARM code: amd64 is 41.2 MiB today, and its limit stays at 42
-// until about 6 MB of dead weight is cut from the binary.
-var downloadLimitMiB = map[string]float64{
-	"skiff-linux-amd64": 42,
-	"skiff-linux-arm64": 40,
-	"skiff-linux-arm":   40,
-}
+// downloadLimitMiB is the most an architecture's xz file may weigh: what a
+// user on a slow link should have to download.
+const downloadLimitMiB = 40
 
 func firstLine(b []byte) string {
 	line, _, _ := strings.Cut(string(b), "\n")
