@@ -45,7 +45,7 @@ type APIServerConfig struct {
 	// to them.
 	AnonymousHandlers map[string]http.Handler
 	// DatastoreIdentity names the database behind ETCDServers (see
-	// bootstrapPolicy); empty when it cannot be told.
+	// policyStamp); empty when it cannot be told.
 	DatastoreIdentity func() string
 }
 
