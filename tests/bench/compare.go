@@ -62,6 +62,9 @@ func measureFootprint(bin string) (f footprint, err error) {
 	// The control plane alone: a first start fills the data dir.
 	cp := cluster.New(filepath.Join(dir, "cp"), "--disable-agent")
 	cp.Bin = bin
+	if err := os.MkdirAll(cp.Dir, 0o700); err != nil {
+		return f, err
+	}
 	var times []time.Duration
 	for i := 0; i <= *warms; i++ {
 		d, p, err := startTimed(cp)
