@@ -154,7 +154,6 @@ func (d *Datastore) Run(ctx context.Context) error {
 	// Every field is set, as kine's own command line defaults do (the
 	// connection pool aside, see pool): used as a library, kine has no
 	// defaults of its own.
-	k := kine{Socket: d.Socket(), NotifyInterval: 5 * time.Second, EmulatedETCDVersion: "3.6.11"}
 	cfg := drivers.Config{
 		Endpoint:             ep,
 		ConnectionPoolConfig: pool(ep),
@@ -175,7 +174,7 @@ func (d *Datastore) Run(ctx context.Context) error {
 	}
 	done := make(chan listening, 1)
 	go func() {
-		endpoints, err := listen(kctx, &wg, k, cfg)
+		endpoints, err := listen(kctx, &wg, d.Socket(), cfg)
 		done <- listening{endpoints, err}
 	}()
 	var l listening

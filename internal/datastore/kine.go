@@ -29,17 +29,14 @@ import (
 // Schemes are the --datastore-endpoint schemes skiff accepts.
 const Schemes = "sqlite://, postgres://, mysql://, or http(s):// for an etcd"
 
-// kine is what kine's server needs besides the backend's settings.
-type kine struct {
-	// Socket is the unix socket the etcd API is served on.
-	Socket string
-	// NotifyInterval and EmulatedETCDVersion are kine's server settings.
-	NotifyInterval      time.Duration
-	EmulatedETCDVersion string
-}
+// kine's server settings, as kine's own command line defaults them.
+const (
+	notifyInterval      = 5 * time.Second
+	emulatedETCDVersion = "3.6.11"
+)
 
 // listen starts the backend for cfg.Endpoint and serves kine's etcd API for
-// it on k.Socket until ctx ends, then stops the backend; wg counts what
+// it on socket until ctx ends, then stops the backend; wg counts what
 // still runs. It returns what the API server's --etcd-servers takes: the
 // socket, or an etcd's own URLs, which need no kine in between.
 //
@@ -48,7 +45,7 @@ type kine struct {
 // (with pebble and an S3 client) among them: 11 MB of the binary (2.4 MB
 // of its xz download) for endpoints skiff does not offer. The gRPC
 // settings are kine's, which are etcd's own defaults.
-func listen(ctx context.Context, wg *sync.WaitGroup, k kine, cfg drivers.Config) ([]string, error) {
+func listen(ctx context.Context, wg *sync.WaitGroup, socket string, cfg drivers.Config) ([]string, error) {
 	bctx, bcancel := context.WithCancel(context.Background())
 	_, backend, err := drivers.New(bctx, wg, &cfg)
 	if err != nil {
@@ -74,16 +71,16 @@ func listen(ctx context.Context, wg *sync.WaitGroup, k kine, cfg drivers.Config)
 		grpc.MaxRecvMsgSize(int(embed.DefaultMaxRequestBytes)+512*1024),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 	)
-	server.New(backend, "unix", k.NotifyInterval, k.EmulatedETCDVersion).Register(gs)
+	server.New(backend, "unix", notifyInterval, emulatedETCDVersion).Register(gs)
 
 	// A socket left by a process that was killed blocks the listener.
-	if err := os.Remove(k.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		bcancel()
 		return nil, err
 	}
-	l, err := net.Listen("unix", k.Socket)
+	l, err := net.Listen("unix", socket)
 	if err == nil {
-		err = os.Chmod(k.Socket, 0o600)
+		err = os.Chmod(socket, 0o600)
 	}
 	if err != nil {
 		bcancel()
@@ -102,7 +99,7 @@ func listen(ctx context.Context, wg *sync.WaitGroup, k kine, cfg drivers.Config)
 		t.Stop()
 		bcancel()
 	}()
-	return []string{"unix://" + k.Socket}, nil
+	return []string{"unix://" + socket}, nil
 }
 
 // checkScheme refuses an endpoint whose scheme skiff has no backend for.

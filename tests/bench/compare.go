@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,30 +61,9 @@ func measureFootprint(bin string) (f footprint, err error) {
 	// The control plane alone: a first start fills the data dir.
 	cp := cluster.New(filepath.Join(dir, "cp"), "--disable-agent")
 	cp.Bin = bin
-	if err := os.MkdirAll(cp.Dir, 0o700); err != nil {
+	if _, f.warm, f.cpRSS, f.cpPSS, _, err = startsAndIdle(cp); err != nil {
 		return f, err
 	}
-	var times []time.Duration
-	for i := 0; i <= *warms; i++ {
-		d, p, err := startTimed(cp)
-		if err != nil {
-			return f, err
-		}
-		if i > 0 {
-			times = append(times, d)
-		}
-		if i < *warms {
-			stop(p)
-			continue
-		}
-		f.cpRSS, f.cpPSS, _, err = idleFigures(p)
-		stop(p)
-		if err != nil {
-			return f, err
-		}
-	}
-	sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
-	f.warm = times[len(times)/2]
 
 	// A server that is also a node, warm.
 	s, err := cluster.NewNode(filepath.Join(dir, "node"))
@@ -96,31 +74,11 @@ func measureFootprint(bin string) (f footprint, err error) {
 	defer s.Teardown()
 	defer s.Stop()
 	ctx := context.Background()
-	if err := s.Start(ctx); err != nil {
-		return f, err
-	}
-	if err := s.Stop(); err != nil {
-		return f, err
-	}
-	start := time.Now()
-	if err := s.Start(ctx); err != nil {
-		return f, err
-	}
-	cs, err := s.Client()
+	cs, ready, pod, err := warmNode(ctx, s)
 	if err != nil {
 		return f, err
 	}
-	if err := poll(ctx, func(ctx context.Context) bool {
-		n, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-		return err == nil && len(n.Items) == 1 && nodeReady(&n.Items[0])
-	}); err != nil {
-		return f, fmt.Errorf("node not ready: %w", err)
-	}
-	f.ready = time.Since(start)
-	if err := runPods(ctx, cs, "first", 1); err != nil {
-		return f, err
-	}
-	f.pod = time.Since(start)
+	f.ready, f.pod = ready, pod
 	if err := cs.AppsV1().Deployments("default").Delete(ctx, "first", metav1.DeleteOptions{}); err != nil {
 		return f, err
 	}

@@ -55,51 +55,63 @@ func run() error {
 	s := cluster.New(dir)
 
 	fmt.Printf("machine: %d cores, %s/%s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
-	cold, p, err := startTimed(s)
+	cold, warm, rss, pss, cpu, err := startsAndIdle(s)
 	if err != nil {
 		return err
 	}
-	stop(p)
 	fmt.Printf("server start to /readyz, cold (empty data dir): %.2f s\n", cold.Seconds())
+	fmt.Printf("server start to /readyz, warm (existing data dir): %.2f s median of %d (goal < 4 s)\n", warm.Seconds(), *warms)
+	fmt.Printf("server RSS after %s idle: %d MB (goal < 350 MB); PSS %d MB; CPU %.1f%% of a core while idle\n", *idle, rss, pss, cpu)
 
+	// The same server without the resource metrics API.
+	offRSS, offPSS, offCPU, err := idleVariant(filepath.Join(dir, "no-metrics"), "--disable", "metrics-server")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("the resource metrics API adds to an idle server: RSS %+d MB, PSS %+d MB, CPU %+.1f%% of a core (without it: %d MB, %.1f%%)\n",
+		rss-offRSS, pss-offPSS, cpu-offCPU, offRSS, offCPU)
+
+	// The same server with the Go memory settings that --memory-limit
+	// auto picks on a 1 GB board.
+	smallRSS, smallPSS, smallCPU, err := idleVariant(filepath.Join(dir, "small"), "--memory-limit", "512Mi")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("server idle with a 1 GB board's memory settings (--memory-limit 512Mi, GOGC 50): RSS %d MB (goal < 300 MB), PSS %d MB, CPU %.1f%% of a core\n",
+		smallRSS, smallPSS, smallCPU)
+	return nil
+}
+
+// startsAndIdle starts s on an empty data dir (cold), then -warm times on
+// the filled one, and takes the idle figures of the last start: the cold
+// time, the median warm time, and RSS, PSS and CPU while idle.
+func startsAndIdle(s *cluster.Server) (cold, warm time.Duration, rss, pss int, cpu float64, err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return 0, 0, 0, 0, 0, err
+	}
 	var times []time.Duration
-	for i := 0; i < *warms; i++ {
+	for i := 0; i <= *warms; i++ {
 		d, p, err := startTimed(s)
 		if err != nil {
-			return err
+			return 0, 0, 0, 0, 0, err
 		}
-		times = append(times, d)
-		if i < *warms-1 {
+		if i == 0 {
+			cold = d
+		} else {
+			times = append(times, d)
+		}
+		if i < *warms {
 			stop(p)
 			continue
 		}
-		rss, pss, cpu, err := idleFigures(p)
+		rss, pss, cpu, err = idleFigures(p)
 		stop(p)
 		if err != nil {
-			return err
+			return 0, 0, 0, 0, 0, err
 		}
-		sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
-		fmt.Printf("server start to /readyz, warm (existing data dir): %.2f s median of %d (goal < 4 s)\n", times[len(times)/2].Seconds(), len(times))
-		fmt.Printf("server RSS after %s idle: %d MB (goal < 350 MB); PSS %d MB; CPU %.1f%% of a core while idle\n", *idle, rss, pss, cpu)
-
-		// The same server without the resource metrics API.
-		offRSS, offPSS, offCPU, err := idleVariant(filepath.Join(dir, "no-metrics"), "--disable", "metrics-server")
-		if err != nil {
-			return err
-		}
-		fmt.Printf("the resource metrics API adds to an idle server: RSS %+d MB, PSS %+d MB, CPU %+.1f%% of a core (without it: %d MB, %.1f%%)\n",
-			rss-offRSS, pss-offPSS, cpu-offCPU, offRSS, offCPU)
-
-		// The same server with the Go memory settings that --memory-limit
-		// auto picks on a 1 GB board.
-		smallRSS, smallPSS, smallCPU, err := idleVariant(filepath.Join(dir, "small"), "--memory-limit", "512Mi")
-		if err != nil {
-			return err
-		}
-		fmt.Printf("server idle with a 1 GB board's memory settings (--memory-limit 512Mi, GOGC 50): RSS %d MB (goal < 300 MB), PSS %d MB, CPU %.1f%% of a core\n",
-			smallRSS, smallPSS, smallCPU)
 	}
-	return nil
+	sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
+	return cold, times[len(times)/2], rss, pss, cpu, nil
 }
 
 // idleVariant starts a server of its own in dir with the extra flags and
