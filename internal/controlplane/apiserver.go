@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -150,10 +151,8 @@ func (a *APIServer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stamp, warm := a.policyStamp()
-	if warm {
-		config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(policyHooks...)
-	}
+	// The policy hooks run in a hook of ours (see ensurePolicy).
+	config.KubeAPIs.ControlPlane.Generic.DisabledPostStartHooks.Insert(policyHooks...)
 	completedConfig, err := config.Complete()
 	if err != nil {
 		return err
@@ -165,21 +164,12 @@ func (a *APIServer) Run(ctx context.Context) error {
 	for path, h := range a.AnonymousHandlers {
 		server.GenericAPIServer.Handler.NonGoRestfulMux.Handle(path, h)
 	}
-	if warm {
-		server.GenericAPIServer.AddPostStartHookOrDie("skiff/bootstrap-policy", ensurePolicy)
-	}
+	server.GenericAPIServer.AddPostStartHookOrDie("skiff/bootstrap-policy", a.ensurePolicy)
 	prepared, err := server.PrepareRun()
 	if err != nil {
 		return err
 	}
-	go func() {
-		if a.waitReady(ctx) && !warm && stamp != "" {
-			// The hooks ran to the end before /readyz passed.
-			if err := atomicfile.Write(a.policyStampPath(), []byte(stamp), 0o600); err != nil {
-				klog.ErrorS(err, "cannot record that the bootstrap policy is in place; the next start waits for it again")
-			}
-		}
-	}()
+	go a.waitReady(ctx)
 	return prepared.Run(ctx)
 }
 
@@ -190,11 +180,9 @@ func (a *APIServer) Run(ctx context.Context) error {
 var policyHooks = []string{rbacrest.PostStartHookName, schedulingrest.PostStartHookName}
 
 // policyStamp says whether the datastore already holds this Kubernetes
-// version's bootstrap policy: the stamp of a start that saw /readyz pass
-// with the hooks (this version and the datastore's identity) is on disk.
-// Then the hooks run as usual but do not hold /readyz back (warm); on a
-// new database, another database, or a new version, /readyz waits for them
-// as upstream's does. stamp is what this start records once ready.
+// version's bootstrap policy: the stamp that a start writes once the policy
+// hooks have run to the end (this version and the datastore's identity) is
+// on disk. stamp is what this start records then.
 func (a *APIServer) policyStamp() (stamp string, warm bool) {
 	if a.DatastoreIdentity == nil {
 		return "", false
@@ -212,30 +200,51 @@ func (a *APIServer) policyStampPath() string {
 	return filepath.Join(a.Config.DataDir, "server", "bootstrap-policy")
 }
 
-// ensurePolicy runs the policy hooks without holding up the post-start
-// hooks (and so /readyz). A failure is logged: on a warm start the policy
-// from the earlier start is in place.
-func ensurePolicy(hc genericapiserver.PostStartHookContext) error {
+// ensurePolicy runs upstream's policy hooks. When the datastore holds the
+// policy already (policyStamp), they run beside the API server and do not
+// hold /readyz back; a failure is logged, as the earlier start's policy is
+// in place. On a new database, another database or a new version, this
+// hook waits for them as upstream's /readyz does, then records the stamp.
+func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error {
 	_, rbac, err := rbacrest.RESTStorageProvider{}.PostStartHook()
 	if err != nil {
 		return err
 	}
-	for i, hook := range []genericapiserver.PostStartHookFunc{rbac, schedulingrest.AddSystemPriorityClasses()} {
-		go func() {
-			if err := hook(hc); err != nil {
-				klog.ErrorS(err, "bootstrap policy not updated", "hook", policyHooks[i])
-			}
-		}()
+	hooks := []genericapiserver.PostStartHookFunc{rbac, schedulingrest.AddSystemPriorityClasses()}
+	stamp, warm := a.policyStamp()
+	if warm {
+		for i, hook := range hooks {
+			go func() {
+				if err := hook(hc); err != nil {
+					klog.ErrorS(err, "bootstrap policy not updated", "hook", policyHooks[i])
+				}
+			}()
+		}
+		return nil
+	}
+	errs := make([]error, len(hooks))
+	var wg sync.WaitGroup
+	for i, hook := range hooks {
+		wg.Go(func() { errs[i] = hook(hc) })
+	}
+	wg.Wait()
+	if err := utilerrors.NewAggregate(errs); err != nil {
+		return err
+	}
+	if stamp != "" {
+		if err := atomicfile.Write(a.policyStampPath(), []byte(stamp), 0o600); err != nil {
+			klog.ErrorS(err, "cannot record that the bootstrap policy is in place; the next start waits for it again")
+		}
 	}
 	return nil
 }
 
 // waitReady polls /readyz, as a user's health check would, and closes
-// ready; it says whether /readyz passed.
-func (a *APIServer) waitReady(ctx context.Context) bool {
+// ready.
+func (a *APIServer) waitReady(ctx context.Context) {
 	caPEM, err := os.ReadFile(a.Config.Files.ServerCA())
 	if err != nil {
-		return false
+		return
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -254,11 +263,9 @@ func (a *APIServer) waitReady(ctx context.Context) bool {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, nil
 	})
-	if err != nil {
-		return false
+	if err == nil {
+		a.SetReady()
 	}
-	a.SetReady()
-	return true
 }
 
 // writeAuthenticationConfig allows anonymous requests to the health endpoints
