@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/k3s-io/kine/pkg/drivers"
@@ -60,6 +61,7 @@ func listen(ctx context.Context, wg *sync.WaitGroup, socket string, cfg drivers.
 		bcancel()
 		return nil, fmt.Errorf("starting kine backend: %w", err)
 	}
+	backend = trackPolled(bctx, backend)
 	gs := grpc.NewServer(
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: embed.DefaultGRPCKeepAliveMinTime}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -100,6 +102,57 @@ func listen(ctx context.Context, wg *sync.WaitGroup, socket string, cfg drivers.
 		bcancel()
 	}()
 	return []string{"unix://" + socket}, nil
+}
+
+// polledRevision is a kine backend whose CurrentRevision is at least the
+// revision its poll loop has delivered to watchers.
+//
+// Written by hand because kine's SQL log (v0.17.5) can report a revision
+// that stays behind when another server writes to the same database: its
+// current-revision counter is read from the database once at start-up,
+// and its poll loop starts from a second read and moves the counter only
+// by a compare-and-swap against its own position. When the other server
+// writes between the two reads, the swap never matches again, and only a
+// write through this server moves the counter. Watch progress notifications
+// carry that counter: the API server's watch caches then never reach the
+// revision its reads ask for, no request that needs them is answered,
+// and the server never becomes ready, so it never writes. What the poll
+// loop has delivered is safe to report: kine sends a progress notification
+// only once every watch of a stream has been sent that revision.
+type polledRevision struct {
+	server.Backend
+	polled atomic.Int64
+}
+
+// trackPolled wraps backend, following its poll loop with a watch of its own
+// until ctx ends.
+func trackPolled(ctx context.Context, backend server.Backend) server.Backend {
+	b := &polledRevision{Backend: backend}
+	wr := backend.Watch(ctx, 0)
+	go func() {
+		for batch := range wr.Eventc {
+			b.observe(batch.CurrentRev)
+		}
+	}()
+	return b
+}
+
+func (b *polledRevision) observe(rev int64) {
+	for {
+		old := b.polled.Load()
+		if rev <= old || b.polled.CompareAndSwap(old, rev) {
+			return
+		}
+	}
+}
+
+// CurrentRevision implements server.Backend.
+func (b *polledRevision) CurrentRevision(ctx context.Context) (int64, error) {
+	rev, err := b.Backend.CurrentRevision(ctx)
+	if err != nil {
+		return rev, err
+	}
+	return max(rev, b.polled.Load()), nil
 }
 
 // checkScheme refuses an endpoint whose scheme skiff has no backend for.
