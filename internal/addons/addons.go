@@ -25,10 +25,10 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/manifests"
 )
 
@@ -136,7 +136,7 @@ func (a *Addons) Name() string { return "add-ons" }
 
 // Run implements component.Component.
 func (a *Addons) Run(ctx context.Context) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
+	cfg, err := kubeconfig.RESTConfig(a.kubeconfig)
 	if err != nil {
 		return err
 	}

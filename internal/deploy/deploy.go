@@ -40,11 +40,12 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 )
 
 const (
@@ -95,7 +96,7 @@ func (d *Deploy) Run(ctx context.Context) error {
 	if err := os.MkdirAll(d.cfg.Dir, 0o700); err != nil {
 		return err
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", d.cfg.Kubeconfig)
+	rc, err := kubeconfig.RESTConfig(d.cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}

@@ -36,11 +36,11 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/leader"
 )
 
@@ -92,7 +92,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", c.cfg.Kubeconfig)
+	rc, err := kubeconfig.RESTConfig(c.cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}

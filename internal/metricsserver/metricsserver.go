@@ -22,12 +22,12 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	discoveryv1ac "k8s.io/client-go/applyconfigurations/discovery/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	apiregistrationv1ac "k8s.io/kube-aggregator/pkg/client/applyconfiguration/apiregistration/v1"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	"sigs.k8s.io/metrics-server/cmd/metrics-server/app/options"
 
+	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/leader"
 )
 
@@ -117,7 +117,7 @@ func (m *MetricsServer) Name() string { return "metrics-server" }
 // Run implements component.Component: it serves the API, or with leader
 // election campaigns and serves while it leads.
 func (m *MetricsServer) Run(ctx context.Context) error {
-	rc, err := clientcmd.BuildConfigFromFlags("", m.cfg.AdminKubeconfig)
+	rc, err := kubeconfig.RESTConfig(m.cfg.AdminKubeconfig)
 	if err != nil {
 		return err
 	}
