@@ -68,6 +68,9 @@ type Config struct {
 	ClientCA    string
 	ServingCert string
 	ServingKey  string
+	// BeforeKubelet are components the kubelet waits for (a server's
+	// gate for its controller manager's volume plugins).
+	BeforeKubelet []component.Component
 }
 
 // CheckRange makes sure no other interface on this host routes part of the
@@ -191,7 +194,9 @@ func Components(cfg Config) ([]component.Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, network, k)
+	out = append(out, network)
+	out = append(out, cfg.BeforeKubelet...)
+	out = append(out, k)
 	if overlay != nil {
 		out = append(out, overlay)
 	}

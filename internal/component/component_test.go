@@ -173,3 +173,38 @@ func TestUnexpectedReturn(t *testing.T) {
 		t.Fatalf("Run returned %v", err)
 	}
 }
+
+// A Gate holds the components after it until its latch is set; the ones
+// between the latch's owner and the gate start meanwhile.
+func TestGate(t *testing.T) {
+	log := &events{}
+	var built Latch
+	between := &fake{name: "between", log: log}
+	after := &fake{name: "after", log: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []Component{between, Gate{What: "the build", Latch: &built}, after}, nil)
+	}()
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for !slices.Contains(log.list(), want) {
+			select {
+			case <-deadline:
+				t.Fatalf("no %q in %v", want, log.list())
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	waitFor("start between")
+	if slices.Contains(log.list(), "start after") {
+		t.Fatalf("started before the gate opened: %v", log.list())
+	}
+	built.SetReady()
+	waitFor("start after")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

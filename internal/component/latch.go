@@ -31,3 +31,24 @@ func (l *Latch) Ready(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// Gate is a component that waits in a list for a Latch that a component
+// earlier in the list sets: the components after the gate wait for it, and
+// the ones between start meanwhile.
+type Gate struct {
+	// What the gate waits for, for logs: "waiting for " + What.
+	What  string
+	Latch *Latch
+}
+
+// Name implements Component.
+func (g Gate) Name() string { return g.What }
+
+// Run implements Component.
+func (g Gate) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// Ready implements Readier.
+func (g Gate) Ready(ctx context.Context) error { return g.Latch.Ready(ctx) }

@@ -24,8 +24,11 @@ import (
 // ControllerManager runs kube-controller-manager.
 type ControllerManager struct {
 	Config *Config
-
-	component.Latch
+	// Built is set once the controllers are built (see readyOnceBuilt).
+	// The component itself counts as ready as soon as it runs: only the
+	// in-process kubelet waits for Built, so the components between them
+	// start while the controllers are being built.
+	Built component.Latch
 }
 
 // NewControllerManager returns the controller manager component.
@@ -97,7 +100,7 @@ func (m *ControllerManager) Run(ctx context.Context) error {
 		return err
 	}
 	if c.ComponentConfig.Generic.LeaderElection.LeaderElect || !attachDetachEnabled(c.ComponentConfig.Generic.Controllers) || c.SecureServing == nil {
-		m.SetReady()
+		m.Built.SetReady()
 	} else {
 		go m.readyOnceBuilt(ctx, c.SecureServing.Listener.Addr().String())
 	}
@@ -110,7 +113,7 @@ func (m *ControllerManager) Run(ctx context.Context) error {
 // attachDetach is the attach/detach controller's name.
 const attachDetach = "persistentvolume-attach-detach-controller"
 
-// readyOnceBuilt reports the controller manager ready once it has built its
+// readyOnceBuilt sets Built once the controller manager has built its
 // controllers, which its /healthz then lists. The attach/detach controller
 // initialises the volume plugins when it is built, and the CSI plugin keeps
 // its node in a package variable: built after the in-process kubelet's
@@ -133,7 +136,7 @@ func (m *ControllerManager) readyOnceBuilt(ctx context.Context, addr string) {
 		return strings.Contains(string(body), attachDetach), nil
 	})
 	if err == nil {
-		m.SetReady()
+		m.Built.SetReady()
 	}
 }
 

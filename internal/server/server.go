@@ -124,6 +124,8 @@ type plan struct {
 	hostname  string
 	ln        net.Listener
 	node      []component.Component // empty with --disable-agent
+	// cm is the controller manager; nil with --disable-controller-manager.
+	cm *controlplane.ControllerManager
 	ncfg      agent.Config
 	secret    string // the token's, and the hash the user gave with it
 	givenHash string
@@ -215,6 +217,15 @@ func check(o Options) (*plan, error) {
 	hostname, _ := os.Hostname()
 	p.hostname = strings.ToLower(hostname)
 	p.ncfg = nodeConfig(p.cfg, o, host.NodeName(o.NodeName), p.ips[0])
+	if !o.DisableControllerManager {
+		if p.cm, err = controlplane.NewControllerManager(p.cfg); err != nil {
+			return nil, err
+		}
+		// The kubelet starts once the controller manager has built its
+		// volume plugins (see ControllerManager.Built); what starts
+		// between them does not wait.
+		p.ncfg.BeforeKubelet = []component.Component{component.Gate{What: "kube-controller-manager's volume plugins", Latch: &p.cm.Built}}
+	}
 	if !o.DisableAgent {
 		if p.node, err = agent.Components(p.ncfg); err != nil {
 			return nil, err
@@ -360,12 +371,8 @@ func (p *plan) components() ([]component.Component, error) {
 		return nil, err
 	}
 	components := []component.Component{store, apiserver, passwords, renewer}
-	if !o.DisableControllerManager {
-		cm, err := controlplane.NewControllerManager(cfg)
-		if err != nil {
-			return nil, err
-		}
-		components = append(components, cm)
+	if p.cm != nil {
+		components = append(components, p.cm)
 	}
 	if !o.DisableScheduler {
 		sched, err := controlplane.NewScheduler(cfg)
