@@ -125,7 +125,7 @@ type plan struct {
 	ln        net.Listener
 	node      []component.Component // empty with --disable-agent
 	// cm is the controller manager; nil with --disable-controller-manager.
-	cm *controlplane.ControllerManager
+	cm        *controlplane.ControllerManager
 	ncfg      agent.Config
 	secret    string // the token's, and the hash the user gave with it
 	givenHash string
