@@ -216,7 +216,7 @@ func warmNode(ctx context.Context, s *cluster.Server) (cs *kubernetes.Clientset,
 	}
 	if err := poll(ctx, func(ctx context.Context) bool {
 		n, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-		return err == nil && len(n.Items) == 1 && nodeReady(&n.Items[0])
+		return err == nil && len(n.Items) == 1 && readySince(&n.Items[0], start)
 	}); err != nil {
 		return nil, 0, 0, fmt.Errorf("node not ready: %w", err)
 	}
@@ -225,6 +225,18 @@ func warmNode(ctx context.Context, s *cluster.Server) (cs *kubernetes.Clientset,
 		return nil, 0, 0, err
 	}
 	return cs, ready, time.Since(start), nil
+}
+
+// readySince says whether n's kubelet has reported it Ready since t: after
+// a restart the Node still holds the last run's Ready condition.
+func readySince(n *corev1.Node, t time.Time) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			// Heartbeats have a resolution of a second.
+			return c.Status == corev1.ConditionTrue && !c.LastHeartbeatTime.Time.Before(t.Truncate(time.Second))
+		}
+	}
+	return false
 }
 
 func nodeReady(n *corev1.Node) bool {
