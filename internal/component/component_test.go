@@ -186,23 +186,13 @@ func TestGate(t *testing.T) {
 	go func() {
 		done <- Run(ctx, []Component{between, Gate{What: "the build", Latch: &built}, after}, nil)
 	}()
-	waitFor := func(want string) {
-		t.Helper()
-		deadline := time.After(10 * time.Second)
-		for !slices.Contains(log.list(), want) {
-			select {
-			case <-deadline:
-				t.Fatalf("no %q in %v", want, log.list())
-			case <-time.After(time.Millisecond):
-			}
-		}
-	}
-	waitFor("start between")
-	if slices.Contains(log.list(), "start after") {
-		t.Fatalf("started before the gate opened: %v", log.list())
-	}
+	waitFor(t, log, "start between")
+	log.add("built")
 	built.SetReady()
-	waitFor("start after")
+	waitFor(t, log, "start after")
+	if l := log.list(); slices.Index(l, "start after") < slices.Index(l, "built") {
+		t.Fatalf("started before the gate opened: %v", l)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -130,20 +130,14 @@ func trackPolled(ctx context.Context, backend server.Backend) server.Backend {
 	b := &polledRevision{Backend: backend}
 	wr := backend.Watch(ctx, 0)
 	go func() {
+		// The only writer; batches come in revision order.
 		for batch := range wr.Eventc {
-			b.observe(batch.CurrentRev)
+			if batch.CurrentRev > b.polled.Load() {
+				b.polled.Store(batch.CurrentRev)
+			}
 		}
 	}()
 	return b
-}
-
-func (b *polledRevision) observe(rev int64) {
-	for {
-		old := b.polled.Load()
-		if rev <= old || b.polled.CompareAndSwap(old, rev) {
-			return
-		}
-	}
 }
 
 // CurrentRevision implements server.Backend.

@@ -69,8 +69,8 @@ func Client(path string) (*kubernetes.Clientset, error) {
 
 // The request rate of skiff's own components: the kubelet's defaults.
 const (
-	QPS   = 50
-	Burst = 100
+	qps   = 50
+	burst = 100
 )
 
 // RESTConfig reads the kubeconfig at path for one of skiff's components,
@@ -83,6 +83,6 @@ func RESTConfig(path string) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.QPS, cfg.Burst = QPS, Burst
+	cfg.QPS, cfg.Burst = qps, burst
 	return cfg, nil
 }

@@ -239,14 +239,8 @@ func readySince(n *corev1.Node, t time.Time) bool {
 	return false
 }
 
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
+// nodeReady says whether n's Ready condition is true.
+func nodeReady(n *corev1.Node) bool { return readySince(n, time.Time{}) }
 
 // runPods creates a Deployment of n pods and waits for all to run.
 func runPods(ctx context.Context, cs *kubernetes.Clientset, name string, n int32) error {
