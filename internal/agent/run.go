@@ -58,6 +58,11 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(files.Dir, 0o700); err != nil {
 		return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", dataDir, err)
 	}
+	release, err := host.Lock(dataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	// The node's clients reach the API servers through the load balancer,
 	// which moves to another server when theirs goes down.
 	port := 0

@@ -10,8 +10,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
+	"github.com/gofrs/flock"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 )
 
@@ -107,4 +109,40 @@ func NodeName(flag string) string {
 	}
 	h, _ := os.Hostname()
 	return strings.ToLower(h)
+}
+
+// LockFile is the file in a data dir whose lock a running server or agent
+// holds, and which names its process.
+const LockFile = "skiff.lock"
+
+// Lock takes the data dir's lock for this process, or says which process
+// holds it. Two processes on one data dir would share its database, sockets
+// and host names (the runtime dir, the kubelet dir, the bridge): the second
+// one's start, or the first one's exit, would pull them from under the
+// other. The lock goes with the process, a crash included; release gives it
+// up earlier. The file stays, so that no process can lock a file that
+// another has just removed.
+func Lock(dataDir string) (release func(), err error) {
+	path := filepath.Join(dataDir, LockFile)
+	l := flock.New(path, flock.SetPermissions(0o600))
+	ok, err := l.TryLock()
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s cannot be locked (%v): fix its permissions or pick another with --data-dir", dataDir, err)
+	}
+	if !ok {
+		holder := "another skiff"
+		if b, err := os.ReadFile(path); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				holder = fmt.Sprintf("skiff (pid %d)", pid)
+			}
+		}
+		return nil, fmt.Errorf("data dir %s is in use by %s: stop it first (skiff killall --data-dir %s), or give this one a data dir of its own with --data-dir", dataDir, holder, dataDir)
+	}
+	// Only a process that holds the lock writes the file; the lock is
+	// advisory, so this second handle on it is fine.
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("data dir %s: writing %s: %v", dataDir, LockFile, err)
+	}
+	return func() { l.Close() }, nil
 }

@@ -1,6 +1,8 @@
 package host
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -31,4 +33,24 @@ func TestFor(t *testing.T) {
 	if For("/tmp/ci-1/data") != a {
 		t.Error("For is not stable")
 	}
+}
+
+func TestLock(t *testing.T) {
+	dir := t.TempDir()
+	release, err := Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// flock(2) locks an open file, so a second open in this process stands
+	// for a second process.
+	_, err = Lock(dir)
+	if want := fmt.Sprintf("is in use by skiff (pid %d): stop it first", os.Getpid()); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second Lock: %v, want an error containing %q", err, want)
+	}
+	release()
+	release, err = Lock(dir)
+	if err != nil {
+		t.Fatalf("Lock after release: %v", err)
+	}
+	release()
 }

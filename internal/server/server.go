@@ -98,6 +98,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer p.ln.Close()
+	release, err := host.Lock(p.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if o.ClusterReset {
 		return p.restore()
 	}

@@ -42,6 +42,19 @@ func TestRestartKeepsStateAndCA(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.DataDir, "server", "bootstrap-policy")); err != nil {
 		t.Errorf("ready, but the bootstrap policy is not recorded as in place: %v", err)
 	}
+	// A second server on the same data dir, on another port, is refused
+	// before it writes anything, and names the first, which goes on.
+	second := cluster.New(s.Dir)
+	second.Port = cluster.FreePort()
+	second.Kubeconfig = filepath.Join(t.TempDir(), "kubeconfig.yaml")
+	code, out := cluster.Run(ctx, nil, second.Args()...)
+	want := fmt.Sprintf("skiff: data dir %s is in use by skiff (pid %d): stop it first", s.DataDir, s.Pid())
+	if code == 0 || !strings.Contains(out, want) {
+		t.Errorf("a second server on the running server's data dir: exit %d, want an error %q; got:\n%s", code, want, out)
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Errorf("the first server, after a second was refused its data dir: %v", err)
+	}
 	// A bootstrap role deleted while the server runs is back after a
 	// restart, though /readyz no longer waits for the policy that an
 	// earlier start put in place.
@@ -80,7 +93,7 @@ func TestRestartKeepsStateAndCA(t *testing.T) {
 
 	// skiff certificate check lists them; rotate issues the server's
 	// certificates anew at the next start, under the same CAs.
-	code, out := cluster.Run(ctx, nil, "certificate", "check", "--data-dir", s.DataDir)
+	code, out = cluster.Run(ctx, nil, "certificate", "check", "--data-dir", s.DataDir)
 	if code != 0 || !regexp.MustCompile(`(?m)^server/tls/server-ca\.crt\s+skiff-server-ca@\d+ \[CA\]\s+skiff-server-ca@\d+\s+\S+Z\s+3649d$`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^server/tls/serving-kube-apiserver\.crt\s+kube-apiserver\s+skiff-server-ca@\d+\s+\S+Z\s+36[45]d$`).MatchString(out) {
 		t.Errorf("skiff certificate check: exit %d:\n%s", code, out)
