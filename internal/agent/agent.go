@@ -167,7 +167,7 @@ func Components(cfg Config) ([]component.Component, error) {
 	}
 	var out []component.Component
 	if runtime != nil {
-		out = append(out, runtime)
+		out = append(out, runtime, runtime.ServingGate())
 	}
 	var overlay *flannel.Overlay
 	mtu := 0

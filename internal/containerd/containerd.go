@@ -53,7 +53,17 @@ type Containerd struct {
 	// layout is what Run wrote from Registries.
 	layout registries.Layout
 
-	component.Latch
+	// Serving is set once containerd answers and the built-in images are
+	// imported. The component itself counts as started as soon as it runs,
+	// so that the node can start it ahead of what does not need it (a
+	// server starts it beside its control plane); ServingGate, in the
+	// list after it, holds back what needs containerd.
+	Serving component.Latch
+}
+
+// ServingGate is the component that waits for Serving.
+func (c *Containerd) ServingGate() component.Gate {
+	return component.Gate{What: "containerd serving", Latch: &c.Serving}
 }
 
 // Config is the runtime's settings.
@@ -316,8 +326,8 @@ func (c *Containerd) runOnce(ctx context.Context, self string) error {
 	}
 }
 
-// importWhenServing waits for containerd, imports the images, then reports
-// the component ready.
+// importWhenServing waits for containerd, imports the images, then sets
+// Serving.
 func (c *Containerd) importWhenServing(ctx context.Context, fail context.CancelCauseFunc) {
 	var cl *client.Client
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
@@ -339,7 +349,7 @@ func (c *Containerd) importWhenServing(ctx context.Context, fail context.CancelC
 		fail(fmt.Errorf("importing the built-in sandbox image: %w", err))
 		return
 	}
-	c.SetReady()
+	c.Serving.SetReady()
 }
 
 func filterEnv(env []string, drop ...string) []string {

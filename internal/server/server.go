@@ -27,6 +27,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/bootstrap"
 	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/component"
+	"github.com/skiff-dev/skiff/internal/containerd"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
 	"github.com/skiff-dev/skiff/internal/deploy"
@@ -376,6 +377,14 @@ func (p *plan) components() ([]component.Component, error) {
 		return nil, err
 	}
 	components := []component.Component{store, apiserver, passwords, renewer}
+	// The node's containerd needs nothing of the cluster: it starts beside
+	// the rest of the control plane instead of after it, and the node's
+	// list keeps its place with a gate (see containerd.Containerd.Serving).
+	node := p.node
+	if i := slices.IndexFunc(node, func(c component.Component) bool { _, ok := c.(*containerd.Containerd); return ok }); i >= 0 {
+		components = append(components, node[i])
+		node = slices.Delete(slices.Clone(node), i, i+1)
+	}
 	if p.cm != nil {
 		components = append(components, p.cm)
 	}
@@ -426,7 +435,7 @@ func (p *plan) components() ([]component.Component, error) {
 	if p.snapshots != nil {
 		components = append(components, p.snapshots)
 	}
-	return append(components, p.node...), nil
+	return append(components, node...), nil
 }
 
 // ready writes the admin kubeconfig and says where the cluster is.
