@@ -51,6 +51,8 @@ func (m *ControllerManager) args() []string {
 		flag("authorization-kubeconfig", kubeconfig),
 		flag("bind-address", "127.0.0.1"),
 		flag("secure-port", cmp.Or(c.ControllerManagerPort, 10257)),
+		flag("tls-cert-file", f.ControllerManagerServingCert()),
+		flag("tls-private-key-file", f.ControllerManagerServingKey()),
 		flag("allocate-node-cidrs", true),
 		flag("cluster-cidr", c.ClusterCIDR),
 		flag("service-cluster-ip-range", c.ServiceCIDR),

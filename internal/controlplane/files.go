@@ -43,6 +43,19 @@ func (f Files) KubeletCABundle() string { return f.path("kubelet-ca-bundle.crt")
 func (f Files) MetricsServingCert() string { return f.path("serving-metrics-server.crt") }
 func (f Files) MetricsServingKey() string  { return f.path("serving-metrics-server.key") }
 
+// ControllerManagerServingCert and the three after it serve the controller
+// manager's and the scheduler's /healthz and /metrics on loopback, signed
+// by the server CA. Without them each makes a self-signed pair (two RSA
+// keys) at every start, which a small board pays in seconds.
+func (f Files) ControllerManagerServingCert() string {
+	return f.path("serving-kube-controller-manager.crt")
+}
+func (f Files) ControllerManagerServingKey() string {
+	return f.path("serving-kube-controller-manager.key")
+}
+func (f Files) SchedulerServingCert() string { return f.path("serving-kube-scheduler.crt") }
+func (f Files) SchedulerServingKey() string  { return f.path("serving-kube-scheduler.key") }
+
 // EncryptionConfig is the API server's encryption configuration for
 // Secrets at rest (--secrets-encryption).
 func (f Files) EncryptionConfig() string { return f.path("encryption-config.yaml") }

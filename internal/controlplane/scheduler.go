@@ -41,6 +41,8 @@ func (s *Scheduler) args() []string {
 		flag("authorization-kubeconfig", kubeconfig),
 		flag("bind-address", "127.0.0.1"),
 		flag("secure-port", cmp.Or(s.Config.SchedulerPort, 10259)),
+		flag("tls-cert-file", s.Config.Files.SchedulerServingCert()),
+		flag("tls-private-key-file", s.Config.Files.SchedulerServingKey()),
 		flag("leader-elect", s.Config.LeaderElect),
 		flag("profiling", false),
 		flag("v", s.Config.Verbosity),

@@ -144,6 +144,16 @@ func ensureLeaves(c *controlplane.Config, cas *authorities, names servingNames) 
 	}); err != nil {
 		return issued, err
 	}
+	// The controller manager and the scheduler listen on loopback only.
+	for _, l := range []struct{ name, cert, key string }{
+		{"kube-controller-manager", f.ControllerManagerServingCert(), f.ControllerManagerServingKey()},
+		{"kube-scheduler", f.SchedulerServingCert(), f.SchedulerServingKey()},
+	} {
+		if err := ensure(serverCA, l.cert, l.key, pki.Spec{CommonName: l.name, Usage: pki.Server,
+			DNSNames: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}}); err != nil {
+			return issued, err
+		}
+	}
 	if err := ensure(requestHeaderCA, f.AuthProxyCert(), f.AuthProxyKey(),
 		pki.Spec{CommonName: "system:auth-proxy"}); err != nil {
 		return issued, err
@@ -296,7 +306,8 @@ func rotateIfAsked(c *controlplane.Config) error {
 		return nil
 	}
 	f := c.Files
-	leaves := []string{f.ServingCert(), f.APIServerClientCert(), f.AuthProxyCert(),
+	leaves := []string{f.ServingCert(), f.APIServerClientCert(), f.AuthProxyCert(), f.MetricsServingCert(),
+		f.ControllerManagerServingCert(), f.SchedulerServingCert(),
 		filepath.Join(c.DataDir, "agent", "client-kubelet.crt"), filepath.Join(c.DataDir, "agent", "serving-kubelet.crt")}
 	for _, cl := range clients {
 		leaves = append(leaves, f.ClientCert(cl.name))

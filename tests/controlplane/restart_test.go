@@ -98,7 +98,15 @@ func TestRestartKeepsStateAndCA(t *testing.T) {
 		!regexp.MustCompile(`(?m)^server/tls/serving-kube-apiserver\.crt\s+kube-apiserver\s+skiff-server-ca@\d+\s+\S+Z\s+36[45]d$`).MatchString(out) {
 		t.Errorf("skiff certificate check: exit %d:\n%s", code, out)
 	}
-	servingBefore, caBefore := certOf(t, s, "serving-kube-apiserver.crt"), certOf(t, s, "server-ca.crt")
+	// Every serving certificate is the server CA's, none made at start.
+	servings := []string{"serving-kube-apiserver.crt", "serving-kube-controller-manager.crt", "serving-kube-scheduler.crt", "serving-metrics-server.crt"}
+	servingBefore, caBefore := map[string]*x509.Certificate{}, certOf(t, s, "server-ca.crt")
+	for _, name := range servings {
+		servingBefore[name] = certOf(t, s, name)
+		if err := servingBefore[name].CheckSignatureFrom(caBefore); err != nil {
+			t.Errorf("%s: not signed by the server CA: %v", name, err)
+		}
+	}
 	if code, out := cluster.Run(ctx, nil, "certificate", "rotate", "--data-dir", s.DataDir); code != 0 || !strings.Contains(out, "at its next start") {
 		t.Fatalf("skiff certificate rotate: exit %d: %s", code, out)
 	}
@@ -108,8 +116,10 @@ func TestRestartKeepsStateAndCA(t *testing.T) {
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if servingAfter := certOf(t, s, "serving-kube-apiserver.crt"); servingAfter.SerialNumber.Cmp(servingBefore.SerialNumber) == 0 {
-		t.Error("the serving certificate was not issued anew after skiff certificate rotate")
+	for _, name := range servings {
+		if certOf(t, s, name).SerialNumber.Cmp(servingBefore[name].SerialNumber) == 0 {
+			t.Errorf("%s was not issued anew after skiff certificate rotate", name)
+		}
 	}
 	if caAfter := certOf(t, s, "server-ca.crt"); !caAfter.Equal(caBefore) {
 		t.Error("skiff certificate rotate changed the CA")
