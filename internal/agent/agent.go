@@ -167,7 +167,7 @@ func Components(cfg Config) ([]component.Component, error) {
 	}
 	var out []component.Component
 	if runtime != nil {
-		out = append(out, runtime, runtime.ServingGate())
+		out = append(out, runtime, component.Gate{What: "containerd serving", Latch: &runtime.Serving})
 	}
 	var overlay *flannel.Overlay
 	mtu := 0

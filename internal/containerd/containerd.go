@@ -56,14 +56,9 @@ type Containerd struct {
 	// Serving is set once containerd answers and the built-in images are
 	// imported. The component itself counts as started as soon as it runs,
 	// so that the node can start it ahead of what does not need it (a
-	// server starts it beside its control plane); ServingGate, in the
-	// list after it, holds back what needs containerd.
+	// server starts it beside its control plane); a component.Gate on
+	// Serving, later in the list, holds back what needs containerd.
 	Serving component.Latch
-}
-
-// ServingGate is the component that waits for Serving.
-func (c *Containerd) ServingGate() component.Gate {
-	return component.Gate{What: "containerd serving", Latch: &c.Serving}
 }
 
 // Config is the runtime's settings.

@@ -111,9 +111,9 @@ func NodeName(flag string) string {
 	return strings.ToLower(h)
 }
 
-// LockFile is the file in a data dir whose lock a running server or agent
+// lockFile is the file in a data dir whose lock a running server or agent
 // holds, and which names its process.
-const LockFile = "skiff.lock"
+const lockFile = "skiff.lock"
 
 // Lock takes the data dir's lock for this process, or says which process
 // holds it. Two processes on one data dir would share its database, sockets
@@ -123,7 +123,7 @@ const LockFile = "skiff.lock"
 // up earlier. The file stays, so that no process can lock a file that
 // another has just removed.
 func Lock(dataDir string) (release func(), err error) {
-	path := filepath.Join(dataDir, LockFile)
+	path := filepath.Join(dataDir, lockFile)
 	l := flock.New(path, flock.SetPermissions(0o600))
 	ok, err := l.TryLock()
 	if err != nil {
@@ -142,7 +142,7 @@ func Lock(dataDir string) (release func(), err error) {
 	// advisory, so this second handle on it is fine.
 	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("data dir %s: writing %s: %v", dataDir, LockFile, err)
+		return nil, fmt.Errorf("data dir %s: cannot write %s (%v): fix its permissions or pick another with --data-dir", dataDir, lockFile, err)
 	}
 	return func() { l.Close() }, nil
 }

@@ -2,12 +2,16 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,6 +111,14 @@ func TestRestartKeepsStateAndCA(t *testing.T) {
 			t.Errorf("%s: not signed by the server CA: %v", name, err)
 		}
 	}
+	// The controller manager and the scheduler serve theirs, not a pair
+	// they made at start.
+	served := servedOnLoopback(t, s)
+	for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
+		if c := served[name]; c == nil || c.CheckSignatureFrom(caBefore) != nil {
+			t.Errorf("%s does not serve its certificate from the server CA (served on loopback: %v)", name, slices.Collect(maps.Keys(served)))
+		}
+	}
 	if code, out := cluster.Run(ctx, nil, "certificate", "rotate", "--data-dir", s.DataDir); code != 0 || !strings.Contains(out, "at its next start") {
 		t.Fatalf("skiff certificate rotate: exit %d: %s", code, out)
 	}
@@ -137,6 +149,27 @@ func readyzChecks(t *testing.T, cs *kubernetes.Clientset) string {
 		t.Fatalf("/readyz?verbose: %v: %s", err, out)
 	}
 	return string(out)
+}
+
+// servedOnLoopback is the certificate each of s's loopback listeners that
+// its log names serves, by common name; listeners of earlier runs are gone.
+func servedOnLoopback(t *testing.T, s *cluster.Server) map[string]*x509.Certificate {
+	t.Helper()
+	log, err := os.ReadFile(s.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]*x509.Certificate{}
+	for _, m := range regexp.MustCompile(`Serving securely on (127\.0\.0\.1:\d+)`).FindAllStringSubmatch(string(log), -1) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", m[1], &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			continue
+		}
+		c := conn.ConnectionState().PeerCertificates[0]
+		conn.Close()
+		served[c.Subject.CommonName] = c
+	}
+	return served
 }
 
 func certOf(t *testing.T, s *cluster.Server, name string) *x509.Certificate {
