@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -13,7 +14,7 @@ import (
 // survives a power loss. An identical file is left untouched but for its
 // mode. Missing parent dirs are made with mode 0700.
 func Write(path string, data []byte, mode os.FileMode) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+	if holds(path, data) {
 		return os.Chmod(path, mode)
 	}
 	dir := filepath.Dir(path)
@@ -44,6 +45,29 @@ func Write(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return SyncDir(dir)
+}
+
+// holds says whether the file at path holds exactly data. It reads the file
+// a piece at a time: some files are programs of several MB, and reading one
+// whole would put as much on the heap.
+func holds(path string, data []byte) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() != int64(len(data)) {
+		return false
+	}
+	buf := make([]byte, 64<<10)
+	for off := 0; off < len(data); {
+		n, err := io.ReadFull(f, buf[:min(len(buf), len(data)-off)])
+		if err != nil || !bytes.Equal(buf[:n], data[off:off+n]) {
+			return false
+		}
+		off += n
+	}
+	return true
 }
 
 // SyncDir makes the dir's entries (a rename, a new file) durable.

@@ -3,12 +3,10 @@
 package cni
 
 import (
-	"bytes"
 	"context"
-	"embed"
+	_ "embed"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,33 +19,36 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	"github.com/skiff-dev/skiff/internal/assets"
 	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 )
 
 // The upstream containernetworking plugins, built by the Makefile for the
-// target architecture.
-//
-//go:embed bin
-var plugins embed.FS
+// target architecture (the Makefile's CNI_PLUGINS, named as go.mod's tool
+// lines name them). Strings, not an embed.FS: reading an embed.FS copies each
+// file onto the heap.
+var (
+	//go:embed bin/bridge
+	bridge string
+	//go:embed bin/host-local
+	hostLocal string
+	//go:embed bin/portmap
+	portmap string
+)
+
+// plugins are the programs by the names they are installed under.
+var plugins = map[string]*string{"bridge": &bridge, "host-local": &hostLocal, "portmap": &portmap}
 
 // Install writes the plugins into dir, leaving identical files untouched.
 func Install(dir string) error {
-	return fs.WalkDir(plugins, "bin", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+	for name, content := range plugins {
+		if err := assets.Install(filepath.Join(dir, name), *content, 0o755); err != nil {
 			return err
 		}
-		data, err := plugins.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(dir, d.Name())
-		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
-			return nil
-		}
-		return atomicfile.Write(dst, data, 0o755)
-	})
+	}
+	return nil
 }
 
 // Conflist renders the pod network configuration for podCIDR on the bridge

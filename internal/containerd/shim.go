@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/skiff-dev/skiff/internal/atomicfile"
+	"github.com/skiff-dev/skiff/internal/assets"
 )
 
 // ShimName is the name containerd looks the runc shim up by, on its PATH.
@@ -17,7 +17,7 @@ const ShimName = "containerd-shim-runc-v2"
 // a few MB of shim beat the Kubernetes packages' initialisation in each.
 //
 //go:embed bin/containerd-shim-runc-v2
-var shim []byte
+var shim string
 
 // installShim writes the shim into dir, leaving an identical file untouched.
 // Running shims keep the file they started from: the new one replaces it by
@@ -29,5 +29,5 @@ func installShim(dir string) error {
 			return err
 		}
 	}
-	return atomicfile.Write(dst, shim, 0o755)
+	return assets.Install(dst, shim, 0o755)
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	_ "embed"
 
+	"github.com/skiff-dev/skiff/internal/assets"
 	"github.com/skiff-dev/skiff/internal/ociimage"
 )
 
@@ -15,14 +16,16 @@ const Image = "registry.local/skiff/pause:1"
 // binary is built by the Makefile from ./cmd for the target architecture.
 //
 //go:embed bin/pause
-var binary []byte
+var binary string
 
-// Tarball returns the sandbox image as an OCI image layout tarball.
+// Tarball returns the sandbox image as an OCI image layout tarball. The
+// node imports it once at each start; the binary's pages are released after.
 func Tarball() ([]byte, error) {
+	defer assets.Release(binary)
 	var buf bytes.Buffer
 	err := ociimage.Write(&buf, ociimage.Image{
 		Name:       Image,
-		Files:      []ociimage.File{{Path: "pause", Mode: 0o755, Data: binary}},
+		Files:      []ociimage.File{{Path: "pause", Mode: 0o755, Data: []byte(binary)}},
 		Entrypoint: []string{"/pause"},
 	})
 	return buf.Bytes(), err
