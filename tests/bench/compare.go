@@ -48,7 +48,41 @@ func benchCompare() error {
 	fmt.Printf("  server and node, idle, no workload: PSS %d | %d MB (goal 400 MB, skiff + containerd + shims)\n", p.idlePSS, c.idlePSS)
 	fmt.Printf("  server and node, 30 pods running: PSS %d | %d MB (goal 550 MB)\n", p.podsPSS, c.podsPSS)
 	fmt.Printf("  each pod's shim: own memory %.1f | %.1f MB (goal 5 MB), PSS %.1f | %.1f MB\n", p.shimOwn, c.shimOwn, p.shimP, c.shimP)
+
+	// What a board of 1 or 2 GB runs with: --memory-limit auto picks a
+	// limit of 1 GiB or less there, and GOGC 50 with it.
+	board, err := boardIdlePSS(cluster.Binary())
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  this build's server and node, idle, no workload, with a 1 GB board's memory settings (--memory-limit 512Mi, GOGC 50): PSS %d MB\n", board)
 	return nil
+}
+
+// boardIdlePSS starts bin as a server and node with a 1 GB board's memory
+// settings and returns its idle PSS (skiff, containerd), in MB.
+func boardIdlePSS(bin string) (int, error) {
+	dir, err := os.MkdirTemp("", "skiff-bench-board-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	s, err := cluster.NewNode(filepath.Join(dir, "node"), "--memory-limit", "512Mi")
+	if err != nil {
+		return 0, err
+	}
+	s.Bin = bin
+	defer s.Teardown()
+	defer s.Stop()
+	ctx := context.Background()
+	if err := s.Start(ctx); err != nil {
+		return 0, err
+	}
+	if err := s.WaitNodesReady(ctx); err != nil {
+		return 0, err
+	}
+	time.Sleep(*idle) // the figure is memory after this long idle
+	return nodePSS(s)
 }
 
 func measureFootprint(bin string) (f footprint, err error) {
