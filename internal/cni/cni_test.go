@@ -2,6 +2,7 @@ package cni
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -24,7 +25,7 @@ func TestEveryBuiltPluginIsInstalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, content := range plugins {
-		got, err := os.ReadFile(dir + "/" + name)
+		got, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil || string(got) != *content {
 			t.Errorf("%s installed wrong (%v)", name, err)
 		}
