@@ -122,7 +122,7 @@ func Components(cfg Config) ([]component.Component, error) {
 			return nil, err
 		}
 		if runtime, err = containerd.New(containerd.Config{DataDir: cfg.DataDir, RunDir: hst.RunDir,
-			SandboxImage: pause.Image, SandboxTarball: pause.Tarball,
+			SandboxImage: pause.Image, SandboxTarball: pause.Tarball, SandboxID: pause.ID(),
 			Registries: regs, DisableDefaultEndpoint: cfg.DisableDefaultRegistryEndpoint}); err != nil {
 			return nil, err
 		}

@@ -39,9 +39,11 @@ type Containerd struct {
 	CNIConfDir string
 	ImagesDir  string // air-gap tarballs: <data-dir>/agent/images
 	LogFile    string
-	// SandboxImage is imported from SandboxTarball at start.
+	// SandboxImage is imported from SandboxTarball at start, unless the
+	// last start imported the same SandboxID and the image is still there.
 	SandboxImage   string
 	SandboxTarball func() ([]byte, error)
+	SandboxID      string
 	SystemdCgroup  bool
 	// CertsDir is containerd's registry config_path: a hosts.toml per
 	// registry, written from Registries at every start.
@@ -65,9 +67,12 @@ type Containerd struct {
 type Config struct {
 	// DataDir is the node's data dir; RunDir holds its runtime state.
 	DataDir, RunDir string
-	// SandboxImage is imported from SandboxTarball at start.
+	// SandboxImage is imported from SandboxTarball at start. SandboxID
+	// identifies the tarball's content (a digest of what it is built from):
+	// a start after one that imported the same ID does not build it again.
 	SandboxImage   string
 	SandboxTarball func() ([]byte, error)
+	SandboxID      string
 	// Registries are the node's mirrors and registry settings (checked).
 	Registries *registries.Registries
 	// DisableDefaultEndpoint pulls a mirrored registry's images from its
@@ -98,6 +103,7 @@ func New(cfg Config) (*Containerd, error) {
 		LogFile:                filepath.Join(cfg.DataDir, "agent", "containerd", "containerd.log"),
 		SandboxImage:           cfg.SandboxImage,
 		SandboxTarball:         cfg.SandboxTarball,
+		SandboxID:              cfg.SandboxID,
 		CertsDir:               filepath.Join(cfg.DataDir, "agent", "etc", "containerd", "certs.d"),
 		Registries:             regs,
 		DisableDefaultEndpoint: cfg.DisableDefaultEndpoint,

@@ -3,7 +3,9 @@ package pause
 
 import (
 	"bytes"
+	"crypto/sha256"
 	_ "embed"
+	"fmt"
 
 	"github.com/skiff-dev/skiff/internal/assets"
 	"github.com/skiff-dev/skiff/internal/ociimage"
@@ -17,6 +19,13 @@ const Image = "registry.local/skiff/pause:1"
 //
 //go:embed bin/pause
 var binary string
+
+// ID identifies the image Tarball writes: a digest of the program in it,
+// the only part that changes from one build to another.
+func ID() string {
+	defer assets.Release(binary)
+	return fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(binary)))
+}
 
 // Tarball returns the sandbox image as an OCI image layout tarball. The
 // node imports it once at each start; the binary's pages are released after.

@@ -195,6 +195,14 @@ func (s *Server) Crictl(args ...string) (string, error) {
 	return string(out), err
 }
 
+// Ctr runs `skiff ctr` against the node's containerd, in the CRI's
+// namespace.
+func (s *Server) Ctr(args ...string) (string, error) {
+	sock := filepath.Join(NamesOf(s.DataDir).RunDir, "containerd", "containerd.sock")
+	out, err := exec.Command(Binary(), append([]string{"ctr", "--address", sock, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
 // ContainerdPid is the pid of the node's containerd: the server's child
 // running `skiff containerd`, or 0.
 func (s *Server) ContainerdPid() int {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +69,22 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 		}
 	}
 
+	// The air-gap folder: a tarball added while the node runs, and an
+	// image a user removed whose tarball is still there, are imported at
+	// the next start; an unchanged tarball whose images are all there is
+	// not read again.
+	images := filepath.Join(srv.DataDir, "agent", "images")
+	if err := writeTinyImage(filepath.Join(images, "added.tar"), addedImage); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := srv.Ctr("images", "rm", spareImage); err != nil {
+		t.Fatalf("ctr images rm %s: %v: %s", spareImage, err, out)
+	}
+	logged, err := os.Stat(srv.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("stopping the server: %v", err)
 	}
@@ -99,6 +117,19 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	})
 	if !strings.Contains(out, "still here") {
 		t.Errorf("exec after the restart printed %q", out)
+	}
+	// The kubelet runs, so containerd has imported what it had to.
+	checkAirGapImports(t, logged.Size(), map[string]string{
+		"busybox.tar": "already imported", "added.tar": "imported", "spare.tar": "imported"})
+	listed, err := srv.Crictl("images")
+	if err != nil {
+		t.Fatalf("crictl images: %v: %s", err, listed)
+	}
+	for _, name := range []string{addedImage, spareImage, image} {
+		repo, tag, _ := strings.Cut(name, ":")
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(repo) + `\s+` + tag + `\s`).MatchString(listed) {
+			t.Errorf("crictl images after the restart does not list %s:\n%s", name, listed)
+		}
 	}
 }
 
@@ -151,4 +182,41 @@ func nodeShims(t *testing.T) map[int]string {
 		}
 	}
 	return out
+}
+
+// addedImage is put in the air-gap folder while the node runs.
+const addedImage = "skiff.test/added:1"
+
+// checkAirGapImports checks what the server's log says, from offset on, of
+// each air-gap tarball: imported, or already imported and not read again.
+func checkAirGapImports(t *testing.T, offset int64, want map[string]string) {
+	t.Helper()
+	data, err := os.ReadFile(srv.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	said := map[string]string{}
+	for _, line := range strings.Split(string(data[offset:]), "\n") {
+		_, rest, ok := strings.Cut(line, `"air-gap images `)
+		if !ok {
+			continue
+		}
+		what, _, _ := strings.Cut(rest, `"`)
+		what, _, _ = strings.Cut(what, ":")
+		_, file, _ := strings.Cut(rest, `file="`)
+		file, _, _ = strings.Cut(file, `"`)
+		said[filepath.Base(file)] = what
+	}
+	for file, w := range want {
+		if said[file] != w {
+			t.Errorf("after the restart the log says %s of %s, want %q", quoted(said[file]), file, w)
+		}
+	}
+}
+
+func quoted(s string) string {
+	if s == "" {
+		return "nothing"
+	}
+	return strconv.Quote(s)
 }
