@@ -22,6 +22,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/localstorage"
+	"github.com/skiff-dev/skiff/internal/memorylimit"
 	"github.com/skiff-dev/skiff/internal/pause"
 	"github.com/skiff-dev/skiff/internal/proxy"
 	"github.com/skiff-dev/skiff/internal/registries"
@@ -122,7 +123,7 @@ func Components(cfg Config) ([]component.Component, error) {
 			return nil, err
 		}
 		if runtime, err = containerd.New(containerd.Config{DataDir: cfg.DataDir, RunDir: hst.RunDir,
-			SandboxImage: pause.Image, SandboxTarball: pause.Tarball, SandboxID: pause.ID(),
+			SandboxImage: pause.Image, SandboxTarball: pause.Tarball, SandboxID: pause.ID(), GCPercent: memorylimit.Applied().GCPercent,
 			Registries: regs, DisableDefaultEndpoint: cfg.DisableDefaultRegistryEndpoint}); err != nil {
 			return nil, err
 		}

@@ -44,7 +44,10 @@ type Containerd struct {
 	SandboxImage   string
 	SandboxTarball func() ([]byte, error)
 	SandboxID      string
-	SystemdCgroup  bool
+	// GCPercent is GOGC for containerd and, through it, the shims; 0
+	// leaves Go's default.
+	GCPercent     int
+	SystemdCgroup bool
 	// CertsDir is containerd's registry config_path: a hosts.toml per
 	// registry, written from Registries at every start.
 	CertsDir   string
@@ -73,6 +76,11 @@ type Config struct {
 	SandboxImage   string
 	SandboxTarball func() ([]byte, error)
 	SandboxID      string
+	// GCPercent is the Go collector's setting (GOGC) for containerd and the
+	// shims it starts, which inherit its environment: skiff's own, so that
+	// a small board's setting holds for the whole node. 0 leaves Go's
+	// default; a GOGC in the environment wins.
+	GCPercent int
 	// Registries are the node's mirrors and registry settings (checked).
 	Registries *registries.Registries
 	// DisableDefaultEndpoint pulls a mirrored registry's images from its
@@ -104,6 +112,7 @@ func New(cfg Config) (*Containerd, error) {
 		SandboxImage:           cfg.SandboxImage,
 		SandboxTarball:         cfg.SandboxTarball,
 		SandboxID:              cfg.SandboxID,
+		GCPercent:              cfg.GCPercent,
 		CertsDir:               filepath.Join(cfg.DataDir, "agent", "etc", "containerd", "certs.d"),
 		Registries:             regs,
 		DisableDefaultEndpoint: cfg.DisableDefaultEndpoint,
@@ -303,7 +312,7 @@ func (c *Containerd) runOnce(ctx context.Context, self string) error {
 	defer logf.Close()
 	cmd := exec.Command(self, "containerd", "--config", c.ConfigFile)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(filterEnv(os.Environ(), "NOTIFY_SOCKET", "PATH"), "PATH="+c.BinDir+":"+os.Getenv("PATH"))
+	cmd.Env = c.env(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return err
@@ -351,6 +360,24 @@ func (c *Containerd) importWhenServing(ctx context.Context, fail context.CancelC
 		return
 	}
 	c.Serving.SetReady()
+}
+
+// env is containerd's environment, from this process's.
+func (c *Containerd) env(environ []string) []string {
+	env := append(filterEnv(environ, "NOTIFY_SOCKET", "PATH"), "PATH="+c.BinDir+":"+getenv(environ, "PATH"))
+	if c.GCPercent > 0 && getenv(environ, "GOGC") == "" {
+		env = append(env, fmt.Sprintf("GOGC=%d", c.GCPercent))
+	}
+	return env
+}
+
+func getenv(environ []string, name string) string {
+	for _, kv := range environ {
+		if n, v, _ := strings.Cut(kv, "="); n == name {
+			return v
+		}
+	}
+	return ""
 }
 
 func filterEnv(env []string, drop ...string) []string {

@@ -87,8 +87,16 @@ func Set(limit int64) (Settings, error) {
 		gc = debug.SetGCPercent(-1) // the environment's, read back
 	}
 	debug.SetGCPercent(gc)
-	return Settings{Limit: limit, GCPercent: gc}, err
+	applied = Settings{Limit: limit, GCPercent: gc}
+	return applied, err
 }
+
+// applied is what Set applied last.
+var applied Settings
+
+// Applied returns what Set applied to this process; GCPercent is 0 before
+// Set. The node passes GCPercent on to containerd, and so to the shims.
+func Applied() Settings { return applied }
 
 // current is the runtime's limit, -1 for none.
 func current() int64 {

@@ -40,5 +40,8 @@ func TestSet(t *testing.T) {
 		if l := debug.SetMemoryLimit(-1); l != c.limit {
 			t.Errorf("Set(%d): the runtime's limit is %d", c.limit, l)
 		}
+		if a := Applied(); a != got {
+			t.Errorf("after Set(%d), Applied() = %+v, want %+v", c.limit, a, got)
+		}
 	}
 }
