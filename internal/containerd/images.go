@@ -111,7 +111,7 @@ func sourceKey(path string, fi os.FileInfo) string {
 
 // present says whether containerd still has each image, pointing at the same
 // content and unpacked for the snapshotter pods use. An image removed or
-// replaced since (crictl rmi, a pull of the same name) is imported again.
+// replaced since (ctr images rm, a pull of the same name) is imported again.
 func present(ctx context.Context, cl *client.Client, imgs map[string]string) bool {
 	if len(imgs) == 0 {
 		return false
