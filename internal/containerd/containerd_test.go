@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -23,7 +24,7 @@ func TestEnvPassesTheNodesGOGC(t *testing.T) {
 	}
 	// Without a setting, Go's default.
 	env = (&Containerd{BinDir: "/data/bin"}).env([]string{"PATH=/usr/bin"})
-	if slices.ContainsFunc(env, func(kv string) bool { return len(kv) > 5 && kv[:5] == "GOGC=" }) {
+	if slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "GOGC=") }) {
 		t.Errorf("with no setting, containerd's environment is %q", env)
 	}
 }

@@ -184,9 +184,11 @@ func cgroupPids(root string) []int {
 	return pids
 }
 
-// CRIEndpoint is the node's containerd socket.
-func (s *Server) CRIEndpoint() string {
-	return "unix://" + filepath.Join(NamesOf(s.DataDir).RunDir, "containerd", "containerd.sock")
+// CRIEndpoint is the node's containerd socket, as a CRI endpoint.
+func (s *Server) CRIEndpoint() string { return "unix://" + s.containerdSocket() }
+
+func (s *Server) containerdSocket() string {
+	return filepath.Join(NamesOf(s.DataDir).RunDir, "containerd", "containerd.sock")
 }
 
 // Crictl runs `skiff crictl` against the node's containerd.
@@ -198,8 +200,7 @@ func (s *Server) Crictl(args ...string) (string, error) {
 // Ctr runs `skiff ctr` against the node's containerd, in the CRI's
 // namespace.
 func (s *Server) Ctr(args ...string) (string, error) {
-	sock := filepath.Join(NamesOf(s.DataDir).RunDir, "containerd", "containerd.sock")
-	out, err := exec.Command(Binary(), append([]string{"ctr", "--address", sock, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+	out, err := exec.Command(Binary(), append([]string{"ctr", "--address", s.containerdSocket(), "--namespace", "k8s.io"}, args...)...).CombinedOutput()
 	return string(out), err
 }
 
