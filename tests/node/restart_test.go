@@ -54,10 +54,15 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	}
 	request("before the restart")
 	// Each pod's shim is upstream's small runc shim, installed in the data
-	// dir, not skiff under another name.
+	// dir, not skiff under another name. This test's pods' shims must
+	// survive the restart; another test's pods may still be going away.
 	shims := nodeShims(t)
 	if len(shims) == 0 {
 		t.Fatal("no shim of this node's containerd runs")
+	}
+	ours := namespaceShims(t, ns, shims)
+	if len(ours) != 2 {
+		t.Fatalf("%d shims run the pods of %s, want 2 (survivor and kept): %v", len(ours), ns, ours)
 	}
 	skiff, err := os.Stat(cluster.Binary())
 	if err != nil {
@@ -103,7 +108,7 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 		t.Fatalf("pod IP changed from %s to %s", before.Status.PodIP, after.Status.PodIP)
 	}
 	request("after the restart")
-	for pid := range shims {
+	for _, pid := range ours {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
 			t.Errorf("shim %d did not survive the restart", pid)
 		}
@@ -182,6 +187,41 @@ func nodeShims(t *testing.T) map[int]string {
 		}
 	}
 	return out
+}
+
+// namespaceShims returns the pids, among shims, of the shims that run the
+// pod sandboxes of namespace ns: a shim's -id is its sandbox's ID, which
+// crictl pods lists, shortened, with the pod's namespace.
+func namespaceShims(t *testing.T, ns string, shims map[int]string) []int {
+	t.Helper()
+	out, err := srv.Crictl("pods")
+	if err != nil {
+		t.Fatalf("crictl pods: %v: %s", err, out)
+	}
+	var ids []string
+	for _, line := range strings.Split(out, "\n") {
+		// POD ID, CREATED (several words), STATE, NAME, NAMESPACE, ATTEMPT
+		f := strings.Fields(line)
+		if len(f) >= 5 && f[len(f)-2] == ns && f[len(f)-4] == "READY" {
+			ids = append(ids, f[0])
+		}
+	}
+	var pids []int
+	for pid := range shims {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		args := strings.Split(string(data), "\x00")
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] != "-id" {
+				continue
+			}
+			for _, id := range ids {
+				if strings.HasPrefix(args[i+1], id) {
+					pids = append(pids, pid)
+				}
+			}
+		}
+	}
+	return pids
 }
 
 // addedImage is put in the air-gap folder while the node runs.
