@@ -89,8 +89,8 @@ func tokenCommand() *cli.Command {
 			{
 				Name:  "rotate",
 				Usage: "give the server token a new secret, with the cluster's CA files in an external datastore sealed anew under it",
-				Description: "Run on a server while it runs. Agents joined already keep working; new agents and servers need the new token.\n" +
-					"Then restart this server, and every other server with --token set to the new token.",
+				Description: "Run on a server while it runs. From then on this server refuses joins with the old token and seals its scheduled snapshots with the new one;\n" +
+					"agents joined already keep working. Restart every other server with --token set to the new token.",
 				OnUsageError: usageError,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: host.DefaultDataDir, Usage: "the server's data dir"},
@@ -102,7 +102,7 @@ func tokenCommand() *cli.Command {
 						return err
 					}
 					fmt.Println(t)
-					fmt.Fprintln(os.Stderr, "the server token is rotated: restart this server, and every other server with --token set to the new token (a --token or token: in this server's config must change too); agents joined already keep working")
+					fmt.Fprintln(os.Stderr, "the server token is rotated: this server refuses the old one from now on; restart every other server with --token set to the new token, and change a --token or token: in this server's config before its next start; agents joined already keep working")
 					return nil
 				},
 			},

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -72,9 +73,13 @@ type Response struct {
 
 // Handler serves the join endpoints.
 type Handler struct {
-	// ServerSecret is the server token's secret; AgentSecret the agent
-	// token's, empty when the server has none.
-	ServerSecret, AgentSecret string
+	// TokenFile holds the server token. Each join reads its secret there,
+	// so that `skiff token rotate` refuses the old secret at once, not
+	// from the server's next start.
+	TokenFile string
+	// AgentSecret is the agent token's secret, empty when the server has
+	// none.
+	AgentSecret string
 	// ServerCAFile and ServerCA: the bundle agents download and check
 	// against their token's hash, and trust for the API server; the client
 	// CA signs kubelet client certificates, the kubelet CA (and nothing
@@ -217,8 +222,14 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 			if subtle.ConstantTimeCompare([]byte(t.Agent), []byte(h.AgentSecret)) != 1 {
 				return nil, refuseToken(errors.New("the agent token's secret is wrong"))
 			}
-		case subtle.ConstantTimeCompare([]byte(t.Server), []byte(h.ServerSecret)) != 1:
-			return nil, refuseToken(errors.New("the server token's secret is wrong"))
+		default:
+			secret, err := h.serverSecret()
+			if err != nil {
+				return nil, &refusal{status: http.StatusInternalServerError, msg: "the server could not check the join token: its log says why", reason: err.Error()}
+			}
+			if subtle.ConstantTimeCompare([]byte(t.Server), []byte(secret)) != 1 {
+				return nil, refuseToken(errors.New("the server token's secret is wrong"))
+			}
 		}
 	}
 	if err := h.checkPassword(ctx, client, req.NodeName, req.Password, how == "certificate"); err != nil {
@@ -266,6 +277,19 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 		ClientCA:    string(pki.EncodeCert(h.ClientCA.Cert)),
 		Settings:    h.Settings,
 	}, nil
+}
+
+// serverSecret is the secret of the server token in TokenFile now.
+func (h *Handler) serverSecret() (string, error) {
+	data, err := os.ReadFile(h.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("reading the server token: %w (restart the server to write it again)", err)
+	}
+	t, err := ParseToken(string(data))
+	if err != nil || t.Server == "" {
+		return "", fmt.Errorf("%s holds no server token (restart the server to write it again)", h.TokenFile)
+	}
+	return t.Server, nil
 }
 
 // PasswordSecret is the Secret in kube-system that binds a node name to the

@@ -244,6 +244,7 @@ func check(o Options) (*plan, error) {
 		return nil, err
 	}
 	p.joins = &join.Handler{
+		TokenFile:    tokenFile(p.cfg),
 		ServerCAFile: p.cfg.Files.ServerCA(),
 		Settings: join.Settings{
 			ClusterCIDR: o.ClusterCIDR, ServiceCIDR: o.ServiceCIDR,
@@ -311,7 +312,7 @@ func (p *plan) prepare() error {
 	if err := writeAgentToken(cfg, token.CAHash, p.agentSecret); err != nil {
 		return err
 	}
-	p.joins.ServerSecret, p.joins.AgentSecret = token.Server, p.agentSecret
+	p.joins.AgentSecret = p.agentSecret
 	p.joins.ServerCA, p.joins.ClientCA, p.joins.KubeletCA = cas.server, cas.client, cas.kubelet
 	return nil
 }

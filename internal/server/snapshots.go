@@ -80,8 +80,16 @@ func (p *plan) checkSnapshots() error {
 		return errors.New("--snapshot-schedule-cron snapshots the embedded datastore; with --datastore-endpoint, use the database's own backups")
 	}
 	var err error
-	p.snapshots, err = snapshot.NewScheduler(snapshot.Source{DB: p.store.DBPath(), Files: SnapshotFiles(p.cfg), Secret: p.secret},
-		SnapshotDir(p.cfg.DataDir, o.SnapshotDir), o.SnapshotCron, o.SnapshotRetention)
+	// Each snapshot is sealed with the token file's secret, as `skiff
+	// snapshot save` does: after `skiff token rotate`, the new one.
+	source := func() (snapshot.Source, error) {
+		token, err := SnapshotSource(p.cfg.DataDir)
+		if err != nil {
+			return snapshot.Source{}, err
+		}
+		return snapshot.Source{DB: p.store.DBPath(), Files: SnapshotFiles(p.cfg), Secret: token.Secret}, nil
+	}
+	p.snapshots, err = snapshot.NewScheduler(source, SnapshotDir(p.cfg.DataDir, o.SnapshotDir), o.SnapshotCron, o.SnapshotRetention)
 	return err
 }
 

@@ -273,14 +273,16 @@ func ParseSchedule(spec string) (cron.Schedule, error) {
 // Scheduler is the server component that saves snapshots on a schedule and
 // keeps the newest Retention of them.
 type Scheduler struct {
-	src       Source
+	src       func() (Source, error)
 	dir       string
 	schedule  cron.Schedule
 	retention int
 }
 
-// NewScheduler checks the schedule; it writes nothing.
-func NewScheduler(src Source, dir, spec string, retention int) (*Scheduler, error) {
+// NewScheduler checks the schedule; it writes nothing. src is asked for
+// the source at each snapshot, so that a secret rotated while the server
+// runs seals the next one.
+func NewScheduler(src func() (Source, error), dir, spec string, retention int) (*Scheduler, error) {
 	s, err := ParseSchedule(spec)
 	if err != nil {
 		return nil, err
@@ -303,7 +305,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(time.Until(next)):
 		}
-		path, err := Save(ctx, s.src, s.dir, ScheduledName)
+		src, err := s.src()
+		if err != nil {
+			klog.ErrorS(err, "scheduled snapshot failed; the next one is tried on schedule")
+			continue
+		}
+		path, err := Save(ctx, src, s.dir, ScheduledName)
 		if err != nil {
 			klog.ErrorS(err, "scheduled snapshot failed; the next one is tried on schedule")
 			continue

@@ -393,6 +393,41 @@ func TestJoinRefused(t *testing.T) {
 		}
 	}
 
+	// `skiff token rotate` takes effect at once: the running server refuses
+	// the old token, and an agent with the new one joins.
+	const rotated = "rotated-secret-0123456789"
+	code, out = cluster.Run(ctx, nil, "token", "rotate", "--data-dir", server.DataDir, "--new-token", rotated)
+	if code != 0 || !strings.Contains(out, hash+"::server:"+rotated) || !strings.Contains(out, "refuses the old one from now on") {
+		t.Fatalf("skiff token rotate: exit %d: %s", code, out)
+	}
+	code, out = cluster.Run(ctx, nil, "agent", "--server", url, "--token", good, "--node-name", "old-token", "--data-dir", t.TempDir())
+	if code == 0 || !strings.Contains(out, refused) {
+		t.Errorf("an agent with the token from before the rotation: exit %d, want %q:\n%s", code, refused, out)
+	}
+	renewed, err := cluster.NewAgent(t.TempDir(), server, "--node-name", "new-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.Token != hash+"::server:"+rotated {
+		t.Fatalf("the server's token file after the rotation holds %q", renewed.Token)
+	}
+	t.Cleanup(func() { renewed.Stop(); renewed.Teardown() })
+	if err := renewed.StartProcess(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Secrets("kube-system").Get(ctx, "new-token.node-password.skiff", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("an agent with the rotated token never joined: %v\n%s", err, renewed.LogTail(20))
+	}
+	renewed.Stop()
+	renewed.Teardown()
+	log, _ = os.ReadFile(server.Log)
+	if !regexp.MustCompile(`"refused a node's join request" logger="join" node="old-token" from="[^"]+" reason="the server token's secret is wrong`).Match(log) {
+		t.Error("the server log has no refusal of the token from before the rotation")
+	}
+
 	// A guesser is slowed down: after a few failures from one address,
 	// every try is turned away at once, with the same one line.
 	limited := 0
@@ -415,7 +450,7 @@ func TestJoinRefused(t *testing.T) {
 	if limited < 80 {
 		t.Errorf("%d of 100 wrong secrets in a row were turned away by the rate limit, want most", limited)
 	}
-	for _, secret := range []string{"not-the-secret", strings.TrimPrefix(cred, "server:"), strings.Split(kept, ".")[1]} {
+	for _, secret := range []string{"not-the-secret", strings.TrimPrefix(cred, "server:"), strings.Split(kept, ".")[1], rotated} {
 		if strings.Contains(string(log), secret) {
 			t.Errorf("the server log holds a secret %q", secret)
 		}

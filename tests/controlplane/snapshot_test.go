@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,5 +163,39 @@ func TestScheduledSnapshots(t *testing.T) {
 	code, out := cluster.Run(cluster.Context(t), nil, "snapshot", "prune", "--data-dir", s.DataDir, "--name", "scheduled", "--retention", "1")
 	if code != 0 || !strings.Contains(out, "deleted ") {
 		t.Fatalf("snapshot prune: exit %d: %s", code, out)
+	}
+
+	// After `skiff token rotate`, the schedule seals with the new secret:
+	// a snapshot begun after the rotation restores with the token file as
+	// it now is.
+	code, out = cluster.Run(cluster.Context(t), nil, "token", "rotate", "--data-dir", s.DataDir, "--new-token", "rotated-secret-0123456789")
+	if code != 0 {
+		t.Fatalf("skiff token rotate: exit %d: %s", code, out)
+	}
+	rotated := time.Now().Unix()
+	// The newest scheduled snapshot begun in a second after the rotation.
+	newest := func() string {
+		entries, _ := os.ReadDir(dir)
+		var best int64
+		var path string
+		for _, e := range entries {
+			i := strings.LastIndex(e.Name(), "-")
+			began, err := strconv.ParseInt(e.Name()[i+1:], 10, 64)
+			if strings.HasPrefix(e.Name(), "scheduled-") && err == nil && began > rotated && began > best {
+				best, path = began, filepath.Join(dir, e.Name())
+			}
+		}
+		return path
+	}
+	cluster.WaitFor(t, "a scheduled snapshot after the rotation", func(context.Context) (bool, error) {
+		return newest() != "", nil
+	})
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	snap := newest()
+	code, out = cluster.Run(cluster.Context(t), nil, append(s.Args(), "--cluster-reset", "--cluster-reset-restore-path", snap)...)
+	if code != 0 || !strings.Contains(out, "start skiff server again without --cluster-reset") {
+		t.Fatalf("restoring %s, made after the rotation, with the rotated token file: exit %d: %s", snap, code, out)
 	}
 }
