@@ -400,7 +400,13 @@ func TestJoinRefused(t *testing.T) {
 	if code != 0 || !strings.Contains(out, hash+"::server:"+rotated) || !strings.Contains(out, "refuses the old one from now on") {
 		t.Fatalf("skiff token rotate: exit %d: %s", code, out)
 	}
-	code, out = cluster.Run(ctx, nil, "agent", "--server", url, "--token", good, "--node-name", "old-token", "--data-dir", t.TempDir())
+	// Were it let in, the agent would run on: a minute is plenty for a
+	// refusal, and killall clears what it would have set up.
+	oldDir := t.TempDir()
+	t.Cleanup(func() { cluster.Run(context.Background(), nil, "killall", "--data-dir", oldDir) })
+	refusedCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	code, out = cluster.Run(refusedCtx, nil, "agent", "--server", url, "--token", good, "--node-name", "old-token", "--data-dir", oldDir)
 	if code == 0 || !strings.Contains(out, refused) {
 		t.Errorf("an agent with the token from before the rotation: exit %d, want %q:\n%s", code, refused, out)
 	}
