@@ -325,23 +325,7 @@ func TestJoinRefused(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(agentToken), hash+"::node:agents-only-0123456789") {
 		t.Fatalf("the server's agent-token file: %q, %v", agentToken, err)
 	}
-	first, err := cluster.NewAgent(t.TempDir(), server, "--node-name", "taken-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first.Token = strings.TrimSpace(string(agentToken))
-	t.Cleanup(func() { first.Stop(); first.Teardown() })
-	if err := first.StartProcess(); err != nil {
-		t.Fatal(err)
-	}
-	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		_, err := cs.CoreV1().Secrets("kube-system").Get(ctx, "taken-1.node-password.skiff", metav1.GetOptions{})
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("the first agent named taken-1 never registered: %v\n%s", err, first.LogTail(20))
-	}
-	first.Stop()
-	first.Teardown()
+	joinOnce(t, server, "taken-1", strings.TrimSpace(string(agentToken)))
 
 	// A Node registered without a node password (as a server's own was
 	// before they had one) cannot be taken by a token holder.
@@ -410,25 +394,10 @@ func TestJoinRefused(t *testing.T) {
 	if code == 0 || !strings.Contains(out, refused) {
 		t.Errorf("an agent with the token from before the rotation: exit %d, want %q:\n%s", code, refused, out)
 	}
-	renewed, err := cluster.NewAgent(t.TempDir(), server, "--node-name", "new-token")
-	if err != nil {
-		t.Fatal(err)
+	if now, err := server.JoinToken(); now != hash+"::server:"+rotated {
+		t.Fatalf("the server's token file after the rotation holds %q (%v)", now, err)
 	}
-	if renewed.Token != hash+"::server:"+rotated {
-		t.Fatalf("the server's token file after the rotation holds %q", renewed.Token)
-	}
-	t.Cleanup(func() { renewed.Stop(); renewed.Teardown() })
-	if err := renewed.StartProcess(); err != nil {
-		t.Fatal(err)
-	}
-	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		_, err := cs.CoreV1().Secrets("kube-system").Get(ctx, "new-token.node-password.skiff", metav1.GetOptions{})
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("an agent with the rotated token never joined: %v\n%s", err, renewed.LogTail(20))
-	}
-	renewed.Stop()
-	renewed.Teardown()
+	joinOnce(t, server, "new-token", hash+"::server:"+rotated)
 	log, _ = os.ReadFile(server.Log)
 	if !regexp.MustCompile(`"refused a node's join request" logger="join" node="old-token" from="[^"]+" reason="the server token's secret is wrong`).Match(log) {
 		t.Error("the server log has no refusal of the token from before the rotation")
@@ -461,4 +430,29 @@ func TestJoinRefused(t *testing.T) {
 			t.Errorf("the server log holds a secret %q", secret)
 		}
 	}
+}
+
+// joinOnce starts an agent named node with token, waits until server has
+// registered its node password, which a join does first, and stops it: its
+// node is not needed.
+func joinOnce(t *testing.T, server *cluster.Server, node, token string) {
+	t.Helper()
+	a, err := cluster.NewAgent(t.TempDir(), server, "--node-name", node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Token = token
+	t.Cleanup(func() { a.Stop(); a.Teardown() })
+	if err := a.StartProcess(); err != nil {
+		t.Fatal(err)
+	}
+	cs := server.ClientT(t)
+	if err := wait.PollUntilContextCancel(cluster.Context(t), 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Secrets("kube-system").Get(ctx, node+".node-password.skiff", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("agent %s never joined: %v\n%s", node, err, a.LogTail(20))
+	}
+	a.Stop()
+	a.Teardown()
 }
