@@ -138,7 +138,15 @@ func Components(cfg Config) ([]component.Component, error) {
 	}
 	ports := []int{0, 0} // the kubelet's and its healthz: upstream's
 	if !hst.WellKnownPorts {
-		if ports, err = host.FreePorts(2); err != nil {
+		// The last start's, while they are free: the API server reaches
+		// the kubelet (exec, logs) at the port in its Node's status, which
+		// stays right across a restart instead of until the new kubelet
+		// publishes another.
+		var last []int
+		if s, ok := kubelet.ReadState(hst.RunDir); ok {
+			last = []int{s.Port, s.HealthzPort}
+		}
+		if ports, err = host.PreferPorts(last, 2); err != nil {
 			return nil, err
 		}
 	}

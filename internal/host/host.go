@@ -85,6 +85,32 @@ func FreePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// PreferPorts returns prefer when it holds n distinct ports, each free now,
+// and else n free ports (FreePorts): a node restarted on its own data dir
+// keeps its ports when it can.
+func PreferPorts(prefer []int, n int) ([]int, error) {
+	if len(prefer) == n {
+		var held []net.Listener
+		for _, p := range prefer {
+			if p <= 0 {
+				break
+			}
+			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+			if err != nil {
+				break
+			}
+			held = append(held, ln)
+		}
+		for _, ln := range held {
+			ln.Close()
+		}
+		if len(held) == n {
+			return prefer, nil
+		}
+	}
+	return FreePorts(n)
+}
+
 // NodeIP is the IP given with --node-ip, else the address of the interface
 // that holds the default route.
 func NodeIP(flag string) (net.IP, error) {

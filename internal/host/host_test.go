@@ -2,7 +2,9 @@ package host
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,4 +55,26 @@ func TestLock(t *testing.T) {
 		t.Fatalf("Lock after release: %v", err)
 	}
 	release()
+}
+
+func TestPreferPorts(t *testing.T) {
+	free, err := FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := PreferPorts(free, 2); err != nil || !slices.Equal(got, free) {
+		t.Errorf("PreferPorts(%v, 2) = %v, %v; want the same free ports", free, got, err)
+	}
+	busy, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	taken := busy.Addr().(*net.TCPAddr).Port
+	for _, prefer := range [][]int{nil, {0, 0}, {free[0], taken}, {free[0], free[0]}, {free[0]}} {
+		got, err := PreferPorts(prefer, 2)
+		if err != nil || len(got) != 2 || got[0] == got[1] || slices.Contains(got, taken) || slices.Contains(got, 0) {
+			t.Errorf("PreferPorts(%v, 2) = %v, %v; want two other distinct free ports", prefer, got, err)
+		}
+	}
 }

@@ -158,7 +158,8 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		klog.InfoS("this host uses cgroup v1; the kubelet runs with failCgroupV1=false (cgroup v1 support is deprecated upstream)")
 	}
 	if k.Config.RunDir != "" {
-		if err := WriteState(k.Config.RunDir, State{RootDir: k.server.RootDirectory, CgroupRoot: k.server.CgroupRoot, CgroupDriver: k.server.CgroupDriver}); err != nil {
+		if err := WriteState(k.Config.RunDir, State{RootDir: k.server.RootDirectory, CgroupRoot: k.server.CgroupRoot, CgroupDriver: k.server.CgroupDriver,
+			Port: int(k.server.Port), HealthzPort: int(k.server.HealthzPort)}); err != nil {
 			return err
 		}
 	}
@@ -189,12 +190,15 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	}
 }
 
-// State is what a running kubelet leaves in the node's run dir for `skiff
-// killall`: where its pods' volumes and cgroups are.
+// State is what a running kubelet leaves in the node's run dir: for `skiff
+// killall`, where its pods' volumes and cgroups are; for its next start,
+// the ports it listened on.
 type State struct {
 	RootDir      string `json:"rootDir"`
 	CgroupRoot   string `json:"cgroupRoot"`
 	CgroupDriver string `json:"cgroupDriver"`
+	Port         int    `json:"port,omitempty"`
+	HealthzPort  int    `json:"healthzPort,omitempty"`
 }
 
 const stateFile = "kubelet.json"

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -90,14 +91,29 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	kubeletPort, _ := kubeletEndpoint(t)
+
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("stopping the server: %v", err)
 	}
+	restarted := time.Now()
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.WaitNodesReady(context.Background()); err != nil {
 		t.Fatalf("node not Ready after restart: %v", err)
+	}
+	// The kubelet of this node (its own data dir, so no well-known port)
+	// listens where it did: the API server's exec and logs, which go to
+	// the port in the Node's status, need not wait for it to change.
+	var port int32
+	cluster.WaitFor(t, "the restarted kubelet's node status", func(context.Context) (bool, error) {
+		var beat time.Time
+		port, beat = kubeletEndpoint(t)
+		return beat.After(restarted.Truncate(time.Second)), nil
+	})
+	if port != kubeletPort {
+		t.Errorf("the kubelet's port moved from %d to %d across the restart", kubeletPort, port)
 	}
 	after := waitPod(t, ns, "survivor", "running after the restart", running)
 	b, a := before.Status.ContainerStatuses[0], after.Status.ContainerStatuses[0]
@@ -113,7 +129,7 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 			t.Errorf("shim %d did not survive the restart", pid)
 		}
 	}
-	// The kubelet serves exec again once it has published its new port.
+	// The kubelet serves exec again.
 	var out string
 	cluster.WaitFor(t, "exec into the pod after the restart", func(ctx context.Context) (bool, error) {
 		var err error
@@ -222,6 +238,24 @@ func namespaceShims(t *testing.T, ns string, shims map[int]string) []int {
 		}
 	}
 	return pids
+}
+
+// kubeletEndpoint is the kubelet port in the node's status, and when its
+// kubelet last reported it.
+func kubeletEndpoint(t *testing.T) (int32, time.Time) {
+	t.Helper()
+	nodes, err := srv.ClientT(t).CoreV1().Nodes().List(cluster.Context(t), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("the node: %d nodes, %v", len(nodes.Items), err)
+	}
+	n := nodes.Items[0]
+	var beat time.Time
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			beat = c.LastHeartbeatTime.Time
+		}
+	}
+	return n.Status.DaemonEndpoints.KubeletEndpoint.Port, beat
 }
 
 // addedImage is put in the air-gap folder while the node runs.
