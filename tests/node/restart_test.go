@@ -91,7 +91,10 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	kubeletPort, _ := kubeletEndpoint(t)
+	kubeletPort, _, err := kubeletEndpoint(cluster.Context(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("stopping the server: %v", err)
@@ -107,10 +110,11 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	// listens where it did: the API server's exec and logs, which go to
 	// the port in the Node's status, need not wait for it to change.
 	var port int32
-	cluster.WaitFor(t, "the restarted kubelet's node status", func(context.Context) (bool, error) {
+	cluster.WaitFor(t, "the restarted kubelet's node status", func(ctx context.Context) (bool, error) {
 		var beat time.Time
-		port, beat = kubeletEndpoint(t)
-		return beat.After(restarted.Truncate(time.Second)), nil
+		var err error
+		port, beat, err = kubeletEndpoint(ctx)
+		return err == nil && beat.After(restarted.Truncate(time.Second)), nil
 	})
 	if port != kubeletPort {
 		t.Errorf("the kubelet's port moved from %d to %d across the restart", kubeletPort, port)
@@ -242,11 +246,14 @@ func namespaceShims(t *testing.T, ns string, shims map[int]string) []int {
 
 // kubeletEndpoint is the kubelet port in the node's status, and when its
 // kubelet last reported it.
-func kubeletEndpoint(t *testing.T) (int32, time.Time) {
-	t.Helper()
-	nodes, err := srv.ClientT(t).CoreV1().Nodes().List(cluster.Context(t), metav1.ListOptions{})
+func kubeletEndpoint(ctx context.Context) (int32, time.Time, error) {
+	cs, err := srv.Client()
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil || len(nodes.Items) != 1 {
-		t.Fatalf("the node: %d nodes, %v", len(nodes.Items), err)
+		return 0, time.Time{}, fmt.Errorf("the node: %d nodes, %v", len(nodes.Items), err)
 	}
 	n := nodes.Items[0]
 	var beat time.Time
@@ -255,7 +262,7 @@ func kubeletEndpoint(t *testing.T) (int32, time.Time) {
 			beat = c.LastHeartbeatTime.Time
 		}
 	}
-	return n.Status.DaemonEndpoints.KubeletEndpoint.Port, beat
+	return n.Status.DaemonEndpoints.KubeletEndpoint.Port, beat, nil
 }
 
 // addedImage is put in the air-gap folder while the node runs.
