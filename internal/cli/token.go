@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,12 +166,11 @@ func rotateToken(ctx context.Context, dataDir, secret string) (join.Token, error
 		return join.Token{}, err
 	}
 	path := filepath.Join(dir, "server", "token")
-	data, err := os.ReadFile(path)
-	if err != nil {
+	old, err := join.ReadServerToken(path)
+	var unread *fs.PathError
+	if errors.As(err, &unread) {
 		return join.Token{}, fmt.Errorf("no server token in %s (%v): run this on a server, with its --data-dir", dir, err)
-	}
-	old, err := join.ParseToken(string(data))
-	if err != nil || old.Server == "" || old.CAHash == "" {
+	} else if err != nil || old.CAHash == "" {
 		return join.Token{}, fmt.Errorf("%s holds no server token: %v", path, err)
 	}
 	if secret == "" {

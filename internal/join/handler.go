@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -281,13 +280,9 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, req *Request) (*Re
 
 // serverSecret is the secret of the server token in TokenFile now.
 func (h *Handler) serverSecret() (string, error) {
-	data, err := os.ReadFile(h.TokenFile)
+	t, err := ReadServerToken(h.TokenFile)
 	if err != nil {
-		return "", fmt.Errorf("reading the server token: %w (restart the server to write it again)", err)
-	}
-	t, err := ParseToken(string(data))
-	if err != nil || t.Server == "" {
-		return "", fmt.Errorf("%s holds no server token (restart the server to write it again)", h.TokenFile)
+		return "", fmt.Errorf("the server token: %w (restart the server to write it again)", err)
 	}
 	return t.Server, nil
 }

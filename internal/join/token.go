@@ -15,7 +15,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 
@@ -121,6 +123,24 @@ func (t Token) Redacted() string {
 func CAHash(bundle []byte) string {
 	sum := sha256.Sum256(bundle)
 	return hex.EncodeToString(sum[:])
+}
+
+// ReadServerToken reads the server token a server keeps in path, its
+// <data-dir>/server/token. A file it cannot read gives the *fs.PathError;
+// one that holds no server token, an error that says so.
+func ReadServerToken(path string) (Token, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Token{}, err
+	}
+	t, err := ParseToken(string(data))
+	if err == nil && t.Server == "" {
+		err = errors.New("it is not the server's own")
+	}
+	if err != nil {
+		return Token{}, fmt.Errorf("%s is not a server token: %w", path, err)
+	}
+	return t, nil
 }
 
 // NewServerSecret returns a random secret for the server token.

@@ -1,6 +1,10 @@
 package join
 
 import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -72,5 +76,29 @@ func TestCAHash(t *testing.T) {
 	}
 	if NewServerSecret() == NewServerSecret() {
 		t.Error("two server secrets are equal")
+	}
+}
+
+func TestReadServerToken(t *testing.T) {
+	dir := t.TempDir()
+	hash := strings.Repeat("ab", 32)
+	server := Token{CAHash: hash, Server: "server-secret-0123456789"}
+	agent := Token{CAHash: hash, Agent: "agent-secret-0123456789"}
+	write := func(name string, tok Token) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(tok.String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if got, err := ReadServerToken(write("token", server)); err != nil || got != server {
+		t.Errorf("the server's token file reads %+v, %v; want %+v", got, err, server)
+	}
+	if _, err := ReadServerToken(write("agent-token", agent)); err == nil || !strings.Contains(err.Error(), "is not a server token") {
+		t.Errorf("an agent token file reads with %v, want it is not a server token", err)
+	}
+	var unread *fs.PathError
+	if _, err := ReadServerToken(filepath.Join(dir, "missing")); !errors.As(err, &unread) {
+		t.Errorf("a missing file reads with %v, want the *fs.PathError", err)
 	}
 }

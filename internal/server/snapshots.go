@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -83,11 +84,11 @@ func (p *plan) checkSnapshots() error {
 	// Each snapshot is sealed with the token file's secret, as `skiff
 	// snapshot save` does: after `skiff token rotate`, the new one.
 	source := func() (snapshot.Source, error) {
-		token, err := SnapshotSource(p.cfg.DataDir)
+		t, err := join.ReadServerToken(tokenFile(p.cfg))
 		if err != nil {
-			return snapshot.Source{}, err
+			return snapshot.Source{}, fmt.Errorf("the server token: %w (restart the server to write it again)", err)
 		}
-		return snapshot.Source{DB: p.store.DBPath(), Files: SnapshotFiles(p.cfg), Secret: token.Secret}, nil
+		return snapshot.Source{DB: p.store.DBPath(), Files: SnapshotFiles(p.cfg), Secret: t.Server}, nil
 	}
 	p.snapshots, err = snapshot.NewScheduler(source, SnapshotDir(p.cfg.DataDir, o.SnapshotDir), o.SnapshotCron, o.SnapshotRetention)
 	return err
@@ -131,13 +132,12 @@ func (p *plan) restore() error {
 // token's secret.
 func SnapshotSource(dataDir string) (snapshot.Source, error) {
 	c := &controlplane.Config{DataDir: dataDir, Files: controlplane.Files{Dir: filepath.Join(dataDir, "server", "tls")}}
-	data, err := os.ReadFile(tokenFile(c))
-	if err != nil {
-		return snapshot.Source{}, fmt.Errorf("%s holds no server token (%v): give the server's data dir with --data-dir", dataDir, errors.Unwrap(err))
-	}
-	t, err := join.ParseToken(string(data))
-	if err != nil || t.Server == "" {
-		return snapshot.Source{}, fmt.Errorf("%s is not a server token: give the server's data dir with --data-dir", tokenFile(c))
+	t, err := join.ReadServerToken(tokenFile(c))
+	var unread *fs.PathError
+	if errors.As(err, &unread) {
+		return snapshot.Source{}, fmt.Errorf("%s holds no server token (%v): give the server's data dir with --data-dir", dataDir, unread.Err)
+	} else if err != nil {
+		return snapshot.Source{}, fmt.Errorf("%v: give the server's data dir with --data-dir", err)
 	}
 	return snapshot.Source{DB: filepath.Join(dataDir, "server", "db", "state.db"), Files: SnapshotFiles(c), Secret: t.Server}, nil
 }

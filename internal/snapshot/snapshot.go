@@ -305,12 +305,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(time.Until(next)):
 		}
+		var path string
 		src, err := s.src()
-		if err != nil {
-			klog.ErrorS(err, "scheduled snapshot failed; the next one is tried on schedule")
-			continue
+		if err == nil {
+			path, err = Save(ctx, src, s.dir, ScheduledName)
 		}
-		path, err := Save(ctx, src, s.dir, ScheduledName)
 		if err != nil {
 			klog.ErrorS(err, "scheduled snapshot failed; the next one is tried on schedule")
 			continue
