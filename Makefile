@@ -34,13 +34,13 @@ build: assets
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) .
 
 # Programs embedded in skiff, built for the target architecture: the
-# upstream CNI plugins, containerd's runc shim (with upstream's own shim
-# build tags: it speaks ttrpc only) and the pod sandbox (pause) process.
+# upstream CNI plugins and containerd's runc shim (with upstream's own shim
+# build tags: it speaks ttrpc only). The pod sandbox (pause) program is
+# written by internal/pause itself.
 assets:
-	mkdir -p internal/cni/bin internal/containerd/bin internal/pause/bin
+	mkdir -p internal/cni/bin internal/containerd/bin
 	$(GO) build -ldflags '-s -w' -o internal/cni/bin/ $(CNI_PLUGINS)
 	$(GO) build -tags no_grpc -ldflags '-s -w' -o internal/containerd/bin/ $(SHIM)
-	$(GO) build -ldflags '-s -w' -o internal/pause/bin/pause ./internal/pause/cmd
 
 # A single-node cluster on the embedded SQLite default, in the foreground.
 run: build

@@ -1,6 +1,6 @@
 // Package assets installs the programs built into skiff (the CNI plugins,
-// containerd's runc shim, the sandbox's pause) and then lets go of the pages
-// that hold them in this process.
+// containerd's runc shim) and then lets go of the pages that hold them in
+// this process.
 //
 // The programs are part of skiff's read-only data: a process that reads them
 // (to write them out, or to compare them with what is installed) maps every

@@ -117,3 +117,45 @@ func TestPodLogsExecPortForward(t *testing.T) {
 		t.Fatalf("port-forward: %q, %v", body, err)
 	}
 }
+
+// TestPodSandboxReapsOrphans: in a pod that shares its PID namespace, PID 1
+// is the sandbox's pause program, and the processes orphaned in the pod are
+// handed to it and reaped when they end: none is left a zombie.
+func TestPodSandboxReapsOrphans(t *testing.T) {
+	ns := srv.Namespace(t)
+	srv.KubectlT(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: shared}\nspec:\n  terminationGracePeriodSeconds: 0\n  shareProcessNamespace: true\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
+	waitPod(t, ns, "shared", "running", running)
+	if out := inPod(t, ns, "shared", "cat", "/proc/1/cmdline"); strings.TrimRight(out, "\x00") != "/pause" {
+		t.Fatalf("PID 1 of a pod sharing its PID namespace runs %q, want /pause", out)
+	}
+	// pause's children in the pod, from each process's stat: "pid (comm)
+	// state ppid ...". The container's own process has a parent outside
+	// the pod (0).
+	orphans := func(stats string) []string {
+		var out []string
+		for _, line := range strings.Split(stats, "\n") {
+			i := strings.LastIndexByte(line, ')')
+			if i < 0 {
+				continue
+			}
+			if f := strings.Fields(line[i+1:]); len(f) >= 2 && f[1] == "1" {
+				out = append(out, line[:i+1]+" "+f[0])
+			}
+		}
+		return out
+	}
+	const list = "cat /proc/[0-9]*/stat 2>/dev/null; true"
+	// Two subshells each leave a sleep behind and exit.
+	if got := orphans(inPod(t, ns, "shared", "sh", "-c", "(sleep 2 >/dev/null 2>&1 &); (sleep 2 >/dev/null 2>&1 &); "+list)); len(got) != 2 {
+		t.Fatalf("pause's children right after two subshells left a sleep each: %q, want the two sleeps", got)
+	}
+	var left []string
+	err := wait.PollUntilContextTimeout(cluster.Context(t), time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		out, err := inPodErr(ns, "shared", "sh", "-c", list)
+		left = orphans(out)
+		return err == nil && len(left) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("the orphans were not reaped a minute after they ended: pause's children %q", left)
+	}
+}
