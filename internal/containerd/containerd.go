@@ -44,8 +44,8 @@ type Containerd struct {
 	SandboxImage   string
 	SandboxTarball func() ([]byte, error)
 	SandboxID      string
-	// GCPercent is GOGC for containerd and, through it, the shims; 0
-	// leaves Go's default.
+	// GCPercent is GOGC for containerd; 0 leaves Go's default. (The
+	// shims, upstream's, set their own.)
 	GCPercent     int
 	SystemdCgroup bool
 	// CertsDir is containerd's registry config_path: a hosts.toml per
@@ -76,10 +76,11 @@ type Config struct {
 	SandboxImage   string
 	SandboxTarball func() ([]byte, error)
 	SandboxID      string
-	// GCPercent is the Go collector's setting (GOGC) for containerd and the
-	// shims it starts, which inherit its environment: skiff's own, so that
-	// a small board's setting holds for the whole node. 0 leaves Go's
-	// default; a GOGC in the environment wins.
+	// GCPercent is the Go collector's setting (GOGC) for containerd:
+	// skiff's own, so that a small board's setting holds for the node's
+	// daemons. 0 leaves Go's default; a GOGC in the environment wins. The
+	// shims inherit the environment but set GOGC=40 themselves (upstream's
+	// shim package does, whatever the environment says).
 	GCPercent int
 	// Registries are the node's mirrors and registry settings (checked).
 	Registries *registries.Registries

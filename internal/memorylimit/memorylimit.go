@@ -95,7 +95,7 @@ func Set(limit int64) (Settings, error) {
 var applied Settings
 
 // Applied returns what Set applied to this process; GCPercent is 0 before
-// Set. The node passes GCPercent on to containerd, and so to the shims.
+// Set. The node passes GCPercent on to containerd.
 func Applied() Settings { return applied }
 
 // current is the runtime's limit, -1 for none.
