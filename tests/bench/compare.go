@@ -20,6 +20,7 @@ type footprint struct {
 	idlePSS        int           // skiff + containerd + shims, no workload, MB
 	podsPSS        int           // the same with 30 pods running
 	shimOwn, shimP float64       // each pod's shim: own (anonymous) memory and PSS, MB
+	sandboxP       float64       // each pod's sandbox (pause) process: PSS, MB
 }
 
 // benchCompare measures the previous release ($SKIFF_PREVIOUS_BIN, which
@@ -48,6 +49,7 @@ func benchCompare() error {
 	fmt.Printf("  server and node, idle, no workload: PSS %d | %d MB (goal 400 MB, skiff + containerd + shims)\n", p.idlePSS, c.idlePSS)
 	fmt.Printf("  server and node, 30 pods running: PSS %d | %d MB (goal 550 MB)\n", p.podsPSS, c.podsPSS)
 	fmt.Printf("  each pod's shim: own memory %.1f | %.1f MB (goal 5 MB), PSS %.1f | %.1f MB\n", p.shimOwn, c.shimOwn, p.shimP, c.shimP)
+	fmt.Printf("  each pod's sandbox (pause) process, not in the figures above: PSS %.2f | %.2f MB\n", p.sandboxP, c.sandboxP)
 
 	// What a board of 1 or 2 GB runs with: --memory-limit auto picks a
 	// limit of 1 GiB or less there, and GOGC 50 with it.
@@ -131,8 +133,27 @@ func measureFootprint(bin string) (f footprint, err error) {
 	if f.podsPSS, err = nodePSS(s); err != nil {
 		return f, err
 	}
-	f.shimOwn, f.shimP, err = shimMemory(s)
+	if f.shimOwn, f.shimP, err = shimMemory(s); err != nil {
+		return f, err
+	}
+	f.sandboxP, err = sandboxMemory(s)
 	return f, err
+}
+
+// sandboxMemory is the mean PSS of the node's pod sandbox processes, in MB.
+func sandboxMemory(s *cluster.Server) (float64, error) {
+	var n, pss int
+	for _, pid := range s.SandboxPids() {
+		p, err := statusKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		n, pss = n+1, pss+p
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("no pod sandbox process of %s found", s.DataDir)
+	}
+	return float64(pss) / 1024 / float64(n), nil
 }
 
 // noPods waits until the default namespace has no pods and the node no

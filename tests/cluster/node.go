@@ -246,6 +246,27 @@ func (s *Server) ShimPids() []int {
 	return out
 }
 
+// SandboxPids are the node's pod sandbox processes: the shims' children
+// that run /pause.
+func (s *Server) SandboxPids() []int {
+	var out []int
+	for _, shim := range s.ShimPids() {
+		files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", shim))
+		for _, f := range files {
+			data, _ := os.ReadFile(f)
+			for _, child := range strings.Fields(string(data)) {
+				cmdline, _ := os.ReadFile(filepath.Join("/proc", child, "cmdline"))
+				if strings.TrimRight(string(cmdline), "\x00") == "/pause" {
+					var pid int
+					fmt.Sscan(child, &pid)
+					out = append(out, pid)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // JoinToken is the server's join token, from its data dir.
 func (s *Server) JoinToken() (string, error) {
 	data, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))
