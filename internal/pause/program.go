@@ -160,11 +160,11 @@ const (
 func Program(arch string) ([]byte, error) {
 	switch arch {
 	case "amd64":
-		return elf64(emX8664, amd64), nil
+		return executable(true, emX8664, 0, 0x400000, amd64), nil
 	case "arm64":
-		return elf64(emAArch64, words(arm64)), nil
+		return executable(true, emAArch64, 0, 0x400000, words(arm64)), nil
 	case "arm":
-		return elf32(emARM, efARMEABIv5, words(arm)), nil
+		return executable(false, emARM, efARMEABIv5, 0x10000, words(arm)), nil
 	}
 	return nil, fmt.Errorf("skiff's pod sandbox (pause) program is written for %v, not %s: build skiff for one of those", Architectures, arch)
 }
@@ -177,74 +177,56 @@ func words(code []uint32) []byte {
 	return b
 }
 
-// elf64 is a 64-bit little-endian executable of one read-and-execute
-// segment, the whole file, loaded at 4 MB and entered at its code, and a
-// non-executable stack.
-func elf64(machine uint16, code []byte) []byte {
-	const base, ehsize, phsize = 0x400000, 64, 56
-	off := ehsize + 2*phsize
-	size := uint64(off + len(code))
+// executable is a little-endian ELF executable (64-bit, else 32-bit) of one
+// read-and-execute segment, the whole file, loaded at base and entered at
+// its code, and a non-executable stack. The two classes differ in the width
+// of addresses and offsets, and in where a program header keeps its flags.
+func executable(is64 bool, machine uint16, flags uint32, base uint64, code []byte) []byte {
 	le := binary.LittleEndian
-	b := []byte{0x7f, 'E', 'L', 'F', 2 /* 64-bit */, 1 /* little-endian */, 1 /* version */, 0 /* System V */, 0, 0, 0, 0, 0, 0, 0, 0}
-	b = le.AppendUint16(b, 2) // ET_EXEC
-	b = le.AppendUint16(b, machine)
-	b = le.AppendUint32(b, 1)                // version
-	b = le.AppendUint64(b, base+uint64(off)) // entry
-	b = le.AppendUint64(b, ehsize)           // program headers
-	b = le.AppendUint64(b, 0)                // no section headers
-	b = le.AppendUint32(b, 0)                // flags
-	b = le.AppendUint16(b, ehsize)
-	b = le.AppendUint16(b, phsize)
-	b = le.AppendUint16(b, 2) // program headers
-	b = le.AppendUint16(b, 0) // section header size
-	b = le.AppendUint16(b, 0) // section headers
-	b = le.AppendUint16(b, 0) // section name table
-	ph := func(typ, flags uint32, offset, addr, size, align uint64) {
-		b = le.AppendUint32(b, typ)
-		b = le.AppendUint32(b, flags)
-		b = le.AppendUint64(b, offset)
-		b = le.AppendUint64(b, addr)
-		b = le.AppendUint64(b, addr)
-		b = le.AppendUint64(b, size)
-		b = le.AppendUint64(b, size)
-		b = le.AppendUint64(b, align)
+	var b []byte
+	word := func(v uint64) { // an address, offset or size
+		if is64 {
+			b = le.AppendUint64(b, v)
+		} else {
+			b = le.AppendUint32(b, uint32(v))
+		}
 	}
-	ph(ptLoad, pfR|pfX, 0, base, size, segAlign)
-	ph(ptGNUStack, pfR|pfW, 0, 0, 0, 16)
-	return append(b, code...)
-}
-
-// elf32 is elf64's 32-bit counterpart, loaded at 64 KB.
-func elf32(machine uint16, flags uint32, code []byte) []byte {
-	const base, ehsize, phsize = 0x10000, 52, 32
-	off := ehsize + 2*phsize
-	size := uint32(off + len(code))
-	le := binary.LittleEndian
-	b := []byte{0x7f, 'E', 'L', 'F', 1 /* 32-bit */, 1 /* little-endian */, 1 /* version */, 0 /* System V */, 0, 0, 0, 0, 0, 0, 0, 0}
+	class, ehsize, phsize := byte(1), 52, 32
+	if is64 {
+		class, ehsize, phsize = 2, 64, 56
+	}
+	off := uint64(ehsize + 2*phsize)
+	size := off + uint64(len(code))
+	b = append(b, 0x7f, 'E', 'L', 'F', class, 1 /* little-endian */, 1 /* version */, 0 /* System V */, 0, 0, 0, 0, 0, 0, 0, 0)
 	b = le.AppendUint16(b, 2) // ET_EXEC
 	b = le.AppendUint16(b, machine)
-	b = le.AppendUint32(b, 1)                // version
-	b = le.AppendUint32(b, base+uint32(off)) // entry
-	b = le.AppendUint32(b, ehsize)           // program headers
-	b = le.AppendUint32(b, 0)                // no section headers
+	b = le.AppendUint32(b, 1) // version
+	word(base + off)          // entry
+	word(uint64(ehsize))      // program headers
+	word(0)                   // no section headers
 	b = le.AppendUint32(b, flags)
-	b = le.AppendUint16(b, ehsize)
-	b = le.AppendUint16(b, phsize)
+	b = le.AppendUint16(b, uint16(ehsize))
+	b = le.AppendUint16(b, uint16(phsize))
 	b = le.AppendUint16(b, 2) // program headers
 	b = le.AppendUint16(b, 0) // section header size
 	b = le.AppendUint16(b, 0) // section headers
 	b = le.AppendUint16(b, 0) // section name table
-	ph := func(typ, flags, offset, addr, size, align uint32) {
+	ph := func(typ, pflags uint32, addr, size, align uint64) {
 		b = le.AppendUint32(b, typ)
-		b = le.AppendUint32(b, offset)
-		b = le.AppendUint32(b, addr)
-		b = le.AppendUint32(b, addr)
-		b = le.AppendUint32(b, size)
-		b = le.AppendUint32(b, size)
-		b = le.AppendUint32(b, flags)
-		b = le.AppendUint32(b, align)
+		if is64 {
+			b = le.AppendUint32(b, pflags)
+		}
+		word(0) // offset
+		word(addr)
+		word(addr) // physical address
+		word(size) // in the file
+		word(size) // in memory
+		if !is64 {
+			b = le.AppendUint32(b, pflags)
+		}
+		word(align)
 	}
-	ph(ptLoad, pfR|pfX, 0, base, size, segAlign)
-	ph(ptGNUStack, pfR|pfW, 0, 0, 0, 16)
+	ph(ptLoad, pfR|pfX, base, size, segAlign)
+	ph(ptGNUStack, pfR|pfW, 0, 0, 16)
 	return append(b, code...)
 }
