@@ -175,9 +175,13 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kctx := klog.NewContext(context.WithoutCancel(ctx), klog.Background().WithName("kubelet"))
+	if err := podSources(kctx, k.server, deps); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- kubeletapp.Run(klog.NewContext(context.WithoutCancel(ctx), klog.Background().WithName("kubelet")), k.server, deps, utilfeature.DefaultFeatureGate)
+		errc <- kubeletapp.Run(kctx, k.server, deps, utilfeature.DefaultFeatureGate)
 	}()
 	select {
 	case err := <-errc:

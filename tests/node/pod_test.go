@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -157,5 +160,37 @@ func TestPodSandboxReapsOrphans(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("the orphans were not reaped a minute after they ended: pause's children %q", left)
+	}
+}
+
+// TestStaticPod: a pod manifest dropped into <data-dir>/agent/pod-manifests
+// runs on the node, with a mirror pod in the API, and stops when the file
+// is removed.
+func TestStaticPod(t *testing.T) {
+	ns := srv.Namespace(t)
+	cs := srv.ClientT(t)
+	nodes, err := cs.CoreV1().Nodes().List(cluster.Context(t), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("the node: %v (%d nodes)", err, len(nodes.Items))
+	}
+	manifest := filepath.Join(srv.DataDir, "agent", "pod-manifests", "static-"+ns+".yaml")
+	if err := os.WriteFile(manifest, []byte(fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: static, namespace: %s}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers: [{name: c, image: %s, imagePullPolicy: Never, command: [sleep, '3600']}]\n", ns, image)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(manifest)
+	mirror := "static-" + nodes.Items[0].Name
+	p := waitPod(t, ns, mirror, "running as the mirror of the static pod", running)
+	if _, ok := p.Annotations["kubernetes.io/config.mirror"]; !ok {
+		t.Errorf("pod %s has no kubernetes.io/config.mirror annotation: %v", mirror, p.Annotations)
+	}
+	if err := os.Remove(manifest); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(cluster.Context(t), 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Pods(ns).Get(ctx, mirror, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatalf("the mirror pod %s stayed after its manifest was removed", mirror)
 	}
 }
