@@ -15,7 +15,7 @@ import (
 const Image = "registry.local/skiff/pause:1"
 
 // ID identifies the image Tarball writes: a digest of the program in it,
-// the only part that changes from one build to another.
+// which changes only when the program does.
 func ID() string {
 	program, err := Program(runtime.GOARCH)
 	if err != nil {

@@ -142,18 +142,8 @@ func measureFootprint(bin string) (f footprint, err error) {
 
 // sandboxMemory is the mean PSS of the node's pod sandbox processes, in MB.
 func sandboxMemory(s *cluster.Server) (float64, error) {
-	var n, pss int
-	for _, pid := range s.SandboxPids() {
-		p, err := statusKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
-		if err != nil {
-			continue // gone meanwhile
-		}
-		n, pss = n+1, pss+p
-	}
-	if n == 0 {
-		return 0, fmt.Errorf("no pod sandbox process of %s found", s.DataDir)
-	}
-	return float64(pss) / 1024 / float64(n), nil
+	_, pss, err := meanMemory(s.SandboxPids(), "pod sandbox process", s)
+	return pss, err
 }
 
 // noPods waits until the default namespace has no pods and the node no

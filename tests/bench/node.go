@@ -298,8 +298,14 @@ func benchShims(s *cluster.Server) error {
 // shimMemory is the mean own (anonymous) memory and PSS of the node's
 // shims, in MB.
 func shimMemory(s *cluster.Server) (own, pss float64, err error) {
+	return meanMemory(s.ShimPids(), "shim", s)
+}
+
+// meanMemory is the mean own (anonymous) memory and PSS of the processes
+// pids (what they are, for the error when none is left), in MB.
+func meanMemory(pids []int, what string, s *cluster.Server) (own, pss float64, err error) {
 	var n, anon, ps int
-	for _, pid := range s.ShimPids() {
+	for _, pid := range pids {
 		rollup := fmt.Sprintf("/proc/%d/smaps_rollup", pid)
 		a, err := statusKB(rollup, "Anonymous:")
 		if err != nil {
@@ -312,7 +318,7 @@ func shimMemory(s *cluster.Server) (own, pss float64, err error) {
 		n, anon, ps = n+1, anon+a, ps+p
 	}
 	if n == 0 {
-		return 0, 0, fmt.Errorf("no shim of %s found", s.DataDir)
+		return 0, 0, fmt.Errorf("no %s of %s found", what, s.DataDir)
 	}
 	return float64(anon) / 1024 / float64(n), float64(ps) / 1024 / float64(n), nil
 }
