@@ -19,7 +19,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/skiff-dev/skiff/internal/proxy/nft"
+	"github.com/skiff-dev/skiff/internal/nft"
 )
 
 // These tests program a real kernel, always in a throwaway network

@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/skiff-dev/skiff/internal/proxy/nft"
+	"github.com/skiff-dev/skiff/internal/nft"
 )
 
 // This file turns Services and EndpointSlices into the description of the

@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/skiff-dev/skiff/internal/proxy/nft"
+	"github.com/skiff-dev/skiff/internal/nft"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")

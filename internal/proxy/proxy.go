@@ -30,7 +30,7 @@ import (
 
 	"github.com/skiff-dev/skiff/internal/component"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
-	"github.com/skiff-dev/skiff/internal/proxy/nft"
+	"github.com/skiff-dev/skiff/internal/nft"
 )
 
 // Config configures the proxy.

@@ -13,7 +13,7 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
-	"github.com/skiff-dev/skiff/internal/proxy/nft"
+	"github.com/skiff-dev/skiff/internal/nft"
 )
 
 // This file lists a ruleset in an nft-like syntax, for golden tests and for

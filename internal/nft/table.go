@@ -1,8 +1,9 @@
 // Package nft encodes nftables tables, chains, sets and rules as netlink
-// batches, for the proxy's model of its table: the address family, the
-// expressions rules are made of, the objects of a table (chains, rules,
-// sets, verdict map elements) and the batches that carry them to the
-// kernel, each one transaction. It knows nothing of Services.
+// batches. It is the leaf every rule engine of the node shares (the Service
+// proxy, hostPorts): the address family, the expressions rules are made of,
+// the objects of a table (chains, rules, sets, verdict map elements) and the
+// batches that carry them to the kernel, each one transaction. It knows
+// nothing of Services or pods.
 package nft
 
 import (
