@@ -133,6 +133,20 @@ func FormatKey(typ nftables.SetDatatype, k []byte) string {
 	return strings.Join(parts, " . ")
 }
 
+// ProtocolNumber is the number of a Kubernetes protocol name (TCP, UDP,
+// SCTP; empty is TCP).
+func ProtocolNumber(name string) (uint8, bool) {
+	switch name {
+	case "TCP", "":
+		return ProtoTCP, true
+	case "UDP":
+		return ProtoUDP, true
+	case "SCTP":
+		return ProtoSCTP, true
+	}
+	return 0, false
+}
+
 // ProtoName names protocol number p as nft does (tcp, udp, sctp), or
 // gives the number.
 func ProtoName(p uint8) string {
@@ -257,6 +271,19 @@ func SetMark(bit uint32, on bool) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: Reg1},
 		&expr.Bitwise{SourceRegister: Reg1, DestRegister: Reg1, Len: 4, Mask: Native32(mask), Xor: Native32(xor)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: Reg1},
+	}
+}
+
+// MasqueradeMarked are the rules of a nat postrouting chain that
+// masquerades the packets carrying mark bit, clearing it: the bit is how
+// a rule earlier in the path asks for masquerading.
+func MasqueradeMarked(bit uint32) []Rule {
+	return []Rule{
+		NewRule(Exprs(&expr.Meta{Key: expr.MetaKeyMARK, Register: Reg1},
+			&expr.Bitwise{SourceRegister: Reg1, DestRegister: Reg1, Len: 4, Mask: Native32(bit), Xor: Native32(0)},
+			CmpEq(Reg1, Native32(0)), Verdict(expr.VerdictReturn))),
+		NewRule(SetMark(bit, false)),
+		NewRule(Exprs(&expr.Masq{FullyRandom: true})),
 	}
 }
 

@@ -126,13 +126,13 @@ func TestApply(t *testing.T) {
 		return s.applied
 	}
 	sync("first", true, svcs, eps)
-	if !strings.Contains(render(s.applied), "update @aff-") {
+	if !strings.Contains(nft.Render(&s.applied.Ruleset), "update @aff-") {
 		t.Fatal("the scenario has no session affinity")
 	}
 	webChains := map[string]bool{}
-	for _, sv := range s.applied.services {
-		if strings.HasPrefix(sv.key, "default/web/") {
-			for _, c := range sv.chains {
+	for _, sv := range s.applied.Units {
+		if strings.HasPrefix(sv.Key, "default/web/") {
+			for _, c := range sv.Chains {
 				webChains[c.Name] = true
 			}
 		}
@@ -276,7 +276,7 @@ func kernelElements(t *testing.T, fd int, table string) []string {
 	named, elems := kernelSets(t, fd, table)
 	// google/nftables does not name concatenated key types it reads back:
 	// take the maps' types from the model.
-	types := setKeys(buildRuleset(testSettings(t, testConfig()), nil, nil, nil, nil))
+	types := nft.SetKeys(&buildRuleset(testSettings(t, testConfig()), nil, nil, nil, nil).Ruleset)
 	var out []string
 	for _, s := range named {
 		if !s.IsMap {
@@ -298,29 +298,29 @@ func kernelElements(t *testing.T, fd int, table string) []string {
 // and rules, listed with the same renderer), sets and map elements.
 func checkTable(t *testing.T, step string, fd int, rs *ruleset) {
 	t.Helper()
-	keys := setKeys(rs)
-	kchains := kernelChains(t, fd, rs.table)
-	named, _ := kernelSets(t, fd, rs.table)
+	keys := nft.SetKeys(&rs.Ruleset)
+	kchains := kernelChains(t, fd, rs.Table)
+	named, _ := kernelSets(t, fd, rs.Table)
 	conn := testConn(t, fd)
-	tb := &nftables.Table{Name: rs.table, Family: nftables.TableFamilyIPv4}
+	tb := &nftables.Table{Name: rs.Table, Family: nftables.TableFamilyIPv4}
 
 	want := map[string]*nft.Chain{}
-	for _, c := range rs.chains {
+	for _, c := range rs.Chains {
 		want[c.Name] = c
 	}
 	var wantSets []string
 	var wantElems []string
-	for _, s := range rs.sets {
+	for _, s := range rs.Sets {
 		wantSets = append(wantSets, s.Name)
 	}
-	for _, sv := range rs.services {
-		for _, c := range sv.chains {
+	for _, sv := range rs.Units {
+		for _, c := range sv.Chains {
 			want[c.Name] = c
 		}
-		for _, s := range sv.sets {
+		for _, s := range sv.Sets {
 			wantSets = append(wantSets, s.Name)
 		}
-		for _, e := range sv.elements {
+		for _, e := range sv.Elements {
 			wantElems = append(wantElems, fmt.Sprintf("%s: %s : goto %s", e.Set, nft.FormatKey(keys[e.Set].Key, []byte(e.Key)), e.Chain))
 		}
 	}
@@ -345,10 +345,10 @@ func checkTable(t *testing.T, step string, fd int, rs *ruleset) {
 		}
 		var got, exp []string
 		for _, kr := range krules {
-			got = append(got, renderRule(rs.fam, keys, nft.Rule{Exprs: kr.Exprs}))
+			got = append(got, nft.RenderRule(rs.Family, keys, nft.Rule{Exprs: kr.Exprs}))
 		}
 		for _, r := range c.Rules {
-			exp = append(exp, renderRule(rs.fam, keys, r))
+			exp = append(exp, nft.RenderRule(rs.Family, keys, r))
 		}
 		if !slices.Equal(got, exp) {
 			t.Errorf("%s: chain %s in the kernel:\n\t%s\nwant:\n\t%s", step, name,
@@ -366,7 +366,7 @@ func checkTable(t *testing.T, step string, fd int, rs *ruleset) {
 	}
 	sort.Strings(wantElems)
 	t.Logf("%s: %d chains, %d sets, %d map elements compared", step, len(want), len(wantSets), len(wantElems))
-	if got := kernelElements(t, fd, rs.table); !slices.Equal(got, wantElems) {
+	if got := kernelElements(t, fd, rs.Table); !slices.Equal(got, wantElems) {
 		t.Errorf("%s: map elements in the kernel:\n\t%s\nwant:\n\t%s", step,
 			strings.Join(got, "\n\t"), strings.Join(wantElems, "\n\t"))
 	}
@@ -410,7 +410,7 @@ func TestSyncError(t *testing.T) {
 		t.Error("a failed transaction changed the table")
 	}
 
-	s.applied.chains[0].Sig = "forced difference"
+	s.applied.Chains[0].Sig = "forced difference"
 	if err := s.Sync(svcs, eps); err != nil {
 		t.Fatal(err)
 	}

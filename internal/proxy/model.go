@@ -30,9 +30,13 @@ import (
 //	nat-prerouting, nat-output (nat, -100)  -> services
 //	nat-postrouting (nat, 100)              -> masquerading; pod egress masquerade
 //	filter-input, -forward, -output (-110)  ct state new -> no-endpoints-check
+//	filter-forward, filter-output-post-dnat (-90)  ct state new -> cluster-ips-check
 //	services             daddr . proto . port vmap @service-ips,
 //	                     local daddr: proto . port vmap @service-nodeports
 //	no-endpoints-check   the same keys in @no-endpoint-ips / @no-endpoint-nodeports -> reject-new
+//	cluster-ips-check    what is still addressed to the Service range after DNAT took
+//	                     every Service port: a ClusterIP (@cluster-ips) or an
+//	                     unallocated address -> reject-new, so it never leaves the node
 //	svc-H  all endpoints:   clusterIP masquerade, affinity, numgen random mod N vmap @svc-H
 //	map svc-H              number -> goto ep-H (maps and chains have separate names)
 //	lcl-H  node-local endpoints, the same (chain and map)
@@ -49,6 +53,8 @@ const (
 	chainFilterInput    = "filter-input"
 	chainFilterForward  = "filter-forward"
 	chainFilterOutput   = "filter-output"
+	chainFilterPostDNAT = "filter-output-post-dnat"
+	chainClusterIPs     = "cluster-ips-check"
 	chainServices       = "services"
 	chainNoEndpoints    = "no-endpoints-check"
 	chainMarkMasq       = "mark-for-masquerade"
@@ -59,6 +65,7 @@ const (
 	mapServiceNodePorts = "service-nodeports"
 	mapNoEndpointIPs    = "no-endpoint-ips"
 	mapNoEndpointPorts  = "no-endpoint-nodeports"
+	mapClusterIPs       = "cluster-ips"
 
 	// markMasq is the packet mark bit that asks nat postrouting to
 	// masquerade.
@@ -75,30 +82,23 @@ type settings struct {
 	table         string
 	node          string
 	clusterCIDR   *net.IPNet
+	serviceCIDR   *net.IPNet   // nil: unknown
 	nodePortCIDRs []*net.IPNet // nil: every local address but loopback
 	bridge        string
 	dnsService    types.NamespacedName
 }
 
-// ruleset describes the whole table.
+// ruleset describes the whole table: the fixed chains and maps, and a unit
+// per Service port.
 type ruleset struct {
-	fam      *nft.Family
-	table    string
-	chains   []*nft.Chain // fixed chains, base chains first
-	sets     []*nft.Set   // fixed maps; their elements come from the services
-	services []*svcRules
+	nft.Ruleset
 	// conflicts are the addresses Services claimed that another one had.
 	conflicts []string
 }
 
-// svcRules is what one Service port adds to the table: the unit of partial
-// syncs.
-type svcRules struct {
-	key      string // namespace/name/protocol/port name or number
-	chains   []*nft.Chain
-	sets     []*nft.Set
-	elements []nft.Element
-}
+// svcRules is what one Service port adds to the table, keyed
+// namespace/name/protocol/port name or number.
+type svcRules = nft.Unit
 
 // endpoint is one usable backend of a Service port.
 type endpoint struct {
@@ -152,8 +152,8 @@ func (e *cacheEntry) same(o *cacheEntry) bool {
 // node's DNS address, or nil while it is unknown. With a cache, the rules
 // of Services whose objects did not change since the last call are reused.
 func buildRuleset(st *settings, services []*v1.Service, epSlices []*discoveryv1.EndpointSlice, dnsAddr net.IP, cache *modelCache) *ruleset {
-	rs := &ruleset{fam: st.fam, table: st.table}
-	rs.chains, rs.sets = fixedChains(st)
+	rs := &ruleset{Ruleset: nft.Ruleset{Family: st.fam, Table: st.table}}
+	rs.Chains, rs.Sets = fixedChains(st)
 
 	bySvc := map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
 	for _, s := range epSlices {
@@ -195,12 +195,12 @@ func buildRuleset(st *settings, services []*v1.Service, epSlices []*discoveryv1.
 		if cache != nil {
 			next[k] = &in
 		}
-		rs.services = append(rs.services, in.out...)
+		rs.Units = append(rs.Units, in.out...)
 	}
 	if cache != nil {
 		*cache = next
 	}
-	sort.Slice(rs.services, func(i, j int) bool { return rs.services[i].key < rs.services[j].key })
+	sort.Slice(rs.Units, func(i, j int) bool { return rs.Units[i].Key < rs.Units[j].Key })
 	rs.conflicts = dedupe(rs)
 	return rs
 }
@@ -211,28 +211,32 @@ func buildRuleset(st *settings, services []*v1.Service, epSlices []*discoveryv1.
 // keeps the address. It returns what it dropped, for logs.
 func dedupe(rs *ruleset) []string {
 	var dropped []string
-	seen := make(map[string]string, 2*len(rs.services)) // map group and key: owner
-	for i, sv := range rs.services {
+	seen := make(map[string]string, 2*len(rs.Units)) // map group and key: owner
+	for i, sv := range rs.Units {
 		var keep []nft.Element
 		copied := false
-		for j, e := range sv.elements {
+		for j, e := range sv.Elements {
 			var group string
 			switch e.Set {
 			case mapServiceIPs, mapNoEndpointIPs: // one address goes to one place
 				group = "ip"
 			case mapServiceNodePorts, mapNoEndpointPorts:
 				group = "port"
+			case mapClusterIPs: // every port of a Service names its ClusterIP
+				group = "cluster-ip"
 			}
 			if group != "" {
 				k := group + e.Key
 				if owner, ok := seen[k]; ok {
 					if !copied {
-						keep, copied = slices.Clone(sv.elements[:j]), true
+						keep, copied = slices.Clone(sv.Elements[:j]), true
 					}
-					dropped = append(dropped, sv.key+": "+nft.FormatKey(fixedSetKey(rs, e.Set), []byte(e.Key))+" (taken by "+owner+")")
+					if group != "cluster-ip" || serviceOf(owner) != serviceOf(sv.Key) {
+						dropped = append(dropped, sv.Key+": "+nft.FormatKey(fixedSetKey(rs, e.Set), []byte(e.Key))+" (taken by "+owner+")")
+					}
 					continue
 				}
-				seen[k] = sv.key
+				seen[k] = sv.Key
 			}
 			if copied {
 				keep = append(keep, e)
@@ -240,15 +244,22 @@ func dedupe(rs *ruleset) []string {
 		}
 		if copied { // a copy: the original may be in the model cache
 			c := *sv
-			c.elements = keep
-			rs.services[i] = &c
+			c.Elements = keep
+			rs.Units[i] = &c
 		}
 	}
 	return dropped
 }
 
+// serviceOf is the namespace/name part of a Service port's key.
+func serviceOf(key string) string {
+	ns, rest, _ := strings.Cut(key, "/")
+	name, _, _ := strings.Cut(rest, "/")
+	return ns + "/" + name
+}
+
 func fixedSetKey(rs *ruleset, name string) nftables.SetDatatype {
-	for _, s := range rs.sets {
+	for _, s := range rs.Sets {
 		if s.Name == name {
 			return s.Key
 		}
@@ -276,6 +287,16 @@ func fixedChains(st *settings) ([]*nft.Chain, []*nft.Set) {
 		noEndpointPorts = append(noEndpointPorts, nft.NewRule(nft.FibLocal(true), f.DaddrIn(n, false), nft.LookupProtoPort(mapNoEndpointPorts)))
 	}
 	checkNew := nft.NewRule(nft.CtStateNew(), nft.Exprs(nft.Jump(chainNoEndpoints)))
+	// After DNAT, only what no Service port took is still addressed to the
+	// Service range: as kube-proxy does, a ClusterIP's other ports and
+	// protocols, and the range's unallocated addresses, are refused here
+	// instead of following the node's default route out.
+	checkClusterIPs := nft.NewRule(nft.CtStateNew(), nft.Exprs(nft.Jump(chainClusterIPs)))
+	clusterIPRules := []nft.Rule{nft.NewRule(nft.Exprs(f.LoadDaddr(nft.Reg1),
+		&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapClusterIPs}))}
+	if st.serviceCIDR != nil {
+		clusterIPRules = append(clusterIPRules, nft.NewRule(f.DaddrIn(st.serviceCIDR, false), nft.Exprs(nft.Goto(chainReject))))
+	}
 	chains := []*nft.Chain{
 		nft.BaseChain(chainNatPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100, nft.NewRule(nft.Exprs(nft.Jump(chainServices)))),
 		nft.BaseChain(chainNatOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, -100, nft.NewRule(nft.Exprs(nft.Jump(chainServices)))),
@@ -289,17 +310,15 @@ func fixedChains(st *settings) ([]*nft.Chain, []*nft.Set) {
 		// before nat output (-100), so the node's own connections are
 		// rejected before anything rewrites them.
 		nft.BaseChain(chainFilterInput, nftables.ChainTypeFilter, nftables.ChainHookInput, -110, checkNew),
-		nft.BaseChain(chainFilterForward, nftables.ChainTypeFilter, nftables.ChainHookForward, -110, checkNew),
+		nft.BaseChain(chainFilterForward, nftables.ChainTypeFilter, nftables.ChainHookForward, -110, checkNew, checkClusterIPs),
 		nft.BaseChain(chainFilterOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, -110, checkNew),
+		// -90: after nat output (-100) rewrote what goes to a Service.
+		nft.BaseChain(chainFilterPostDNAT, nftables.ChainTypeFilter, nftables.ChainHookOutput, -90, checkClusterIPs),
 		nft.NewChain(chainServices, "", append([]nft.Rule{nft.NewRule(f.LookupIPProtoPort(mapServiceIPs))}, nodePorts...)...),
 		nft.NewChain(chainNoEndpoints, "", append([]nft.Rule{nft.NewRule(f.LookupIPProtoPort(mapNoEndpointIPs))}, noEndpointPorts...)...),
+		nft.NewChain(chainClusterIPs, "", clusterIPRules...),
 		nft.NewChain(chainMarkMasq, "", nft.NewRule(nft.SetMark(markMasq, true))),
-		nft.NewChain(chainMasquerading, "",
-			nft.NewRule(nft.Exprs(&expr.Meta{Key: expr.MetaKeyMARK, Register: nft.Reg1},
-				&expr.Bitwise{SourceRegister: nft.Reg1, DestRegister: nft.Reg1, Len: 4, Mask: nft.Native32(markMasq), Xor: nft.Native32(0)},
-				nft.CmpEq(nft.Reg1, nft.Native32(0)), nft.Verdict(expr.VerdictReturn))),
-			nft.NewRule(nft.SetMark(markMasq, false)),
-			nft.NewRule(nft.Exprs(&expr.Masq{FullyRandom: true}))),
+		nft.NewChain(chainMasquerading, "", nft.MasqueradeMarked(markMasq)...),
 		nft.NewChain(chainReject, "",
 			nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{nft.ProtoTCP}), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
 			nft.NewRule(nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.PortUnreach}))),
@@ -315,6 +334,7 @@ func fixedChains(st *settings) ([]*nft.Chain, []*nft.Set) {
 		{Name: mapServiceNodePorts, Key: nft.TypeProtoPort, IsMap: true},
 		{Name: mapNoEndpointIPs, Key: ipKey, IsMap: true},
 		{Name: mapNoEndpointPorts, Key: nft.TypeProtoPort, IsMap: true},
+		{Name: mapClusterIPs, Key: f.AddrType, IsMap: true},
 	}
 	return chains, sets
 }
@@ -377,7 +397,7 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 
 	var out []*svcRules
 	for _, sp := range svc.Spec.Ports {
-		proto, ok := protocolNumber(sp.Protocol)
+		proto, ok := nft.ProtocolNumber(string(sp.Protocol))
 		if !ok {
 			continue
 		}
@@ -405,18 +425,6 @@ func serviceRules(st *settings, svc *v1.Service, epSlices []*discoveryv1.Endpoin
 		out = append(out, p.build())
 	}
 	return out
-}
-
-func protocolNumber(p v1.Protocol) (uint8, bool) {
-	switch p {
-	case v1.ProtocolTCP, "":
-		return nft.ProtoTCP, true
-	case v1.ProtocolUDP:
-		return nft.ProtoUDP, true
-	case v1.ProtocolSCTP:
-		return nft.ProtoSCTP, true
-	}
-	return 0, false
 }
 
 func portName(sp v1.ServicePort) string {
@@ -551,7 +559,7 @@ type portRules struct {
 }
 
 func (p *portRules) build() *svcRules {
-	p.out = &svcRules{key: p.key}
+	p.out = &svcRules{Key: p.key}
 	p.eps = make(map[string]string, len(p.all))
 	svcChain, lclChain, extChain := hashName(svcPrefix, p.key), hashName(lclPrefix, p.key), hashName("ext-", p.key)
 	fwChain := hashName("fw-", p.key)
@@ -563,6 +571,7 @@ func (p *portRules) build() *svcRules {
 		internal, internalChain = p.local, lclChain
 	}
 	clusterKey := nft.IPProtoPortKey(p.clusterIP, p.proto, p.port)
+	p.elem(mapClusterIPs, string(p.clusterIP), chainReject)
 	if len(internal) == 0 {
 		p.elem(mapNoEndpointIPs, clusterKey, chainReject)
 	} else {
@@ -618,7 +627,7 @@ func (p *portRules) build() *svcRules {
 				rules = append(rules, nft.NewRule(nft.Exprs(nft.Verdict(expr.VerdictDrop))))
 			}
 		}
-		p.out.chains = append(p.out.chains, nft.NewChain(extChain, p.name+" external", rules...))
+		p.out.Chains = append(p.out.Chains, nft.NewChain(extChain, p.name+" external", rules...))
 	}
 	if firewall {
 		// Only the first packet of a connection passes the nat hooks:
@@ -628,7 +637,7 @@ func (p *portRules) build() *svcRules {
 			rules = append(rules, nft.NewRule(p.st.fam.SaddrIn(n, false), nft.Exprs(nft.Goto(extChain))))
 		}
 		rules = append(rules, nft.NewRule(nft.Exprs(nft.Verdict(expr.VerdictDrop))))
-		p.out.chains = append(p.out.chains, nft.NewChain(fwChain, p.name+" load balancer source ranges", rules...))
+		p.out.Chains = append(p.out.Chains, nft.NewChain(fwChain, p.name+" load balancer source ranges", rules...))
 	}
 	// Entry chains first, then endpoints, for listings.
 	rank := func(c *nft.Chain) int {
@@ -642,16 +651,16 @@ func (p *portRules) build() *svcRules {
 		}
 		return 3
 	}
-	sort.Slice(p.out.chains, func(i, j int) bool {
-		a, b := p.out.chains[i], p.out.chains[j]
+	sort.Slice(p.out.Chains, func(i, j int) bool {
+		a, b := p.out.Chains[i], p.out.Chains[j]
 		if ra, rb := rank(a), rank(b); ra != rb {
 			return ra < rb
 		}
 		return a.Name < b.Name
 	})
-	sort.Slice(p.out.sets, func(i, j int) bool { return p.out.sets[i].Name < p.out.sets[j].Name })
-	sort.Slice(p.out.elements, func(i, j int) bool {
-		a, b := p.out.elements[i], p.out.elements[j]
+	sort.Slice(p.out.Sets, func(i, j int) bool { return p.out.Sets[i].Name < p.out.Sets[j].Name })
+	sort.Slice(p.out.Elements, func(i, j int) bool {
+		a, b := p.out.Elements[i], p.out.Elements[j]
 		if a.Set != b.Set {
 			return a.Set < b.Set
 		}
@@ -661,7 +670,7 @@ func (p *portRules) build() *svcRules {
 }
 
 func (p *portRules) elem(set, key, chain string) {
-	p.out.elements = append(p.out.elements, nft.Element{Set: set, Key: key, Chain: chain})
+	p.out.Elements = append(p.out.Elements, nft.Element{Set: set, Key: key, Chain: chain})
 }
 
 // selectChain makes a chain that picks one of eps at random (sticking to
@@ -693,13 +702,13 @@ func (p *portRules) selectChain(prefix, what string, eps []endpoint, internal bo
 	// The choice: a random number, looked up in the chain's own verdict
 	// map (named like the chain). Not an anonymous map as nft would make:
 	// the kernel takes twice as long to create those.
-	p.out.sets = append(p.out.sets, &nft.Set{Name: name, Key: nftables.TypeInteger, IsMap: true})
+	p.out.Sets = append(p.out.Sets, &nft.Set{Name: name, Key: nftables.TypeInteger, IsMap: true})
 	rules = append(rules, nft.NewRule(nft.Exprs(&expr.Numgen{Register: nft.Reg1, Modulus: uint32(len(eps)), Type: unix.NFT_NG_RANDOM},
 		&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: name})))
 	for i, t := range targets {
 		p.elem(name, string(nft.Native32(uint32(i))), t)
 	}
-	p.out.chains = append(p.out.chains, nft.NewChain(name, p.name+" "+what, rules...))
+	p.out.Chains = append(p.out.Chains, nft.NewChain(name, p.name+" "+what, rules...))
 }
 
 func (p *portRules) affinitySet(e endpoint) string {
@@ -720,7 +729,7 @@ func (p *portRules) endpointChain(e endpoint) string {
 	}
 	if p.affinity > 0 {
 		aff := p.affinitySet(e)
-		p.out.sets = append(p.out.sets, &nft.Set{Name: aff, Key: f.AddrType, Timeout: p.affinity})
+		p.out.Sets = append(p.out.Sets, &nft.Set{Name: aff, Key: f.AddrType, Timeout: p.affinity})
 		rules = append(rules, nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1),
 			&expr.Dynset{SrcRegKey: nft.Reg1, SetName: aff, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: p.affinity})))
 	}
@@ -728,6 +737,6 @@ func (p *portRules) endpointChain(e endpoint) string {
 		&expr.Immediate{Register: nft.Reg1, Data: e.ip},
 		&expr.Immediate{Register: nft.Reg2, Data: nft.Port16(e.port)},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.NFProto, RegAddrMin: nft.Reg1, RegProtoMin: nft.Reg2, Specified: true})))
-	p.out.chains = append(p.out.chains, nft.NewChain(name, p.name+" endpoint "+e.String(), rules...))
+	p.out.Chains = append(p.out.Chains, nft.NewChain(name, p.name+" endpoint "+e.String(), rules...))
 	return name
 }

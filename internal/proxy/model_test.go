@@ -28,6 +28,7 @@ func testConfig() Config {
 	return Config{
 		NodeName:    testNode,
 		ClusterCIDR: "10.42.0.0/16",
+		ServiceCIDR: "10.43.0.0/16",
 		Table:       "skiff",
 		Bridge:      "cni0",
 		DNSService:  types.NamespacedName{Namespace: "kube-system", Name: "kube-dns"},
@@ -55,6 +56,16 @@ func golden(t *testing.T, name, got string) {
 	if got != string(want) {
 		t.Errorf("%s differs from %s (go test -update rewrites it):\n%s", name, path, got)
 	}
+}
+
+// renderServices lists what the Services add to the table, and the
+// addresses they lost to another.
+func renderServices(rs *ruleset) string {
+	out := nft.RenderUnits(&rs.Ruleset)
+	for _, c := range rs.conflicts {
+		out += "# dropped: " + c + "\n"
+	}
+	return out
 }
 
 // Fixture builders.
@@ -279,12 +290,12 @@ func TestGolden(t *testing.T) {
 // NodePort address ranges.
 func TestGoldenTable(t *testing.T) {
 	rs := buildRuleset(testSettings(t, testConfig()), nil, nil, nil, nil)
-	golden(t, "table", render(rs))
+	golden(t, "table", nft.Render(&rs.Ruleset))
 
 	cfg := testConfig()
 	cfg.NodePortAddresses = []string{"192.168.1.0/24", "fd00::/64"}
 	rs = buildRuleset(testSettings(t, cfg), nil, nil, nil, nil)
-	golden(t, "table-nodeport-addresses", render(rs))
+	golden(t, "table-nodeport-addresses", nft.Render(&rs.Ruleset))
 }
 
 func TestEmpty(t *testing.T) {
@@ -293,8 +304,8 @@ func TestEmpty(t *testing.T) {
 		if f.name != "headless" && f.name != "externalname" {
 			continue
 		}
-		if rs := buildRuleset(st, f.services, f.slices, nil, nil); len(rs.services) != 0 {
-			t.Errorf("%s: %d service ports, want none", f.name, len(rs.services))
+		if rs := buildRuleset(st, f.services, f.slices, nil, nil); len(rs.Units) != 0 {
+			t.Errorf("%s: %d service ports, want none", f.name, len(rs.Units))
 		}
 	}
 }
@@ -353,8 +364,7 @@ func TestPartialBatch(t *testing.T) {
 		out.WriteString("# " + s.name + "\n")
 		if prev != nil {
 			b := nft.NewBatch(st.fam, st.table)
-			var stats syncStats
-			if !writePartial(b, prev, rs, &stats) {
+			if _, ok := nft.WritePartial(b, &prev.Ruleset, &rs.Ruleset); !ok {
 				t.Fatalf("%s: no partial sync", s.name)
 			}
 			msgs, err := b.Describe()

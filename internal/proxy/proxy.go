@@ -42,6 +42,11 @@ type Config struct {
 	// ClusterCIDR is the pod network (--cluster-cidr; a comma-separated
 	// list may hold one range per family). Traffic from it is pod traffic.
 	ClusterCIDR string
+	// ServiceCIDR is the Service range (--service-cidr; one range per
+	// family). Traffic to an address of it that no Service port takes is
+	// rejected, never routed out of the node. Empty: only the ClusterIPs'
+	// other ports are rejected.
+	ServiceCIDR string
 	// NodePortAddresses, if not empty, limits NodePorts to the node's
 	// addresses within these CIDRs; by default they answer on every local
 	// address but loopback.
@@ -82,6 +87,19 @@ func (c Config) settings() (*settings, error) {
 	if st.clusterCIDR == nil {
 		return nil, fmt.Errorf("--cluster-cidr: %q has no IPv4 range", c.ClusterCIDR)
 	}
+	for _, s := range strings.Split(c.ServiceCIDR, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("--service-cidr: %q is not a CIDR such as 10.43.0.0/16", s)
+		}
+		if n := st.fam.CIDR(n); n != nil && st.serviceCIDR == nil {
+			st.serviceCIDR = n
+		}
+	}
 	if len(c.NodePortAddresses) > 0 {
 		st.nodePortCIDRs = []*net.IPNet{} // not nil: only these
 		for _, s := range c.NodePortAddresses {
@@ -105,11 +123,7 @@ type Proxy struct {
 	cfg Config
 	component.Latch
 	dns  atomic.Pointer[net.IP]
-	kick chan struct{}
-	// onIdle, if not nil, is called by loop each time it is about to wait
-	// with no change pending: for the next change, a retry, or the end of
-	// its context. Tests set it to know that the loop has nothing to do.
-	onIdle func()
+	loop *component.SyncLoop
 }
 
 // New returns the proxy, or an error naming the flag of an invalid setting.
@@ -117,7 +131,7 @@ func New(cfg Config) (*Proxy, error) {
 	if _, err := cfg.settings(); err != nil {
 		return nil, err
 	}
-	return &Proxy{cfg: cfg, kick: make(chan struct{}, 1)}, nil
+	return &Proxy{cfg: cfg, loop: component.NewSyncLoop("service proxy")}, nil
 }
 
 // Name implements component.Component.
@@ -127,15 +141,6 @@ func (p *Proxy) Name() string { return "service proxy" }
 func Cleanup(table string) error {
 	return cleanup(nft.IPv4, table, 0)
 }
-
-// Sync pacing: a change syncs at once if the last sync is older than
-// minSyncInterval, else when it is that old, so a burst of changes costs
-// one sync per interval. Failed syncs are retried with backoff.
-const (
-	minSyncInterval = 100 * time.Millisecond
-	minRetry        = time.Second
-	maxRetry        = 30 * time.Second
-)
 
 // Run implements component.Component.
 func (p *Proxy) Run(ctx context.Context) error {
@@ -205,7 +210,9 @@ func (p *Proxy) run(ctx context.Context, client kubernetes.Interface, netns int)
 			"duration", time.Since(start), "err", err)
 		return err
 	}
-	return p.loop(ctx, sync)
+	// The table stays when the loop ends: established connections keep
+	// working.
+	return p.loop.Run(ctx, &p.Latch, sync)
 }
 
 // waitDNS waits for the node's DNS address and triggers a sync with it.
@@ -225,62 +232,4 @@ func (p *Proxy) waitDNS(ctx context.Context) {
 	p.trigger()
 }
 
-func (p *Proxy) trigger() {
-	select {
-	case p.kick <- struct{}{}:
-	default: // a sync is pending already
-	}
-}
-
-// loop syncs once, reports ready, then syncs on changes until ctx ends.
-//
-// Events only mark a sync as pending (a channel of one), and the loop
-// spaces syncs by minSyncInterval: at once when idle, coalesced under a
-// burst. A workqueue would do the same with a single key; this is shorter
-// and has no rate limiter to tune.
-func (p *Proxy) loop(ctx context.Context, sync func() error) error {
-	var (
-		last     time.Time
-		failures int
-		retry    <-chan time.Time
-	)
-	run := func() {
-		if wait := minSyncInterval - time.Since(last); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-		}
-		select { // changes that came while waiting are in this sync
-		case <-p.kick:
-		default:
-		}
-		last = time.Now()
-		if err := sync(); err != nil {
-			failures++
-			delay := maxRetry
-			if failures < 6 {
-				delay = min(minRetry<<(failures-1), maxRetry)
-			}
-			klog.ErrorS(err, "service proxy: sync failed; the next one rewrites the whole table", "retryIn", delay)
-			retry = time.After(delay)
-			return
-		}
-		failures, retry = 0, nil
-	}
-	run()
-	p.SetReady() // even after a failed first sync: it is retried, and the table exists
-	for {
-		if p.onIdle != nil && len(p.kick) == 0 {
-			p.onIdle()
-		}
-		select {
-		case <-ctx.Done():
-			return nil // the table stays: established connections keep working
-		case <-p.kick:
-		case <-retry:
-		}
-		run()
-	}
-}
+func (p *Proxy) trigger() { p.loop.Trigger() }

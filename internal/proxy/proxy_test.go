@@ -11,6 +11,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/skiff-dev/skiff/internal/component"
 )
 
 // TestLoop checks the pacing of syncs: one at start, before the proxy is
@@ -28,7 +30,7 @@ func TestLoop(t *testing.T) {
 	defer cancel()
 	syncs := make(chan chan<- error)
 	idle := make(chan struct{})
-	p.onIdle = func() {
+	p.loop.OnIdle = func() {
 		select {
 		case idle <- struct{}{}:
 		case <-ctx.Done():
@@ -36,7 +38,7 @@ func TestLoop(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- p.loop(ctx, func() error {
+		done <- p.loop.Run(ctx, &p.Latch, func() error {
 			result := make(chan error)
 			select {
 			case syncs <- result:
@@ -112,8 +114,8 @@ func TestLoop(t *testing.T) {
 	result <- errors.New("test failure")
 	nextIdle("after a failed sync")
 	result = nextSync("retrying the failed sync")
-	if waited := time.Since(failed); waited < minRetry {
-		t.Errorf("the failed sync was retried after %v, want at least %v", waited, minRetry)
+	if waited := time.Since(failed); waited < component.MinRetry {
+		t.Errorf("the failed sync was retried after %v, want at least %v", waited, component.MinRetry)
 	}
 	result <- nil
 	nextIdle("after the retry")

@@ -340,6 +340,27 @@ func TestTrafficThroughNode(t *testing.T) {
 	h.Close()
 	serveTCP(t, pod, "10.42.0.5:8080", "")
 	serveTCP(t, client, "10.0.0.2:9000", "")
+	// The next hop of the node's default route also holds addresses of the
+	// Service range, a ClusterIP's among them, and answers there: what the
+	// node lets out for the range would reach it.
+	ch, err := vnl.NewHandleAt(netns.NsHandle(client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, err := ch.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"10.43.0.26/32", "10.43.0.99/32"} {
+		addr, _ := vnl.ParseAddr(a)
+		if err := ch.AddrAdd(lo, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch.Close()
+	serveTCP(t, client, "10.43.0.26:443", "leaked")
+	serveTCP(t, client, "10.43.0.99:80", "leaked")
+	serveUDP(t, client, "10.43.0.26:8081", "leaked")
 
 	svcs := []*v1.Service{
 		service("default", "web", "10.43.0.20", nodePort(30080)),
@@ -381,6 +402,11 @@ func TestTrafficThroughNode(t *testing.T) {
 		{"UDP ClusterIP without endpoints, from a pod", pod, "udp4", "10.43.0.25:53", "", syscall.ECONNREFUSED},
 		{"NodePort without endpoints, from outside", client, "tcp4", "10.0.0.1:30082", "", syscall.ECONNREFUSED},
 		{"ClusterIP without endpoints, from outside", client, "tcp4", "10.43.0.24:80", "", syscall.ECONNREFUSED},
+		{"ClusterIP on a port no Service port has, from a pod", pod, "tcp4", "10.43.0.26:443", "", syscall.ECONNREFUSED},
+		{"ClusterIP on a protocol its port does not have, from a pod", pod, "udp4", "10.43.0.26:8081", "", syscall.ECONNREFUSED},
+		{"unallocated address of the Service range, from a pod", pod, "tcp4", "10.43.0.99:80", "", syscall.ECONNREFUSED},
+		{"ClusterIP on a port no Service port has, from the node", node, "tcp4", "10.43.0.26:443", "", syscall.ECONNREFUSED},
+		{"unallocated address of the Service range, from the node", node, "tcp4", "10.43.0.99:80", "", syscall.ECONNREFUSED},
 		{"load balancer address, client in its source ranges", client, "tcp4", "10.0.0.1:8081", "10.42.0.1", nil},
 		{"NodePort of a load balancer whose source ranges leave the client out", client, "tcp4", "10.0.0.1:30085", "10.42.0.1", nil},
 	} {

@@ -1,4 +1,4 @@
-package proxy
+package nft
 
 import (
 	"encoding/binary"
@@ -12,85 +12,82 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
-
-	"github.com/skiff-dev/skiff/internal/nft"
 )
 
 // This file lists a ruleset in an nft-like syntax, for golden tests and for
-// reading. It decompiles the expressions the proxy emits (and only those):
+// reading. It decompiles the expressions the node's rule engines emit (and
+// only those):
 // each load names the register it fills, comparisons and lookups print what
 // the registers hold, so a listing shows what the kernel gets, not what the
 // model meant.
 
-// render lists the whole table.
-func render(rs *ruleset) string {
+// Render lists the whole table.
+func Render(rs *Ruleset) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table %s %s {\n", rs.fam.Name, rs.table)
-	keys := setKeys(rs)
-	elems := map[string][]nft.Element{}
-	for _, s := range rs.services {
-		for _, e := range s.elements {
+	fmt.Fprintf(&b, "table %s %s {\n", rs.Family.Name, rs.Table)
+	keys := SetKeys(rs)
+	elems := map[string][]Element{}
+	for _, u := range rs.Units {
+		for _, e := range u.Elements {
 			elems[e.Set] = append(elems[e.Set], e)
 		}
 	}
-	for _, s := range rs.sets {
+	for _, s := range rs.Sets {
 		writeSet(&b, "\t", s, elems[s.Name])
 	}
-	for _, c := range rs.chains {
-		writeChain(&b, "\t", rs.fam, keys, c)
+	for _, c := range rs.Chains {
+		writeChain(&b, "\t", rs.Family, keys, c)
 	}
-	for _, s := range rs.services {
+	for _, u := range rs.Units {
 		b.WriteString("\n")
-		writeService(&b, "\t", rs, keys, s)
+		writeUnit(&b, "\t", rs, keys, u)
 	}
 	b.WriteString("}\n")
 	return b.String()
 }
 
-// renderServices lists only what the Services add to the table.
-func renderServices(rs *ruleset) string {
+// RenderUnits lists only what the units add to the table.
+func RenderUnits(rs *Ruleset) string {
 	var b strings.Builder
-	keys := setKeys(rs)
-	for i, s := range rs.services {
+	keys := SetKeys(rs)
+	for i, u := range rs.Units {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		writeService(&b, "", rs, keys, s)
-	}
-	for _, c := range rs.conflicts {
-		fmt.Fprintf(&b, "# dropped: %s\n", c)
+		writeUnit(&b, "", rs, keys, u)
 	}
 	return b.String()
 }
 
-func setKeys(rs *ruleset) map[string]*nft.Set {
-	keys := map[string]*nft.Set{}
-	for _, s := range rs.sets {
+// SetKeys are the table's sets by name, for RenderRule.
+func SetKeys(rs *Ruleset) map[string]*Set {
+	keys := map[string]*Set{}
+	for _, s := range rs.Sets {
 		keys[s.Name] = s
 	}
-	for _, sv := range rs.services {
-		for _, s := range sv.sets {
+	for _, u := range rs.Units {
+		for _, s := range u.Sets {
 			keys[s.Name] = s
 		}
 	}
 	return keys
 }
 
-func writeService(b *strings.Builder, in string, rs *ruleset, keys map[string]*nft.Set, s *svcRules) {
-	fmt.Fprintf(b, "%s# %s\n", in, s.key)
-	for _, st := range s.sets {
+func writeUnit(b *strings.Builder, in string, rs *Ruleset, keys map[string]*Set, u *Unit) {
+	fmt.Fprintf(b, "%s# %s\n", in, u.Key)
+	for _, st := range u.Sets {
 		writeSet(b, in, st, nil)
 	}
-	for _, e := range s.elements {
-		fmt.Fprintf(b, "%sadd element %s %s %s { %s : goto %s }\n", in, rs.fam.Name, rs.table, e.Set,
-			nft.FormatKey(keys[e.Set].Key, []byte(e.Key)), e.Chain)
+	for _, e := range u.Elements {
+		fmt.Fprintf(b, "%sadd element %s %s %s { %s : goto %s }\n", in, rs.Family.Name, rs.Table, e.Set,
+			FormatKey(keys[e.Set].Key, []byte(e.Key)), e.Chain)
 	}
-	for _, c := range s.chains {
-		writeChain(b, in, rs.fam, keys, c)
+	for _, c := range u.Chains {
+		writeChain(b, in, rs.Family, keys, c)
 	}
 }
 
-func writeSet(b *strings.Builder, in string, s *nft.Set, elems []nft.Element) {
+func writeSet(b *strings.Builder, in string, s *Set, elems []Element) {
 	kind := "set"
 	typ := s.Key.Name
 	if s.IsMap {
@@ -103,7 +100,7 @@ func writeSet(b *strings.Builder, in string, s *nft.Set, elems []nft.Element) {
 	if len(elems) > 0 {
 		fmt.Fprintf(b, "%s\telements = {\n", in)
 		for _, e := range elems {
-			fmt.Fprintf(b, "%s\t\t%s : goto %s,\n", in, nft.FormatKey(s.Key, []byte(e.Key)), e.Chain)
+			fmt.Fprintf(b, "%s\t\t%s : goto %s,\n", in, FormatKey(s.Key, []byte(e.Key)), e.Chain)
 		}
 		fmt.Fprintf(b, "%s\t}\n", in)
 	}
@@ -115,7 +112,7 @@ var hookNames = map[nftables.ChainHook]string{
 	unix.NF_INET_LOCAL_OUT: "output", unix.NF_INET_POST_ROUTING: "postrouting",
 }
 
-func writeChain(b *strings.Builder, in string, fam *nft.Family, keys map[string]*nft.Set, c *nft.Chain) {
+func writeChain(b *strings.Builder, in string, fam *Family, keys map[string]*Set, c *Chain) {
 	fmt.Fprintf(b, "%schain %s {", in, c.Name)
 	if c.Comment != "" {
 		fmt.Fprintf(b, " # %s", c.Comment)
@@ -125,7 +122,7 @@ func writeChain(b *strings.Builder, in string, fam *nft.Family, keys map[string]
 		fmt.Fprintf(b, "%s\ttype %s hook %s priority %d; policy accept;\n", in, c.Type, hookNames[*c.Hook], *c.Prio)
 	}
 	for _, r := range c.Rules {
-		fmt.Fprintf(b, "%s\t%s\n", in, renderRule(fam, keys, r))
+		fmt.Fprintf(b, "%s\t%s\n", in, RenderRule(fam, keys, r))
 	}
 	fmt.Fprintf(b, "%s}\n", in)
 }
@@ -167,7 +164,8 @@ func regIndex(r uint32) uint32 {
 	return (r - 1) * 4
 }
 
-func renderRule(fam *nft.Family, keys map[string]*nft.Set, rl nft.Rule) string {
+// RenderRule lists one rule of a table whose sets are keys.
+func RenderRule(fam *Family, keys map[string]*Set, rl Rule) string {
 	var words []string
 	regs := map[uint32]operand{}
 	get := func(r uint32) operand {
@@ -240,7 +238,7 @@ func renderRule(fam *nft.Family, keys map[string]*nft.Set, rl nft.Rule) string {
 				at += (o.len + 3) / 4
 			}
 			switch {
-			case e.IsDestRegSet && e.DestRegister == nft.RegVerdict:
+			case e.IsDestRegSet && e.DestRegister == RegVerdict:
 				words = append(words, strings.Join(parts, " . ")+" vmap "+name)
 			case e.Invert:
 				words = append(words, strings.Join(parts, " . ")+" != "+name)
@@ -296,7 +294,7 @@ func renderRule(fam *nft.Family, keys map[string]*nft.Set, rl nft.Rule) string {
 	return strings.Join(words, " ")
 }
 
-func payloadOperand(fam *nft.Family, e *expr.Payload) operand {
+func payloadOperand(fam *Family, e *expr.Payload) operand {
 	switch {
 	case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == fam.SaddrOff && e.Len == fam.AddrLen:
 		return operand{text: fam.Name + " saddr", kind: kAddr, len: e.Len, prefix: -1}
@@ -361,7 +359,7 @@ func allZero(b []byte) bool {
 	return true
 }
 
-func cmpText(fam *nft.Family, o operand, e *expr.Cmp) string {
+func cmpText(fam *Family, o operand, e *expr.Cmp) string {
 	op := map[expr.CmpOp]string{expr.CmpOpEq: "", expr.CmpOpNeq: "!= ", expr.CmpOpLt: "< ",
 		expr.CmpOpLte: "<= ", expr.CmpOpGt: "> ", expr.CmpOpGte: ">= "}[e.Op]
 	if o.kind == kCtState && o.mask != nil && allZero(e.Data) && len(o.mask) == 4 {
@@ -391,7 +389,7 @@ func ctStates(mask uint32) string {
 	return strings.Join(s, ",")
 }
 
-func formatValue(fam *nft.Family, o operand, d []byte) string {
+func formatValue(fam *Family, o operand, d []byte) string {
 	switch o.kind {
 	case kAddr:
 		if o.prefix >= 0 && o.prefix != len(d)*8 {
@@ -400,7 +398,7 @@ func formatValue(fam *nft.Family, o operand, d []byte) string {
 		return net.IP(d).String()
 	case kProto:
 		if len(d) == 1 {
-			return nft.ProtoName(d[0])
+			return ProtoName(d[0])
 		}
 	case kPort:
 		if len(d) == 2 {
