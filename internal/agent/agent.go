@@ -20,6 +20,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/dns"
 	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/host"
+	"github.com/skiff-dev/skiff/internal/hostport"
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/localstorage"
 	"github.com/skiff-dev/skiff/internal/memorylimit"
@@ -61,6 +62,8 @@ type Config struct {
 	NodeOptions
 	DataDir     string
 	ClusterCIDR string
+	// ServiceCIDR is the Service range, which the proxy keeps on the node.
+	ServiceCIDR string
 	DisableDNS  bool
 	// DisableLocalStorage leaves the local volume provisioner out.
 	DisableLocalStorage bool
@@ -217,6 +220,7 @@ func Components(cfg Config) ([]component.Component, error) {
 			NodeName:          cfg.NodeName,
 			Kubeconfig:        cfg.Kubeconfig,
 			ClusterCIDR:       cfg.ClusterCIDR,
+			ServiceCIDR:       cfg.ServiceCIDR,
 			NodePortAddresses: cfg.NodePortAddresses,
 			Table:             hst.Table,
 			Bridge:            hst.Bridge,
@@ -228,6 +232,11 @@ func Components(cfg Config) ([]component.Component, error) {
 		}
 		out = append(out, p)
 	}
+	hp, err := hostport.New(hostport.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, Table: hst.HostPortTable})
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, hp)
 	if !cfg.DisableDNS {
 		d, err := dns.New(dns.Config{
 			Kubeconfig:    cfg.Kubeconfig,

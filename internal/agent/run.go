@@ -55,11 +55,16 @@ func Run(ctx context.Context, o Options) error {
 	if _, err := Components(check); err != nil {
 		return err
 	}
+	// What this start makes before the first join succeeds, it removes
+	// should the join be refused: a refused start leaves nothing behind.
+	undo := undoList(dataDir, files.Dir, filepath.Join(dataDir, host.LockFile))
 	if err := os.MkdirAll(files.Dir, 0o700); err != nil {
+		undo()
 		return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", dataDir, err)
 	}
 	release, err := host.Lock(dataDir)
 	if err != nil {
+		undo()
 		return err
 	}
 	defer release()
@@ -79,16 +84,21 @@ func Run(ctx context.Context, o Options) error {
 	if errors.Is(err, join.ErrUnreachable) {
 		stored, serr := files.Stored()
 		if serr != nil {
+			release()
+			undo()
 			return err
 		}
 		klog.InfoS("the server is unreachable; starting with the settings and certificates of the last join", "err", err)
 		settings = stored
 	} else if err != nil {
+		release()
+		undo()
 		return err
 	}
 	// The cluster's settings come from the server, so that a node cannot
 	// disagree with it.
 	cfg.ClusterCIDR, cfg.ClusterDNS, cfg.ClusterDomain = settings.ClusterCIDR, settings.ClusterDNS, settings.ClusterDomain
+	cfg.ServiceCIDR = settings.ServiceCIDR
 	cfg.DisableLocalStorage = settings.DisableLocalStorage
 	if err := CheckRange(dataDir, cfg.ClusterCIDR); err != nil {
 		return fmt.Errorf("the cluster's pod network %s: %v (another cluster's node on this host?): stop that node first (skiff killall --data-dir ITS_DATA_DIR), or join from another host", cfg.ClusterCIDR, err)
@@ -118,4 +128,21 @@ func Run(ctx context.Context, o Options) error {
 	return component.Run(ctx, components, func() {
 		klog.InfoS("skiff agent is ready", "node", cfg.NodeName, "ip", cfg.NodeIP, "server", o.Server)
 	})
+}
+
+// undoList returns a function that removes those of paths that do not exist
+// now, the first that does not exist with everything under it: what a start
+// is about to make.
+func undoList(paths ...string) func() {
+	var made []string
+	for _, p := range paths {
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			made = append(made, p)
+		}
+	}
+	return func() {
+		for _, p := range made {
+			os.RemoveAll(p)
+		}
+	}
 }

@@ -34,12 +34,10 @@ var (
 	bridge string
 	//go:embed bin/host-local
 	hostLocal string
-	//go:embed bin/portmap
-	portmap string
 )
 
 // plugins are the programs by the names they are installed under.
-var plugins = map[string]*string{"bridge": &bridge, "host-local": &hostLocal, "portmap": &portmap}
+var plugins = map[string]*string{"bridge": &bridge, "host-local": &hostLocal}
 
 // Install writes the plugins into dir, leaving identical files untouched.
 func Install(dir string) error {
@@ -72,10 +70,10 @@ func Conflist(bridge, podCIDR, ipamDir string, mtu int) ([]byte, error) {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "skiff",
-		"plugins": []any{
-			plugin,
-			map[string]any{"type": "portmap", "backend": "nftables", "capabilities": map[string]bool{"portMappings": true}},
-		},
+		// No portmap plugin: its nftables backend runs the nft program,
+		// which a node does not need; the hostport component serves
+		// hostPorts in-process.
+		"plugins": []any{plugin},
 	}
 	return json.MarshalIndent(conf, "", "  ")
 }

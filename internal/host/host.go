@@ -48,6 +48,9 @@ type Host struct {
 	Overlay string
 	// Table is the Service proxy's nftables table: skiff, else skiff-<hash>.
 	Table string
+	// HostPortTable is the hostPorts' nftables table: skiff-hostports, else
+	// skiff-<hash>-hostports.
+	HostPortTable string
 	// WellKnownPorts: the kubelet listens on 10250 (healthz 10248), the
 	// controller manager on 10257, the scheduler on 10259 and an agent's
 	// API load balancer on 6444. Otherwise each takes a free port (see
@@ -60,13 +63,13 @@ type Host struct {
 func For(dataDir string) Host {
 	if dataDir == DefaultDataDir {
 		return Host{RunDir: DefaultRunDir, KubeletRoot: "/var/lib/kubelet", CgroupRoot: "/skiff",
-			Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", WellKnownPorts: true}
+			Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", HostPortTable: "skiff-hostports", WellKnownPorts: true}
 	}
 	// Interface names hold at most 15 bytes: 8 hex digits leave room for a
 	// prefix that says what the device is.
 	h := fmt.Sprintf("%x", sha256.Sum256([]byte(dataDir)))[:8]
 	return Host{RunDir: "/run/skiff-" + h, KubeletRoot: filepath.Join(dataDir, "kubelet"), CgroupRoot: "/skiff-" + h,
-		Bridge: "cni-" + h, Overlay: "vxlan-" + h, Table: "skiff-" + h}
+		Bridge: "cni-" + h, Overlay: "vxlan-" + h, Table: "skiff-" + h, HostPortTable: "skiff-" + h + "-hostports"}
 }
 
 // FreePorts asks the kernel for n distinct TCP ports that are free now. The
@@ -137,9 +140,9 @@ func NodeName(flag string) string {
 	return strings.ToLower(h)
 }
 
-// lockFile is the file in a data dir whose lock a running server or agent
+// LockFile is the file in a data dir whose lock a running server or agent
 // holds, and which names its process.
-const lockFile = "skiff.lock"
+const LockFile = "skiff.lock"
 
 // Lock takes the data dir's lock for this process, or says which process
 // holds it. Two processes on one data dir would share its database, sockets
@@ -149,7 +152,7 @@ const lockFile = "skiff.lock"
 // up earlier. The file stays, so that no process can lock a file that
 // another has just removed.
 func Lock(dataDir string) (release func(), err error) {
-	path := filepath.Join(dataDir, lockFile)
+	path := filepath.Join(dataDir, LockFile)
 	l := flock.New(path, flock.SetPermissions(0o600))
 	ok, err := l.TryLock()
 	if err != nil {
@@ -168,7 +171,24 @@ func Lock(dataDir string) (release func(), err error) {
 	// advisory, so this second handle on it is fine.
 	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("data dir %s: cannot write %s (%v): fix its permissions or pick another with --data-dir", dataDir, lockFile, err)
+		return nil, fmt.Errorf("data dir %s: cannot write %s (%v): fix its permissions or pick another with --data-dir", dataDir, LockFile, err)
 	}
 	return func() { l.Close() }, nil
+}
+
+// Program is a program from the host that a node runs.
+type Program struct {
+	Name string
+	// Why the node needs it, and Install how to get it.
+	Why, Install string
+}
+
+// Programs are every program from the host that a node runs: everything
+// else it needs (containerd, the runc shim, the CNI plugins, the pod
+// sandbox, nftables rules through netlink) is inside skiff. The node tests
+// run nodes with a PATH that holds only these.
+var Programs = []Program{
+	{"runc", "the container runtime that containerd starts", "apt-get install runc (Alpine: apk add runc)"},
+	{"mount", "the kubelet mounts pods' volumes with it", "apt-get install mount (Alpine: busybox has it)"},
+	{"umount", "the kubelet unmounts pods' volumes with it", "apt-get install mount (Alpine: busybox has it)"},
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/host"
+	"github.com/skiff-dev/skiff/internal/hostport"
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/proxy"
 )
@@ -124,9 +125,12 @@ func (n Node) Run() (Report, error) {
 		}
 	}
 	// The network: named after the data dir, so this node's alone.
-	r.Network = fmt.Sprintf("%s, %s and the nftables table %s", n.Host.Bridge, n.Host.Overlay, n.Host.Table)
+	r.Network = fmt.Sprintf("%s, %s and the nftables tables %s and %s", n.Host.Bridge, n.Host.Overlay, n.Host.Table, n.Host.HostPortTable)
 	if err := proxy.Cleanup(n.Host.Table); err != nil {
 		errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", n.Host.Table, err))
+	}
+	if err := hostport.Cleanup(n.Host.HostPortTable); err != nil {
+		errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", n.Host.HostPortTable, err))
 	}
 	if err := cni.RemoveBridge(n.Host.Bridge); err != nil {
 		errs = append(errs, fmt.Errorf("deleting the bridge %s: %w", n.Host.Bridge, err))

@@ -80,8 +80,10 @@ func Leftovers(h NodeNames, dirs []string, podNetns map[string]bool) []string {
 			out = append(out, "interface "+link)
 		}
 	}
-	if ok, err := TableExists(h.Table); err != nil || ok {
-		out = append(out, fmt.Sprintf("nftables table ip %s (%v)", h.Table, err))
+	for _, table := range []string{h.Table, h.HostPortTable} {
+		if ok, err := TableExists(table); err != nil || ok {
+			out = append(out, fmt.Sprintf("nftables table ip %s (%v)", table, err))
+		}
 	}
 	return out
 }
