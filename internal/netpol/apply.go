@@ -11,11 +11,7 @@ func WriteFull(b *nft.Batch, rs *Ruleset) {
 	b.AddTable()
 	b.DeleteTable()
 	b.AddTable()
-	var d diff
-	for _, u := range rs.Units {
-		d.unit(nil, u)
-	}
-	d.write(b, setsOf(nil, rs))
+	diffRulesets(nil, rs).write(b, setsOf(rs))
 }
 
 // WritePartial turns the table from old (what the kernel holds) into cur,
@@ -23,24 +19,35 @@ func WriteFull(b *nft.Batch, rs *Ruleset) {
 // chains, sets and elements that changed. It returns how many units
 // changed: 0 means b has nothing to send.
 func WritePartial(b *nft.Batch, old, cur *Ruleset) int {
+	d := diffRulesets(old, cur)
+	d.write(b, setsOf(old, cur))
+	return d.units
+}
+
+// diffRulesets computes the changes from old (nil: an empty table) to cur,
+// unit by unit: both list their units in key order.
+func diffRulesets(old, cur *Ruleset) *diff {
 	var d diff
+	var olds []*Unit
+	if old != nil {
+		olds = old.Units
+	}
 	i, j := 0, 0
-	for i < len(old.Units) || j < len(cur.Units) {
+	for i < len(olds) || j < len(cur.Units) {
 		switch {
-		case j == len(cur.Units) || (i < len(old.Units) && old.Units[i].Key < cur.Units[j].Key):
-			d.unit(old.Units[i], nil)
+		case j == len(cur.Units) || (i < len(olds) && olds[i].Key < cur.Units[j].Key):
+			d.unit(olds[i], nil)
 			i++
-		case i == len(old.Units) || cur.Units[j].Key < old.Units[i].Key:
+		case i == len(olds) || cur.Units[j].Key < olds[i].Key:
 			d.unit(nil, cur.Units[j])
 			j++
 		default:
-			d.unit(old.Units[i], cur.Units[j])
+			d.unit(olds[i], cur.Units[j])
 			i++
 			j++
 		}
 	}
-	d.write(b, setsOf(old, cur))
-	return d.units
+	return &d
 }
 
 // setsOf maps the names of the sets of the rulesets to the sets: members
