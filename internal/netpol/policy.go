@@ -101,6 +101,10 @@ func (c *compiled) direction(st *Settings, idx *index, d *direction, key, ns str
 	var nrules []nft.Rule
 	for i, r := range rules {
 		rkey := key + "/" + d.name + "/" + strconv.Itoa(i)
+		all, numeric, named := parsePorts(r.ports)
+		// Egress named ports match addresses through their own set: the
+		// peer sets are only for port numbers.
+		addrSets := d == ingress || all || len(numeric) > 0
 
 		// The peers: addresses of selected pods, ipBlocks, or anything.
 		var addrs [][]expr.Any
@@ -121,7 +125,7 @@ func (c *compiled) direction(st *Settings, idx *index, d *direction, key, ns str
 			addrs = [][]expr.Any{nil}
 			peerPods = idx.pods
 		}
-		if selectors {
+		if selectors && addrSets {
 			set := hashName(prefixSetPods, rkey)
 			c.unit.Sets = append(c.unit.Sets, &nft.Set{Name: set, Key: f.AddrType})
 			seen := map[string]bool{}
@@ -133,22 +137,22 @@ func (c *compiled) direction(st *Settings, idx *index, d *direction, key, ns str
 			}
 			addrs = append(addrs, nft.Exprs(load, nft.Lookup(nft.Reg1, set, false)))
 		}
-		if ipBlocks {
+		if ipBlocks && addrSets {
 			set := hashName(prefixSetCIDRs, rkey)
 			c.unit.Sets = append(c.unit.Sets, &nft.Set{Name: set, Key: f.AddrType, Interval: true})
 			c.unit.Members = append(c.unit.Members, rangeMembers(set, blocks)...)
 			addrs = append(addrs, nft.Exprs(load, nft.Lookup(nft.Reg1, set, false)))
-			if d == egress {
-				for _, q := range idx.pods {
-					if a, ok := netip.AddrFromSlice(q.ip); ok && inRanges(a, blocks) {
-						peerPods = append(peerPods, q)
-					}
+		}
+		if ipBlocks && d == egress && len(named) > 0 {
+			// A named port of an ipBlock peer is that of the pods in it.
+			for _, q := range idx.pods {
+				if a, ok := netip.AddrFromSlice(q.ip); ok && inRanges(a, blocks) {
+					peerPods = append(peerPods, q)
 				}
 			}
 		}
 
 		// The ports: numbers and ranges inline, names through a set.
-		all, numeric, named := parsePorts(r.ports)
 		if all {
 			numeric = [][]expr.Any{nil}
 		}
