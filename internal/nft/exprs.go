@@ -25,6 +25,9 @@ type Family struct {
 	AddrType    nftables.SetDatatype
 	Loopback    *net.IPNet
 	PortUnreach uint8 // ICMP code of "port unreachable"
+	// AdminProhibited is the ICMP code of "administratively prohibited",
+	// the answer to what a filter refuses.
+	AdminProhibited uint8
 }
 
 // IPv4 is the family ip.
@@ -38,6 +41,8 @@ var IPv4 = &Family{
 	AddrType:    nftables.TypeIPAddr,
 	Loopback:    &net.IPNet{IP: net.IPv4(127, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)},
 	PortUnreach: 3, // ICMP_PORT_UNREACH
+	// ICMP_PKT_FILTERED
+	AdminProhibited: 13,
 }
 
 // Addr returns ip in the family's length, or nil if it is of another family.

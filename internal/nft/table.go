@@ -36,13 +36,19 @@ type Set struct {
 	Key     nftables.SetDatatype
 	IsMap   bool          // verdict map
 	Timeout time.Duration // > 0: elements are added by the packet path and expire
+	// Interval: the set holds ranges of keys (see Member), as nft's
+	// "flags interval".
+	Interval bool
 }
 
-// Element is an element of a verdict map: Key goes to Chain.
+// Element is an element of a verdict map: Key goes to Chain, with goto,
+// or with jump if Jump is set (then the chain's end returns to the rule
+// after the lookup).
 type Element struct {
 	Set   string
 	Key   string
 	Chain string
+	Jump  bool
 }
 
 // NewChain returns a regular chain with its rules and their signature.
@@ -106,6 +112,9 @@ func (b *Batch) nftSet(s *Set) *nftables.Set {
 	if s.Key.Name == nftables.TypeInteger.Name {
 		ns.KeyByteOrder = binaryutil.NativeEndian // for nft's listings
 	}
+	if s.Interval {
+		ns.Interval = true
+	}
 	return ns
 }
 
@@ -158,7 +167,11 @@ func (b *Batch) elements(set string, elems []Element, add bool) {
 		for i, e := range elems[:n] {
 			vals[i].Key = []byte(e.Key)
 			if add {
-				vals[i].VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Chain}
+				kind := expr.VerdictGoto
+				if e.Jump {
+					kind = expr.VerdictJump
+				}
+				vals[i].VerdictData = &expr.Verdict{Kind: kind, Chain: e.Chain}
 			}
 		}
 		var err error

@@ -1,0 +1,287 @@
+package netpol
+
+import (
+	"fmt"
+	"math/rand"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables/expr"
+	v1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/skiff-dev/skiff/internal/nft"
+)
+
+// table is what the kernel would hold, for checking diffs: it applies the
+// changes in the order write sends them and refuses what the kernel
+// refuses (a second chain, set or element of a name, a reference to
+// something missing, deleting something still referred to).
+type table struct {
+	chains map[string][]nft.Rule
+	sets   map[string]bool
+	elems  map[[2]string]nft.Element
+	mems   map[[2]string]nft.Member
+}
+
+func newTable() *table {
+	return &table{chains: map[string][]nft.Rule{}, sets: map[string]bool{},
+		elems: map[[2]string]nft.Element{}, mems: map[[2]string]nft.Member{}}
+}
+
+func (t *table) apply(d *diff) error {
+	for _, c := range d.newChains {
+		if _, ok := t.chains[c.Name]; ok {
+			return fmt.Errorf("add chain %s: exists", c.Name)
+		}
+		t.chains[c.Name] = nil
+	}
+	for _, s := range d.newSets {
+		if t.sets[s.Name] {
+			return fmt.Errorf("add set %s: exists", s.Name)
+		}
+		t.sets[s.Name] = true
+	}
+	for _, c := range d.flush {
+		if _, ok := t.chains[c]; !ok {
+			return fmt.Errorf("flush chain %s: missing", c)
+		}
+		t.chains[c] = nil
+	}
+	for _, e := range d.delElems {
+		if _, ok := t.elems[[2]string{e.Set, e.Key}]; !ok {
+			return fmt.Errorf("delete element of %s: missing", e.Set)
+		}
+		delete(t.elems, [2]string{e.Set, e.Key})
+	}
+	for _, m := range d.delMems {
+		if _, ok := t.mems[[2]string{m.Set, m.Key}]; !ok {
+			return fmt.Errorf("delete member of %s: missing", m.Set)
+		}
+		delete(t.mems, [2]string{m.Set, m.Key})
+	}
+	for _, e := range d.addElems {
+		k := [2]string{e.Set, e.Key}
+		if _, ok := t.elems[k]; ok || !t.sets[e.Set] {
+			return fmt.Errorf("add element to %s: exists or no set", e.Set)
+		}
+		if _, ok := t.chains[e.Chain]; !ok {
+			return fmt.Errorf("add element to %s: chain %s missing", e.Set, e.Chain)
+		}
+		t.elems[k] = e
+	}
+	for _, m := range d.addMems {
+		k := [2]string{m.Set, m.Key}
+		if _, ok := t.mems[k]; ok || !t.sets[m.Set] {
+			return fmt.Errorf("add member to %s: exists or no set", m.Set)
+		}
+		t.mems[k] = m
+	}
+	for _, c := range d.rewrite {
+		if len(t.chains[c.Name]) > 0 {
+			return fmt.Errorf("add rules to %s: not flushed", c.Name)
+		}
+		for _, r := range c.Rules {
+			for _, ref := range refs(r) {
+				_, chain := t.chains[ref]
+				if !chain && !t.sets[ref] {
+					return fmt.Errorf("rule of %s refers to missing %s", c.Name, ref)
+				}
+			}
+		}
+		t.chains[c.Name] = c.Rules
+	}
+	for _, s := range d.delSets {
+		if t.referred(s) {
+			return fmt.Errorf("delete set %s: referred to", s)
+		}
+		delete(t.sets, s)
+		for k := range t.elems {
+			if k[0] == s {
+				delete(t.elems, k)
+			}
+		}
+		for k := range t.mems {
+			if k[0] == s {
+				delete(t.mems, k)
+			}
+		}
+	}
+	for _, c := range d.delChains {
+		if len(t.chains[c]) > 0 || t.referred(c) {
+			return fmt.Errorf("delete chain %s: not empty or referred to", c)
+		}
+		delete(t.chains, c)
+	}
+	return nil
+}
+
+func refs(r nft.Rule) []string {
+	var out []string
+	for _, e := range r.Exprs {
+		switch e := e.(type) {
+		case *expr.Verdict:
+			if e.Chain != "" {
+				out = append(out, e.Chain)
+			}
+		case *expr.Lookup:
+			out = append(out, e.SetName)
+		}
+	}
+	return out
+}
+
+func (t *table) referred(name string) bool {
+	for _, rules := range t.chains {
+		for _, r := range rules {
+			if slices.Contains(refs(r), name) {
+				return true
+			}
+		}
+	}
+	for _, e := range t.elems {
+		if e.Chain == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *table) String() string {
+	var lines []string
+	for name, rules := range t.chains {
+		lines = append(lines, "chain "+name+" "+nft.NewChain(name, "", rules...).Sig)
+	}
+	for s := range t.sets {
+		lines = append(lines, "set "+s)
+	}
+	for _, e := range t.elems {
+		lines = append(lines, fmt.Sprintf("element %+v", e))
+	}
+	for _, m := range t.mems {
+		lines = append(lines, fmt.Sprintf("member %+v", m))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestPartialReachesFull changes random clusters at random and checks that
+// the partial diff from the old table reaches what a full write of the new
+// one makes, in an order the kernel takes.
+func TestPartialReachesFull(t *testing.T) {
+	st := testSettings(t)
+	for seed := range 500 {
+		g := gen{r: rand.New(rand.NewSource(int64(seed))), notIn: seed%2 == 1}
+		pods, nss, pols := g.cluster()
+		old := Build(st, pods, nss, pols)
+		live := newTable()
+		if err := live.apply(diffRulesets(nil, old)); err != nil {
+			t.Fatalf("seed %d: full write: %v", seed, err)
+		}
+		pods2, nss2, pols2 := mutate(g, pods, nss, pols)
+		cur := Build(st, pods2, nss2, pols2)
+		if err := live.apply(diffRulesets(old, cur)); err != nil {
+			t.Fatalf("seed %d: partial write: %v", seed, err)
+		}
+		want := newTable()
+		if err := want.apply(diffRulesets(nil, cur)); err != nil {
+			t.Fatal(err)
+		}
+		if live.String() != want.String() {
+			t.Fatalf("seed %d: the partial write gives\n%s\nthe full one\n%s", seed, live, want)
+		}
+	}
+}
+
+// mutate changes a cluster a little: labels, a pod gone, a pod moved to
+// another address, a policy gone or added.
+func mutate(g gen, pods []*v1.Pod, nss []*v1.Namespace, pols []*networkingv1.NetworkPolicy) ([]*v1.Pod, []*v1.Namespace, []*networkingv1.NetworkPolicy) {
+	pods, nss, pols = slices.Clone(pods), slices.Clone(nss), slices.Clone(pols)
+	for n := range 1 + g.r.Intn(3) {
+		switch g.r.Intn(6) {
+		case 0:
+			i := g.r.Intn(len(pods))
+			p := pods[i].DeepCopy()
+			p.Labels = g.labels(2)
+			pods[i] = p
+		case 1:
+			i := g.r.Intn(len(pods))
+			pods = slices.Delete(pods, i, i+1)
+			if len(pods) == 0 {
+				pods = append(pods, newPod("x", "late", testNode, "10.42.0.99"))
+			}
+		case 2:
+			i := g.r.Intn(len(pods))
+			p := pods[i].DeepCopy()
+			p.Status.PodIP, p.Status.PodIPs = "10.42.0.200", []v1.PodIP{{IP: "10.42.0.200"}}
+			pods[i] = p
+		case 3:
+			i := g.r.Intn(len(nss))
+			n := nss[i].DeepCopy()
+			n.Labels = g.labels(2)
+			n.Labels[v1.LabelMetadataName] = n.Name
+			nss[i] = n
+		case 4:
+			if len(pols) > 0 {
+				i := g.r.Intn(len(pols))
+				pols = slices.Delete(pols, i, i+1)
+			}
+		default:
+			_, _, more := g.cluster()
+			if len(more) > 0 {
+				p := more[0].DeepCopy()
+				p.Name = fmt.Sprintf("added-%d", n)
+				pols = append(pols, p)
+			}
+		}
+	}
+	return pods, nss, pols
+}
+
+// TestPartialBatch shows the messages of a small change: a pod's new
+// label changes set elements and nothing else.
+func TestPartialBatch(t *testing.T) {
+	st := testSettings(t)
+	pods, nss := scenario()
+	pols := []*networkingv1.NetworkPolicy{
+		policy("default", "web-in", sel("app=web"), nil, []networkingv1.NetworkPolicyIngressRule{
+			{From: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app=db")}}},
+		}, nil),
+	}
+	old := Build(st, pods, nss, pols)
+	pods2 := slices.Clone(pods)
+	db := pods[1].DeepCopy()
+	db.Labels = map[string]string{"app": "cache"}
+	pods2[1] = db
+
+	b := nft.NewBatch(st.Family, st.Table)
+	if n := WritePartial(b, old, Build(st, pods2, nss, pols)); n != 1 {
+		t.Errorf("%d units changed, want 1", n)
+	}
+	got, err := b.Describe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"delete elements from set " + hashName(prefixSetPods, "default/web-in/ingress/0")}
+	if !slices.Equal(got, want) {
+		t.Errorf("messages %q, want %q", got, want)
+	}
+
+	b = nft.NewBatch(st.Family, st.Table)
+	if n := WritePartial(b, old, old); n != 0 {
+		t.Errorf("%d units changed between equal rulesets", n)
+	}
+	if got, _ := b.Describe(); got != nil {
+		t.Errorf("nothing changed, yet %q", got)
+	}
+
+	// The whole table: one transaction that replaces it.
+	b = nft.NewBatch(st.Family, st.Table)
+	WriteFull(b, old)
+	got, err = b.Describe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "full-batch", strings.Join(got, "\n")+"\n")
+}

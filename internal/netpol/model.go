@@ -1,0 +1,275 @@
+// Package netpol enforces Kubernetes NetworkPolicies (networking.k8s.io/v1)
+// with one nftables table. This file and its neighbours are the pure model:
+// a function from Pods, Namespaces and NetworkPolicies to the description
+// of the table (a Ruleset), and the writing of a Ruleset, whole or as the
+// difference from the previous one, into one nft.Batch. They touch no
+// kernel.
+package netpol
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net"
+	"sort"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/skiff-dev/skiff/internal/nft"
+)
+
+// Layout of the table (names are stable; per-pod and per-policy names are
+// hashes of namespace/name):
+//
+//	forward (filter, hook forward, priority 0)
+//	  ct state established,related accept
+//	  ip saddr vmap @egress-pods                          -> jump eg-H
+//	  ip saddr <local range> ip saddr != @known-pods      jump egress-unknown
+//	  ip daddr vmap @ingress-pods                         -> jump in-H
+//	  ip daddr <local range> ip daddr != @known-pods      jump ingress-unknown
+//	  (policy accept)
+//	eg-H, in-H     a local pod selected by policies, per direction: clear the
+//	               allow mark, jump to each policy's chain, goto reject unless
+//	               one of them set the mark, clear it again (return)
+//	peg-H, pin-H   a policy, per direction: one rule per peer kind and port
+//	               entry of each of its rules; a match sets the allow mark and
+//	               returns
+//	set sp-H       pod addresses a rule's pod and namespace selectors match
+//	set sc-H       (interval) a rule's ipBlocks, less their excepts
+//	set sn-H       address . protocol . port: a rule's named ports, resolved
+//	               on the target pods (ingress) or on the peer pods (egress)
+//	reject         tcp reset, or icmp admin-prohibited
+//	egress-unknown, ingress-unknown   goto reject, when policies exist
+//
+// Why this shape:
+//
+//   - The forward hook only: traffic the node itself sends or receives is
+//     never filtered (as the API documents: a node always reaches its
+//     pods). Priority 0 runs after the proxy's DNAT (prerouting, -100) and
+//     after its own filter-forward (-110): Service traffic meets the
+//     policies of the pod it reaches, with the client's address (SNAT comes
+//     later, in postrouting).
+//   - Established and related packets are accepted first: only the first
+//     packet of a connection is judged, so connections keep going when
+//     policies change, and replies need no rule.
+//   - Traffic must be allowed by the source's egress and by the
+//     destination's ingress. The egress check must return to the base
+//     chain to let the ingress check run, so policy chains cannot accept:
+//     they set markAllow and the per-pod chain looks at it. The proxy owns
+//     mark bit 0x4000; the bit here is cleared before and after each check,
+//     so it never leaves the chains set.
+//   - Peer addresses are named sets, not rules: a pod's label change, or a
+//     new pod, changes set elements and no chain.
+//   - Refused connections are rejected, not dropped: clients fail fast.
+//
+// Addresses of this node's pod range that no known pod has (knownPods) are
+// a pod the model does not know yet: its sandbox got its address from the
+// CNI plugin before its status reached this engine, or its pod object
+// itself has not reached it. Nothing can tell which pod it is, nor even
+// its namespace, so the only sound answer is the strictest: while any
+// policy of a direction exists in the cluster, an unknown local address
+// gets nothing in that direction (new connections are rejected until the
+// pod is known, a second or so; clients retry). With no policy of a
+// direction anywhere, no pod could be restricted, and unknown addresses
+// pass. Two pods claiming one address (a stale pod whose address was
+// reused) are treated the same way: the address is unknown, and no
+// selector peer matches it.
+
+// Names of the table's fixed chains and sets.
+const (
+	chainForward        = "forward"
+	chainReject         = "reject"
+	chainEgressUnknown  = "egress-unknown"
+	chainIngressUnknown = "ingress-unknown"
+
+	mapEgressPods  = "egress-pods"
+	mapIngressPods = "ingress-pods"
+	setKnownPods   = "known-pods"
+
+	// markAllow is the packet mark bit a policy chain sets when it allows
+	// a connection. The proxy uses 0x4000.
+	markAllow = 0x10000
+
+	// forwardPriority is the filter priority (NF_IP_PRI_FILTER).
+	forwardPriority = 0
+)
+
+// Prefixes of per-pod and per-policy chains and sets.
+const (
+	prefixPodEgress     = "eg-"
+	prefixPodIngress    = "in-"
+	prefixPolicyEgress  = "peg-"
+	prefixPolicyIngress = "pin-"
+	prefixSetPods       = "sp-"
+	prefixSetCIDRs      = "sc-"
+	prefixSetNamed      = "sn-"
+)
+
+// Config describes the node's table.
+type Config struct {
+	NodeName string
+	Table    string
+	// ClusterCIDR is the pod network of the cluster.
+	ClusterCIDR string
+	// PodCIDRs is this node's pod range (the Node's spec.podCIDRs); its
+	// addresses that no known pod has are denied while policies exist (see
+	// above). Empty: the whole ClusterCIDR is treated so, which also holds
+	// back new pods of other nodes until they are known.
+	PodCIDRs []string
+}
+
+// Settings are a Config, parsed, for one address family.
+type Settings struct {
+	Family *nft.Family
+	Table  string
+	Node   string
+	// Local are the ranges whose unknown addresses are held back.
+	Local []*net.IPNet
+}
+
+// Settings parses c for family fam.
+func (c Config) Settings(fam *nft.Family) (*Settings, error) {
+	if c.NodeName == "" || c.Table == "" {
+		return nil, fmt.Errorf("netpol: a node name and a table name are needed")
+	}
+	st := &Settings{Family: fam, Table: c.Table, Node: c.NodeName}
+	parse := func(s string) (*net.IPNet, error) {
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("netpol: %w", err)
+		}
+		return fam.CIDR(n), nil // nil: another family's
+	}
+	for _, s := range c.PodCIDRs {
+		n, err := parse(s)
+		if err != nil {
+			return nil, err
+		}
+		if n != nil {
+			st.Local = append(st.Local, n)
+		}
+	}
+	if len(st.Local) == 0 {
+		n, err := parse(c.ClusterCIDR)
+		if err != nil {
+			return nil, err
+		}
+		if n == nil {
+			return nil, fmt.Errorf("netpol: cluster CIDR %s is not of family %s", c.ClusterCIDR, fam.Name)
+		}
+		st.Local = []*net.IPNet{n}
+	}
+	return st, nil
+}
+
+// Ruleset describes the whole table: units, each a part of the table that
+// changes as one (the fixed chains and sets, a pod, a policy), in key
+// order.
+type Ruleset struct {
+	Family *nft.Family
+	Table  string
+	Units  []*Unit
+}
+
+// Unit is what one thing adds to the table, the grain of partial syncs:
+// chains and sets of its own, elements of verdict maps, members of sets
+// (its own or another unit's).
+type Unit struct {
+	Key      string // "0 table", "1 pod ns/name", "2 policy ns/name"
+	Chains   []*nft.Chain
+	Sets     []*nft.Set
+	Elements []nft.Element
+	Members  []nft.Member
+}
+
+// Set returns the set (or map) name of rs, or nil.
+func (rs *Ruleset) Set(name string) *nft.Set {
+	for _, u := range rs.Units {
+		for _, s := range u.Sets {
+			if s.Name == name {
+				return s
+			}
+		}
+	}
+	return nil
+}
+
+// Keys of units; the prefix orders them: the table's own first.
+const (
+	keyTable  = "0 table"
+	keyPod    = "1 pod "
+	keyPolicy = "2 policy "
+)
+
+// hashName is prefix followed by 16 base32 characters of a hash of prefix
+// and s: short, stable chain and set names.
+func hashName(prefix, s string) string {
+	sum := sha256.Sum256([]byte(prefix + s))
+	return prefix + base32.StdEncoding.EncodeToString(sum[:10])
+}
+
+// fixedUnit is the table's own chains and sets. ingress and egress say
+// whether any policy of that direction exists (see unknown addresses,
+// above).
+func fixedUnit(st *Settings, ingress, egress bool) *Unit {
+	f := st.Family
+	fwd := []nft.Rule{
+		nft.NewRule(nft.CtStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nft.Exprs(nft.Verdict(expr.VerdictAccept))),
+		nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1),
+			&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapEgressPods})),
+	}
+	for _, n := range st.Local {
+		// SaddrIn leaves the masked address in Reg1: the lookup loads it
+		// again.
+		fwd = append(fwd, nft.NewRule(f.SaddrIn(n, false),
+			nft.Exprs(f.LoadSaddr(nft.Reg1), nft.Lookup(nft.Reg1, setKnownPods, true), nft.Jump(chainEgressUnknown))))
+	}
+	fwd = append(fwd, nft.NewRule(nft.Exprs(f.LoadDaddr(nft.Reg1),
+		&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapIngressPods})))
+	for _, n := range st.Local {
+		fwd = append(fwd, nft.NewRule(f.DaddrIn(n, false),
+			nft.Exprs(f.LoadDaddr(nft.Reg1), nft.Lookup(nft.Reg1, setKnownPods, true), nft.Jump(chainIngressUnknown))))
+	}
+	unknown := func(name string, restricted bool) *nft.Chain {
+		if !restricted {
+			return nft.NewChain(name, "no policy of this direction: unknown pods are not restricted")
+		}
+		return nft.NewChain(name, "an address of this node's pods no known pod has",
+			nft.NewRule(nft.Exprs(nft.Goto(chainReject))))
+	}
+	chains := []*nft.Chain{
+		nft.BaseChain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, forwardPriority, fwd...),
+		unknown(chainEgressUnknown, egress),
+		unknown(chainIngressUnknown, ingress),
+		nft.NewChain(chainReject, "",
+			nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{unix.IPPROTO_TCP}),
+				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
+			nft.NewRule(nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.AdminProhibited}))),
+	}
+	sets := []*nft.Set{
+		{Name: mapEgressPods, Key: f.AddrType, IsMap: true},
+		{Name: mapIngressPods, Key: f.AddrType, IsMap: true},
+		{Name: setKnownPods, Key: f.AddrType},
+	}
+	return &Unit{Key: keyTable, Chains: chains, Sets: sets}
+}
+
+// sortUnit puts a unit's parts in a stable order, for diffs and listings.
+func sortUnit(u *Unit) {
+	sort.SliceStable(u.Elements, func(i, j int) bool {
+		a, b := u.Elements[i], u.Elements[j]
+		if a.Set != b.Set {
+			return a.Set < b.Set
+		}
+		return a.Key < b.Key
+	})
+	sort.SliceStable(u.Members, func(i, j int) bool {
+		a, b := u.Members[i], u.Members[j]
+		if a.Set != b.Set {
+			return a.Set < b.Set
+		}
+		return a.Key < b.Key
+	})
+}
