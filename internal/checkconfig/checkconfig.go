@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+
+	"github.com/skiff-dev/skiff/internal/host"
 )
 
 // Check is one requirement.
@@ -25,13 +27,18 @@ type Check struct {
 
 // Host is the list of checks for a node on this host.
 func Host(ports []int) []Check {
-	checks := []Check{
-		{"runc", true, func() string {
-			if _, err := exec.LookPath("runc"); err != nil {
-				return "install runc: apt-get install runc (Alpine: apk add runc)"
+	var checks []Check
+	// The host's programs a node runs, each named, so that a missing one
+	// is found here rather than by a pod that never starts.
+	for _, p := range host.Programs {
+		checks = append(checks, Check{"program " + p.Name, true, func() string {
+			if _, err := exec.LookPath(p.Name); err != nil {
+				return fmt.Sprintf("%s is not in PATH (%s): install it: %s", p.Name, p.Why, p.Install)
 			}
 			return ""
-		}},
+		}})
+	}
+	checks = append(checks, []Check{
 		{"memory cgroup", true, memoryCgroup},
 		{"overlay filesystem", false, func() string {
 			if !hasLine("/proc/filesystems", "overlay") && !moduleAvailable("overlay") {
@@ -69,7 +76,7 @@ func Host(ports []int) []Check {
 			}
 			return ""
 		}},
-	}
+	}...)
 	for _, p := range ports {
 		checks = append(checks, Check{fmt.Sprintf("port %d free", p), false, func() string {
 			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))

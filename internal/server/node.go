@@ -22,6 +22,7 @@ func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP) a
 		DataDir:             c.DataDir,
 		NodeOptions:         o.NodeOptions,
 		ClusterCIDR:         o.ClusterCIDR,
+		ServiceCIDR:         o.ServiceCIDR,
 		DisableDNS:          slices.Contains(o.Disable, "dns"),
 		DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
 		Kubeconfig:          filepath.Join(dir, "kubelet.kubeconfig"),

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"net/http"
 	"net/netip"
@@ -99,6 +100,10 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer p.ln.Close()
+	// Every check passed: only now is the data dir made.
+	if err := os.MkdirAll(p.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", p.cfg.DataDir, unwrapPath(err))
+	}
 	release, err := host.Lock(p.cfg.DataDir)
 	if err != nil {
 		return err
@@ -505,11 +510,30 @@ func addresses(o Options) (net.IP, []net.IP, error) {
 	return advertise, []net.IP{node, advertise}, nil
 }
 
-// checkWritable makes sure the data dir can be written, without leaving
-// anything behind when it can't.
+// checkWritable makes sure the data dir can be written, or made, without
+// leaving anything behind: a refused start must not leave a data dir that
+// was not there.
 func checkWritable(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", dir, unwrapPath(err))
+	existing := dir
+	for {
+		fi, err := os.Stat(existing)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("data dir %s cannot be created (%s is not a directory): pick another with --data-dir", dir, existing)
+			}
+			break
+		}
+		parent := filepath.Dir(existing)
+		if parent == existing {
+			return fmt.Errorf("data dir %s cannot be created (%v): pick another with --data-dir", dir, unwrapPath(err))
+		}
+		existing = parent
+	}
+	if existing != dir {
+		if err := unix.Access(existing, unix.W_OK|unix.X_OK); err != nil {
+			return fmt.Errorf("data dir %s cannot be created (%s: %v): fix its permissions or pick another with --data-dir", dir, existing, err)
+		}
+		return nil
 	}
 	f, err := os.CreateTemp(dir, ".write-check-*")
 	if err != nil {

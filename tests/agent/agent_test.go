@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -269,6 +270,12 @@ func TestAgentBadInput(t *testing.T) {
 		code, out := cluster.Run(context.Background(), nil, append([]string{"agent", "--data-dir", dir + "/data"}, tc.args...)...)
 		if code == 0 || !strings.Contains(out, tc.want) || strings.Count(strings.TrimSpace(out), "\n") > 0 {
 			t.Errorf("skiff agent %v: exit %d, want one line with %q:\n%s", tc.args, code, tc.want, out)
+		}
+		// A refused start leaves nothing: the data dir was not there.
+		if _, err := os.Lstat(dir + "/data"); err == nil {
+			left, _ := exec.Command("find", dir+"/data").CombinedOutput()
+			t.Errorf("skiff agent %v left its data dir behind:\n%s", tc.args, left)
+			os.RemoveAll(dir + "/data")
 		}
 	}
 }

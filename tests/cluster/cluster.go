@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiff-dev/skiff/internal/host"
 )
 
 // Binary is the skiff binary under test ($SKIFF_BIN, else bin/skiff).
@@ -144,24 +146,56 @@ func (s *Server) StartProcess() error {
 	} else {
 		s.cmd = exec.Command(bin, s.Args()...)
 	}
+	var env []string
+	if s.Node {
+		// A node gets only the host's programs it is known to run: one it
+		// starts running without saying so fails the tests.
+		path, err := hostPrograms(s.Dir)
+		if err != nil {
+			return err
+		}
+		env = append(env, "PATH="+path)
+	}
 	done := make(chan struct{})
-	if err := startLogged(s.cmd, s.Log, func(err error) { s.err = err; close(done) }); err != nil {
+	if err := startLogged(s.cmd, s.Log, env, func(err error) { s.err = err; close(done) }); err != nil {
 		return err
 	}
 	s.done = done
 	return nil
 }
 
+// hostPrograms makes dir/host-programs, which holds a link to each of the
+// host's programs a node runs (host.Programs) and nothing else, and
+// returns its path.
+func hostPrograms(dir string) (string, error) {
+	bin := filepath.Join(dir, "host-programs")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return "", err
+	}
+	for _, p := range host.Programs {
+		target, err := exec.LookPath(p.Name)
+		if err != nil {
+			return "", fmt.Errorf("the tests need %s on this host: %w", p.Name, err)
+		}
+		link := filepath.Join(bin, p.Name)
+		os.Remove(link)
+		if err := os.Symlink(target, link); err != nil {
+			return "", err
+		}
+	}
+	return bin, nil
+}
+
 // startLogged starts cmd in a process group of its own, its output appended
-// to the file log and the host's config file ignored; ended gets what Wait
-// returned once the process has ended.
-func startLogged(cmd *exec.Cmd, log string, ended func(error)) error {
+// to the file log, the host's config file ignored and env added to its
+// environment; ended gets what Wait returned once the process has ended.
+func startLogged(cmd *exec.Cmd, log string, env []string, ended func(error)) error {
 	logf, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "SKIFF_CONFIG_FILE=")
+	cmd.Env = append(append(os.Environ(), "SKIFF_CONFIG_FILE="), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -113,6 +113,12 @@ func TestBadInput(t *testing.T) {
 		args := serverArgs(data, cluster.FreePort(), "--node-label", "no-equals-sign")
 		failsClearly(t, data, `--node-label "no-equals-sign" is not key=value`, nil, append([]string{args[0]}, args[2:]...)...)
 	})
+	t.Run("a refused start makes no data dir", func(t *testing.T) {
+		// The whole temp dir is compared: the data dir, which was not
+		// there, must still not be.
+		args := serverArgs(filepath.Join(dir, "fresh", "data"), cluster.FreePort(), "--node-taint", "foo")
+		failsClearly(t, dir, "--node-taint", nil, append([]string{args[0]}, args[2:]...)...)
+	})
 	t.Run("bad kubelet flag", func(t *testing.T) {
 		args := serverArgs(data, cluster.FreePort(), "--kubelet-arg", "no-such-flag=1")
 		failsClearly(t, data, "--kubelet-arg: unknown flag: --no-such-flag", nil, append([]string{args[0]}, args[2:]...)...)

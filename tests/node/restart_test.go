@@ -96,13 +96,31 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A hostPort answers while skiff is down and as soon as it is back:
+	// its rules stay, and the restart rewrites them in one transaction.
+	hpns := srv.Namespace(t)
+	hostPortPod(t, hpns, "hp-kept", 18082, "TCP")
+	hostPortURL := fmt.Sprintf("http://%s:18082/", nodeIP(t))
+	cluster.WaitFor(t, "the hostPort before the restart", func(ctx context.Context) (bool, error) {
+		body, err := httpGet(hostPortURL)
+		return err == nil && strings.HasPrefix(body, "host=hp-kept "), nil
+	})
+	hostPortAnswers := func(when string) {
+		t.Helper()
+		if body, err := httpGet(hostPortURL); err != nil || !strings.HasPrefix(body, "host=hp-kept ") {
+			t.Errorf("hostPort %s: %q, %v", when, body, err)
+		}
+	}
+
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("stopping the server: %v", err)
 	}
+	hostPortAnswers("while skiff is stopped")
 	restarted := time.Now()
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	hostPortAnswers("right after the restart")
 	if err := srv.WaitNodesReady(context.Background()); err != nil {
 		t.Fatalf("node not Ready after restart: %v", err)
 	}
