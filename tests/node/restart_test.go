@@ -98,8 +98,7 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 
 	// A hostPort answers while skiff is down and as soon as it is back:
 	// its rules stay, and the restart rewrites them in one transaction.
-	hpns := srv.Namespace(t)
-	hostPortPod(t, hpns, "hp-kept", 18082, "TCP")
+	hostPortPod(t, ns, "hp-kept", 18082, "TCP")
 	hostPortURL := fmt.Sprintf("http://%s:18082/", nodeIP(t))
 	cluster.WaitFor(t, "the hostPort before the restart", func(ctx context.Context) (bool, error) {
 		body, err := httpGet(hostPortURL)
