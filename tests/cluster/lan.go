@@ -49,21 +49,11 @@ func NewLAN(n int) (*LAN, error) {
 		{"link", "set", lanBridge, "up"},
 	}
 	for _, h := range l.Hosts {
-		steps = append(steps,
-			[]string{"netns", "add", h.Netns},
-			[]string{"link", "add", h.link, "type", "veth", "peer", "name", "eth0", "netns", h.Netns},
-			[]string{"link", "set", h.link, "master", lanBridge},
-			[]string{"link", "set", h.link, "up"},
-			[]string{"-n", h.Netns, "addr", "add", h.IP + "/24", "dev", "eth0"},
-			[]string{"-n", h.Netns, "link", "set", "eth0", "up"},
-			[]string{"-n", h.Netns, "link", "set", "lo", "up"},
-		)
+		steps = append(steps, h.steps()...)
 	}
-	for _, s := range steps {
-		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
-			l.Delete()
-			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
-		}
+	if err := ipSteps(steps); err != nil {
+		l.Delete()
+		return nil, err
 	}
 	// The hosts' traffic crosses this machine's bridge: keep the host's
 	// own firewall (br_netfilter) out of it, as a real switch would be.
@@ -72,6 +62,47 @@ func NewLAN(n int) (*LAN, error) {
 		return nil, fmt.Errorf("bridge %s: %v: %s", lanBridge, err, out)
 	}
 	return l, nil
+}
+
+// steps are the ip commands that put h on the LAN.
+func (h *LANHost) steps() [][]string {
+	return [][]string{
+		{"netns", "add", h.Netns},
+		{"link", "add", h.link, "type", "veth", "peer", "name", "eth0", "netns", h.Netns},
+		{"link", "set", h.link, "master", lanBridge},
+		{"link", "set", h.link, "up"},
+		{"-n", h.Netns, "addr", "add", h.IP + "/24", "dev", "eth0"},
+		{"-n", h.Netns, "link", "set", "eth0", "up"},
+		{"-n", h.Netns, "link", "set", "lo", "up"},
+	}
+}
+
+func ipSteps(steps [][]string) error {
+	for _, s := range steps {
+		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
+		}
+	}
+	return nil
+}
+
+// Sink adds a host to the LAN, 172.30.0.254, that forwards nothing, and
+// makes it the default route of host h: what h sends off the LAN ends
+// there. remove takes both away again.
+func (l *LAN) Sink(h *LANHost) (sink *LANHost, remove func(), err error) {
+	sink = &LANHost{Netns: "skiff-test-lan-sink", IP: "172.30.0.254", link: "sklansink"}
+	remove = func() {
+		exec.Command("ip", "-n", h.Netns, "route", "del", "default", "via", sink.IP).Run()
+		exec.Command("ip", "netns", "del", sink.Netns).Run()
+		exec.Command("ip", "link", "del", sink.link).Run()
+	}
+	remove() // a leftover of an interrupted run
+	steps := append(sink.steps(), []string{"-n", h.Netns, "route", "add", "default", "via", sink.IP})
+	if err := ipSteps(steps); err != nil {
+		remove()
+		return nil, nil, err
+	}
+	return sink, remove, nil
 }
 
 // Delete removes the hosts (and whatever their nodes left in them) and the

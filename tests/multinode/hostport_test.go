@@ -60,10 +60,15 @@ spec:
 // TestServiceRangeStaysOnTheNode: a connection to a ClusterIP on a port
 // its Service no longer has (TCP changed to UDP on the same port), or to an
 // address of the Service range that no Service holds, is refused at once,
-// from a pod and from the node. The LAN's hosts have no default route, so
-// a failing check cannot send anything past the LAN: it would say
-// "unreachable" instead.
+// from a pod and from the node. The node's default route leads to a sink on
+// the LAN that forwards nothing, so a failing check cannot send anything
+// past the LAN: it would time out there instead.
 func TestServiceRangeStaysOnTheNode(t *testing.T) {
+	_, remove, err := lan.Sink(lan.Hosts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
 	ns := srv.Namespace(t)
 	echoService(t, ns, nodes[2], "")
 	pod(t, ns, "client", nodes[1], "app: client", "sleep", "3600")
