@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -132,7 +133,15 @@ func mappings(fam *nft.Family, p *v1.Pod) []mapping {
 	ip := podIP(fam, p)
 	var out []mapping
 	seen := map[string]bool{}
-	for _, c := range append(append([]v1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
+	// The containers' ports, and those of sidecars (init containers that
+	// keep running), as the kubelet counts them.
+	containers := slices.Clone(p.Spec.Containers)
+	for _, c := range p.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways {
+			containers = append(containers, c)
+		}
+	}
+	for _, c := range containers {
 		for _, cp := range c.Ports {
 			if cp.HostPort <= 0 || cp.HostPort > 65535 || cp.ContainerPort <= 0 || cp.ContainerPort > 65535 {
 				continue
