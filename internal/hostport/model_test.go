@@ -1,9 +1,6 @@
 package hostport
 
 import (
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,28 +9,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/skiff-dev/skiff/internal/golden"
 	"github.com/skiff-dev/skiff/internal/nft"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from %s (go test -update rewrites it):\n%s", name, path, got)
-	}
-}
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -72,7 +52,7 @@ func TestGolden(t *testing.T) {
 	for _, c := range conflicts {
 		out += "# conflict: " + c.Pod.Name + " " + c.Port + " held by " + c.Holder + "\n"
 	}
-	golden(t, "table", out)
+	golden.Check(t, "table", out)
 	if len(conflicts) != 2 {
 		t.Errorf("conflicts: %s; want late's 18081 and 18082", describe(conflicts))
 	}

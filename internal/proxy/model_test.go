@@ -2,10 +2,7 @@ package proxy
 
 import (
 	"context"
-	"flag"
 	"net"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,10 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/skiff-dev/skiff/internal/golden"
 	"github.com/skiff-dev/skiff/internal/nft"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 const testNode = "node-a"
 
@@ -36,27 +33,6 @@ func testConfig() Config {
 	}
 }
 
-// golden compares got with testdata/name.golden, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from %s (go test -update rewrites it):\n%s", name, path, got)
-	}
-}
 
 // renderServices lists what the Services add to the table, and the
 // addresses they lost to another.
@@ -281,7 +257,7 @@ func TestGolden(t *testing.T) {
 	for _, f := range fixtures() {
 		t.Run(f.name, func(t *testing.T) {
 			rs := buildRuleset(st, f.services, f.slices, f.dns, nil)
-			golden(t, f.name, renderServices(rs))
+			golden.Check(t, f.name, renderServices(rs))
 		})
 	}
 }
@@ -290,12 +266,12 @@ func TestGolden(t *testing.T) {
 // NodePort address ranges.
 func TestGoldenTable(t *testing.T) {
 	rs := buildRuleset(testSettings(t, testConfig()), nil, nil, nil, nil)
-	golden(t, "table", nft.Render(&rs.Ruleset))
+	golden.Check(t, "table", nft.Render(&rs.Ruleset))
 
 	cfg := testConfig()
 	cfg.NodePortAddresses = []string{"192.168.1.0/24", "fd00::/64"}
 	rs = buildRuleset(testSettings(t, cfg), nil, nil, nil, nil)
-	golden(t, "table-nodeport-addresses", nft.Render(&rs.Ruleset))
+	golden.Check(t, "table-nodeport-addresses", nft.Render(&rs.Ruleset))
 }
 
 func TestEmpty(t *testing.T) {
@@ -380,7 +356,7 @@ func TestPartialBatch(t *testing.T) {
 		}
 		prev = rs
 	}
-	golden(t, "partial", out.String())
+	golden.Check(t, "partial", out.String())
 }
 
 func TestLocalEndpoints(t *testing.T) {
