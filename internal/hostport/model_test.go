@@ -13,8 +13,6 @@ import (
 	"github.com/skiff-dev/skiff/internal/nft"
 )
 
-
-
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // pod is a running pod created age seconds after epoch, with ports.

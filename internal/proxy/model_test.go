@@ -18,7 +18,6 @@ import (
 	"github.com/skiff-dev/skiff/internal/nft"
 )
 
-
 const testNode = "node-a"
 
 func testConfig() Config {
@@ -32,7 +31,6 @@ func testConfig() Config {
 		DNSAddress:  func(context.Context) (net.IP, error) { return nil, nil },
 	}
 }
-
 
 // renderServices lists what the Services add to the table, and the
 // addresses they lost to another.
