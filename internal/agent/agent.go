@@ -232,7 +232,7 @@ func Components(cfg Config) ([]component.Component, error) {
 		}
 		out = append(out, p)
 	}
-	hp, err := hostport.New(hostport.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, Table: hst.HostPortTable})
+	hp, err := hostport.New(hostport.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, Table: hst.HostPortTable, Bridge: hst.Bridge})
 	if err != nil {
 		return nil, err
 	}

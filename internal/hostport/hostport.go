@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,9 @@ type Config struct {
 	Kubeconfig string
 	// Table is the nftables table.
 	Table string
+	// Bridge is the pods' bridge, which routes loopback addresses once a
+	// pod has a hostPort on one.
+	Bridge string
 }
 
 // HostPorts is the component.
@@ -81,7 +85,7 @@ func (h *HostPorts) Run(ctx context.Context) error {
 
 // run is Run with a client, in the network namespace netns (0: ours).
 func (h *HostPorts) run(ctx context.Context, client kubernetes.Interface, netns int) error {
-	s := &syncer{fam: nft.IPv4, table: h.cfg.Table, netns: netns}
+	s := &syncer{fam: nft.IPv4, table: h.cfg.Table, bridge: h.cfg.Bridge, netns: netns}
 	if err := s.probe(); err != nil {
 		return fmt.Errorf("nftables table %s cannot be created on this host (kernel without nf_tables, nat or fib support?): %w", s.table, err)
 	}
@@ -131,9 +135,12 @@ func (h *HostPorts) run(ctx context.Context, client kubernetes.Interface, netns 
 
 // syncer programs the table.
 type syncer struct {
-	fam   *nft.Family
-	table string
-	netns int
+	fam    *nft.Family
+	table  string
+	bridge string
+	netns  int
+	// localnet is set once the bridge routes loopback addresses.
+	localnet bool
 	// applied is what the table holds, or nil if unknown.
 	applied *nft.Ruleset
 }
@@ -142,6 +149,15 @@ type syncer struct {
 // not have.
 func (s *syncer) sync(pods []*v1.Pod) ([]Conflict, error) {
 	rs, conflicts := ruleset(s.fam, s.table, pods)
+	if !s.localnet && s.bridge != "" && loopbackMapping(s.fam, rs) {
+		// Without it the kernel drops a connection from 127.0.0.1 that
+		// DNAT sends out of the bridge. The table's filter-input chain
+		// keeps the bridge from reaching the node's loopback otherwise.
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+s.bridge+"/route_localnet", []byte("1"), 0o644); err != nil {
+			return conflicts, fmt.Errorf("letting the pod bridge %s route loopback addresses for a hostPort on 127.0.0.1: %w", s.bridge, err)
+		}
+		s.localnet = true
+	}
 	b := nft.NewBatch(s.fam, s.table)
 	changed, ok := 0, false
 	if s.applied != nil {

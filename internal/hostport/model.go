@@ -24,6 +24,7 @@ import (
 //
 //	nat-prerouting, nat-output (nat, -100)  -> hostports
 //	nat-postrouting (nat, 100)              hairpin: marked connections masqueraded
+//	filter-input (filter, 0)                loopback destinations only from loopback or through DNAT
 //	hostports   daddr . proto . port vmap @hostip-ports   (a pod's hostIP)
 //	            local daddr but loopback: proto . port vmap @hostports   (no hostIP)
 //	hp-H        one mapping: hairpin mark, dnat to the pod's address and port
@@ -32,6 +33,7 @@ const (
 	chainNatPrerouting  = "nat-prerouting"
 	chainNatOutput      = "nat-output"
 	chainNatPostrouting = "nat-postrouting"
+	chainFilterInput    = "filter-input"
 	chainHostPorts      = "hostports"
 
 	mapAnyAddress = "hostports"
@@ -106,6 +108,18 @@ func ruleset(fam *nft.Family, table string, pods []*v1.Pod) (*nft.Ruleset, []Con
 	}
 	sort.Slice(rs.Units, func(i, j int) bool { return rs.Units[i].Key < rs.Units[j].Key })
 	return rs, conflicts
+}
+
+// loopbackMapping tells whether rs serves a hostPort on a loopback hostIP.
+func loopbackMapping(fam *nft.Family, rs *nft.Ruleset) bool {
+	for _, u := range rs.Units {
+		for _, e := range u.Elements {
+			if e.Set == mapHostIP && fam.Loopback.Contains(net.IP(e.Key[:fam.AddrLen])) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // podIP is the pod's address of the family, or nil.
@@ -206,6 +220,9 @@ func unit(fam *nft.Family, m mapping) *nft.Unit {
 	u.Chains = []*nft.Chain{nft.NewChain(chain, fmt.Sprintf("%s %s to %s:%d", m.pod, m, m.podIP, m.podPort),
 		// Hairpin: the pod reaching its own hostPort.
 		nft.NewRule(nft.Exprs(fam.LoadSaddr(nft.Reg1), nft.CmpEq(nft.Reg1, m.podIP)), nft.SetMark(markHairpin, true)),
+		// The node reaching a hostPort on a loopback hostIP: the pod
+		// cannot answer a loopback address.
+		nft.NewRule(fam.SaddrIn(fam.Loopback, false), nft.SetMark(markHairpin, true)),
 		nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{m.proto}),
 			&expr.Immediate{Register: nft.Reg1, Data: m.podIP},
 			&expr.Immediate{Register: nft.Reg2, Data: nft.Port16(m.podPort)},
@@ -224,6 +241,12 @@ func fixedChains(f *nft.Family) ([]*nft.Chain, []*nft.Set) {
 			nft.MasqueradeMarked(markHairpin)...),
 		// Loopback is left out: a connection from 127.0.0.1 cannot be
 		// routed to a pod.
+		// A hostPort on a loopback hostIP (127.0.0.1) needs the pod
+		// bridge to route loopback addresses (route_localnet): then
+		// nothing but those connections may reach the node's loopback
+		// from outside it, as kube-proxy guards it.
+		nft.BaseChain(chainFilterInput, nftables.ChainTypeFilter, nftables.ChainHookInput, 0,
+			nft.NewRule(f.DaddrIn(f.Loopback, false), f.SaddrIn(f.Loopback, true), nft.CtNotDNAT(), nft.Exprs(nft.Verdict(expr.VerdictDrop)))),
 		nft.NewChain(chainHostPorts, "",
 			nft.NewRule(f.LookupIPProtoPort(mapHostIP)),
 			nft.NewRule(nft.FibLocal(true), f.DaddrIn(f.Loopback, true), nft.LookupProtoPort(mapAnyAddress))),

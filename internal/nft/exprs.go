@@ -227,6 +227,20 @@ func CtStateNew() []expr.Any {
 	}
 }
 
+// ipsDstNAT is the conntrack status bit of a connection whose destination
+// was rewritten (IPS_DST_NAT).
+const ipsDstNAT = 1 << 5
+
+// CtNotDNAT matches packets of connections whose destination was not
+// rewritten ("ct status & dnat == 0").
+func CtNotDNAT() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: Reg1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: Reg1, DestRegister: Reg1, Len: 4, Mask: Native32(ipsDstNAT), Xor: Native32(0)},
+		CmpEq(Reg1, Native32(0)),
+	}
+}
+
 // FibLocal matches packets whose destination (or source) is an address of
 // this host ("fib daddr type local").
 func FibLocal(daddr bool) []expr.Any {

@@ -196,8 +196,11 @@ func RenderRule(fam *Family, keys map[string]*Set, rl Rule) string {
 			regs[regIndex(e.Register)] = o
 		case *expr.Ct:
 			o := operand{text: fmt.Sprintf("ct key%d", e.Key), len: 4}
-			if e.Key == expr.CtKeySTATE {
+			switch e.Key {
+			case expr.CtKeySTATE:
 				o.text, o.kind = "ct state", kCtState
+			case expr.CtKeySTATUS:
+				o.text = "ct status"
 			}
 			regs[regIndex(e.Register)] = o
 		case *expr.Fib:

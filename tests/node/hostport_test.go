@@ -12,9 +12,14 @@ import (
 )
 
 // hostPortPod runs the tool's echo server (HTTP and UDP on 8080) with
-// hostPort port of protocol proto, and waits until it runs.
-func hostPortPod(t *testing.T, ns, name string, port int, proto string) {
+// hostPort port of protocol proto (on hostIP, if given), and waits until
+// it runs.
+func hostPortPod(t *testing.T, ns, name string, port int, proto string, hostIP ...string) {
 	t.Helper()
+	ip := ""
+	if len(hostIP) > 0 {
+		ip = ", hostIP: " + hostIP[0]
+	}
 	srv.KubectlT(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s}
@@ -24,8 +29,8 @@ spec:
   - name: echo
     image: %s
     command: [tool, serve, -port, "8080"]
-    ports: [{containerPort: 8080, hostPort: %d, protocol: %s}]
-`, name, image, port, proto), "apply", "-n", ns, "-f", "-")
+    ports: [{containerPort: 8080, hostPort: %d, protocol: %s%s}]
+`, name, image, port, proto, ip), "apply", "-n", ns, "-f", "-")
 	waitPod(t, ns, name, "running", running)
 }
 
@@ -54,6 +59,17 @@ func TestHostPort(t *testing.T) {
 	}
 	if out := inPod(t, ns, client, "tool", "udp", node+":18081"); !strings.HasPrefix(out, "host=hp-udp ") {
 		t.Errorf("UDP hostPort from another pod: %q", out)
+	}
+
+	// The same port on two addresses of the node, loopback one of them,
+	// as the upstream conformance suite's HostPort test has it.
+	hostPortPod(t, ns, "hp-loopback", 18083, "TCP", "127.0.0.1")
+	hostPortPod(t, ns, "hp-node", 18083, "TCP", node)
+	for addr, want := range map[string]string{"127.0.0.1": "host=hp-loopback ", node: "host=hp-node "} {
+		cluster.WaitFor(t, "the hostPort on "+addr, func(ctx context.Context) (bool, error) {
+			body, err := httpGet("http://" + addr + ":18083/")
+			return err == nil && strings.HasPrefix(body, want), nil
+		})
 	}
 
 	srv.KubectlT(t, "", "delete", "pod", "-n", ns, "hp-tcp", "--wait=true")
