@@ -42,6 +42,11 @@ type Config struct {
 	// UnavailablePorts are ports the node could not open, with why. Their
 	// Gateway listeners are not accepted (PortUnavailable).
 	UnavailablePorts map[int32]string
+	// GatewayAddresses are addresses the node serves some Gateways on
+	// alone, so that Gateways with the same ports route apart. A Gateway
+	// not in the map shares the node's addresses (Addresses) with every
+	// other such Gateway and with Ingresses.
+	GatewayAddresses map[types.NamespacedName][]string
 }
 
 // Input is every object the table is computed from. Build never modifies
@@ -111,12 +116,20 @@ type builder struct {
 	namespaces map[string]*corev1.Namespace
 	grants     map[string][]*gatewayv1beta1.ReferenceGrant // by namespace
 	certs      map[types.NamespacedName]certResult
-	ports      map[int32]*portBuilder
+	ports      map[portKey]*portBuilder
 	ing        ingressPorts
 	res        *Result
 }
 
+// portKey is a port on the node's addresses (addrs "") or on addresses
+// of its own (joined with ",").
+type portKey struct {
+	addrs string
+	port  int32
+}
+
 type portBuilder struct {
+	addrs    []string
 	port     int32
 	protocol Protocol
 	owner    string // what claimed the port first, for messages
@@ -145,7 +158,7 @@ func newBuilder(cfg Config, in *Input) *builder {
 		namespaces: map[string]*corev1.Namespace{},
 		grants:     map[string][]*gatewayv1beta1.ReferenceGrant{},
 		certs:      map[types.NamespacedName]certResult{},
-		ports:      map[int32]*portBuilder{},
+		ports:      map[portKey]*portBuilder{},
 		res: &Result{
 			GatewayClasses: map[string]*gatewayv1.GatewayClassStatus{},
 			Gateways:       map[types.NamespacedName]*gatewayv1.GatewayStatus{},
@@ -195,15 +208,17 @@ func olderFirst(a, b metav1.Object) int {
 	return cmp.Compare(a.GetNamespace()+"/"+a.GetName(), b.GetNamespace()+"/"+b.GetName())
 }
 
-// claimPort reserves port for protocol; the message says why it cannot.
-func (b *builder) claimPort(port int32, p Protocol, owner string) (*portBuilder, string) {
-	if msg, ok := b.cfg.UnavailablePorts[port]; ok {
+// claimPort reserves port for protocol on addrs (nil: the node's
+// addresses); the message says why it cannot.
+func (b *builder) claimPort(addrs []string, port int32, p Protocol, owner string) (*portBuilder, string) {
+	if msg, ok := b.cfg.UnavailablePorts[port]; ok && len(addrs) == 0 {
 		return nil, fmt.Sprintf("port %d cannot be opened: %s", port, msg)
 	}
-	pb := b.ports[port]
+	k := portKey{addrs: strings.Join(addrs, ","), port: port}
+	pb := b.ports[k]
 	if pb == nil {
-		pb = &portBuilder{port: port, protocol: p, owner: owner, hosts: map[string]*Host{}, seen: map[string]map[*Rule]bool{}, certs: map[string]*Certificate{}}
-		b.ports[port] = pb
+		pb = &portBuilder{addrs: addrs, port: port, protocol: p, owner: owner, hosts: map[string]*Host{}, seen: map[string]map[*Rule]bool{}, certs: map[string]*Certificate{}}
+		b.ports[k] = pb
 		return pb, ""
 	}
 	if pb.protocol != p {
@@ -237,7 +252,7 @@ func (pb *portBuilder) addCert(c *Certificate) {
 func (b *builder) table() *Table {
 	t := &Table{}
 	for _, pb := range b.ports {
-		l := &Listener{Port: pb.port, Protocol: pb.protocol}
+		l := &Listener{Addresses: pb.addrs, Port: pb.port, Protocol: pb.protocol}
 		for _, h := range pb.hosts {
 			slices.SortStableFunc(h.Rules, compareRules)
 			l.Hosts = append(l.Hosts, h)
@@ -251,7 +266,13 @@ func (b *builder) table() *Table {
 		})
 		t.Listeners = append(t.Listeners, l)
 	}
-	sort.Slice(t.Listeners, func(i, j int) bool { return t.Listeners[i].Port < t.Listeners[j].Port })
+	sort.Slice(t.Listeners, func(i, j int) bool {
+		x, y := t.Listeners[i], t.Listeners[j]
+		if x.Port != y.Port {
+			return x.Port < y.Port
+		}
+		return strings.Join(x.Addresses, ",") < strings.Join(y.Addresses, ",")
+	})
 	return t
 }
 

@@ -39,7 +39,7 @@ func (l *gwListener) usable() bool { return l.notAccepted == "" && l.conflict ==
 
 // programmed: the listener serves traffic.
 func (l *gwListener) programmed() bool {
-	return l.usable() && l.port != nil && (l.spec.Protocol == gatewayv1.HTTPProtocolType || len(l.certs) > 0)
+	return l.usable() && l.port != nil && l.allowsHTTPRoute && (l.spec.Protocol == gatewayv1.HTTPProtocolType || len(l.certs) > 0)
 }
 
 type gwState struct {
@@ -141,7 +141,7 @@ func (b *builder) gatewayListeners(gw *gatewayv1.Gateway) *gwState {
 		if !l.usable() {
 			continue
 		}
-		pb, msg := b.claimPort(l.spec.Port, Protocol(l.spec.Protocol), "Gateway "+nsName(gw).String())
+		pb, msg := b.claimPort(b.gatewayAddresses(gw), l.spec.Port, Protocol(l.spec.Protocol), "Gateway "+nsName(gw).String())
 		if pb == nil {
 			l.notAccepted = string(gatewayv1.ListenerReasonPortUnavailable)
 			l.notAcceptedMsg = msg
@@ -358,7 +358,11 @@ func routeHosts(listener string, hostnames []gatewayv1.Hostname) []string {
 func (b *builder) gatewayStatus(s *gwState) {
 	gw := s.gw
 	st := &gatewayv1.GatewayStatus{}
-	for _, a := range b.cfg.Addresses {
+	addrs := b.gatewayAddresses(gw)
+	if addrs == nil {
+		addrs = b.cfg.Addresses
+	}
+	for _, a := range addrs {
 		t := gatewayv1.IPAddressType
 		if !isIP(a) {
 			t = gatewayv1.HostnameAddressType
@@ -409,7 +413,7 @@ func (b *builder) gatewayStatus(s *gwState) {
 		st.Conditions = append(st.Conditions, condition(string(gatewayv1.GatewayConditionAccepted), false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid", gw.Generation))
 	}
 	switch {
-	case len(b.cfg.Addresses) == 0:
+	case len(addrs) == 0:
 		st.Conditions = append(st.Conditions, condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonAddressNotAssigned), "no node address is known", gw.Generation))
 	case programmed == 0:
 		st.Conditions = append(st.Conditions, condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonInvalid), "no listener is served", gw.Generation))
@@ -417,6 +421,17 @@ func (b *builder) gatewayStatus(s *gwState) {
 		st.Conditions = append(st.Conditions, condition(string(gatewayv1.GatewayConditionProgrammed), true, string(gatewayv1.GatewayReasonProgrammed), "", gw.Generation))
 	}
 	b.res.Gateways[nsName(gw)] = st
+}
+
+// gatewayAddresses are the addresses a Gateway has alone, sorted, or nil.
+func (b *builder) gatewayAddresses(gw *gatewayv1.Gateway) []string {
+	a := b.cfg.GatewayAddresses[nsName(gw)]
+	if len(a) == 0 {
+		return nil
+	}
+	a = slices.Clone(a)
+	slices.Sort(a)
+	return a
 }
 
 func cmpOr(a, b string) string {

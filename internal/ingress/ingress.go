@@ -34,10 +34,10 @@ type ingressPorts struct {
 // protocol is set by the node's configuration.
 func (b *builder) reserveIngressPorts() {
 	if b.cfg.HTTPPort > 0 {
-		b.ing.http, _ = b.claimPort(b.cfg.HTTPPort, ProtocolHTTP, "Ingresses")
+		b.ing.http, _ = b.claimPort(nil, b.cfg.HTTPPort, ProtocolHTTP, "Ingresses")
 	}
 	if b.cfg.HTTPSPort > 0 {
-		b.ing.https, _ = b.claimPort(b.cfg.HTTPSPort, ProtocolHTTPS, "Ingresses")
+		b.ing.https, _ = b.claimPort(nil, b.cfg.HTTPSPort, ProtocolHTTPS, "Ingresses")
 	}
 }
 

@@ -3,6 +3,7 @@ package ingress
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -17,14 +18,27 @@ type Request struct {
 	Query  url.Values
 }
 
-// Listener returns the listener of a port, or nil.
+// Listener returns the listener of a port on the node's shared
+// addresses, or nil.
 func (t *Table) Listener(port int32) *Listener {
+	return t.ListenerFor("", port)
+}
+
+// ListenerFor returns the listener of a connection to addr:port: the one
+// whose own addresses hold addr, else the shared one, else nil.
+func (t *Table) ListenerFor(addr string, port int32) *Listener {
+	var shared *Listener
 	for _, l := range t.Listeners {
-		if l.Port == port {
+		if l.Port != port {
+			continue
+		}
+		if l.Addresses == nil {
+			shared = l
+		} else if addr != "" && slices.Contains(l.Addresses, addr) {
 			return l
 		}
 	}
-	return nil
+	return shared
 }
 
 // Match chooses the rule for a request: among the hosts whose name

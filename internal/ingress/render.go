@@ -10,7 +10,11 @@ import (
 func (t *Table) String() string {
 	var sb strings.Builder
 	for _, l := range t.Listeners {
-		fmt.Fprintf(&sb, "listener %d %s\n", l.Port, l.Protocol)
+		fmt.Fprintf(&sb, "listener %d %s", l.Port, l.Protocol)
+		if l.Addresses != nil {
+			fmt.Fprintf(&sb, " on %v", l.Addresses)
+		}
+		sb.WriteString("\n")
 		for _, c := range l.Certificates {
 			fmt.Fprintf(&sb, "  certificate %q %s\n", c.Hostname, c.Secret)
 		}

@@ -27,14 +27,18 @@ const (
 // Table is the whole routing configuration of a node. It is never modified
 // once built.
 type Table struct {
-	// Listeners by port, ascending. One port has one protocol.
+	// Listeners by port, ascending, then addresses. One port of a set of
+	// addresses has one protocol.
 	Listeners []*Listener
 }
 
 // Listener is one port the node serves.
 type Listener struct {
-	Port     int32
-	Protocol Protocol
+	// Addresses the port is served on alone (a Gateway's own), or nil:
+	// every address of the node that no other listener of the port has.
+	Addresses []string
+	Port      int32
+	Protocol  Protocol
 	// Hosts from the most specific name to the catch-all: exact names
 	// (alphabetical), then wildcards ("*.example.com") longest first, then
 	// "" which matches any host.
