@@ -104,6 +104,7 @@ func Build(cfg Config, in *Input) *Result {
 		x, y := b.res.Events[i], b.res.Events[j]
 		return fmt.Sprint(x.Kind, x.Namespace, x.Name, x.Reason, x.Message) < fmt.Sprint(y.Kind, y.Namespace, y.Name, y.Reason, y.Message)
 	})
+	b.res.Events = slices.Compact(b.res.Events)
 	return b.res
 }
 

@@ -283,6 +283,7 @@ func (b *builder) httpRoute(r *gatewayv1.HTTPRoute, states map[types.NamespacedN
 		}
 		reason, msg := "", ""
 		accepted := false
+		var attachTo []*gwListener
 		if len(candidates) == 0 {
 			reason, msg = string(gatewayv1.RouteReasonNoMatchingParent), "no listener matches the parentRef's sectionName and port"
 		} else {
@@ -297,7 +298,7 @@ func (b *builder) httpRoute(r *gatewayv1.HTTPRoute, states map[types.NamespacedN
 					continue
 				}
 				accepted = true
-				l.attached[key] = true
+				attachTo = append(attachTo, l)
 				if l.programmed() {
 					compiled.addTo(l.port, hosts)
 				}
@@ -314,10 +315,15 @@ func (b *builder) httpRoute(r *gatewayv1.HTTPRoute, states map[types.NamespacedN
 			reason, msg = compiled.invalid, compiled.invalidMsg
 		}
 		if accepted {
+			for _, l := range attachTo {
+				l.attached[key] = true
+			}
 			ps.Conditions = append(ps.Conditions, condition(string(gatewayv1.RouteConditionAccepted), true, string(gatewayv1.RouteReasonAccepted), "", r.Generation))
 		} else {
 			ps.Conditions = append(ps.Conditions, condition(string(gatewayv1.RouteConditionAccepted), false, reason, msg, r.Generation))
-			b.event(kindHTTP, r, reason, msg)
+			if reason != compiled.invalid {
+				b.event(kindHTTP, r, reason, msg)
+			}
 		}
 		if compiled.refsReason != "" {
 			ps.Conditions = append(ps.Conditions, condition(string(gatewayv1.RouteConditionResolvedRefs), false, compiled.refsReason, compiled.refsMsg, r.Generation))

@@ -205,6 +205,9 @@ func compileMatch(m *gatewayv1.HTTPRouteMatch, rule *Rule) string {
 // compileAnchored compiles an RE2 expression that must match the whole
 // value, as Envoy-based implementations do.
 func compileAnchored(expr string) (*regexp.Regexp, error) {
+	if _, err := regexp.Compile(expr); err != nil {
+		return nil, err
+	}
 	return regexp.Compile("^(?:" + expr + ")$")
 }
 

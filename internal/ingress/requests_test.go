@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"path"
+	pathpkg "path"
 	"strconv"
 	"strings"
 	"testing"
@@ -253,7 +253,7 @@ var perGateway = map[string]bool{"HTTPRouteMultipleGateways": true}
 func TestConformanceRequests(t *testing.T) {
 	checked := 0
 	for _, ct := range coreTests() {
-		file := "tests/" + strings.TrimSuffix(path.Base(ct.Manifests[0]), ".yaml") + ".go"
+		file := "tests/" + strings.TrimSuffix(pathpkg.Base(ct.Manifests[0]), ".yaml") + ".go"
 		if _, err := fs.Stat(conformance.Manifests, file); err != nil {
 			continue
 		}
