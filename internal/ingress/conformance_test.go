@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/sets"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
@@ -31,13 +32,30 @@ import (
 // coreTests are the suite's tests that need only the core features of
 // the GATEWAY-HTTP profile.
 func coreTests() []suite.ConformanceTest {
-	core := suite.GatewayHTTPConformanceProfile.CoreFeatures
+	return profileTests(suite.GatewayHTTPConformanceProfile.CoreFeatures)
+}
+
+// extendedTests are the profile's tests that need extended features too.
+func extendedTests() []suite.ConformanceTest {
+	p := suite.GatewayHTTPConformanceProfile
+	all := p.CoreFeatures.Union(p.ExtendedFeatures)
+	var out []suite.ConformanceTest
+	for _, ct := range profileTests(all) {
+		if slices.ContainsFunc(ct.Features, func(f features.FeatureName) bool { return !p.CoreFeatures.Has(f) }) {
+			out = append(out, ct)
+		}
+	}
+	return out
+}
+
+// profileTests are the tests that need only the given features.
+func profileTests(supported sets.Set[features.FeatureName]) []suite.ConformanceTest {
 	var out []suite.ConformanceTest
 	for _, ct := range conftests.ConformanceTests {
 		if ct.Provisional || len(ct.Features) == 0 {
 			continue
 		}
-		if slices.ContainsFunc(ct.Features, func(f features.FeatureName) bool { return !core.Has(f) }) {
+		if slices.ContainsFunc(ct.Features, func(f features.FeatureName) bool { return !supported.Has(f) }) {
 			continue
 		}
 		out = append(out, ct)
