@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -121,7 +122,14 @@ func conformanceInput(t *testing.T, manifests ...string) (*Input, []metav1.Objec
 				in.Namespaces = append(in.Namespaces, o)
 			case *corev1.Service:
 				in.Services = append(in.Services, o)
-				in.EndpointSlices = append(in.EndpointSlices, sliceFor(o, fmt.Sprintf("10.42.%d.10", len(in.Services))))
+			case *discoveryv1.EndpointSlice:
+				// The test fills in its pods' addresses.
+				addr := fmt.Sprintf("10.43.%d.10", len(in.EndpointSlices))
+				if o.AddressType == discoveryv1.AddressTypeIPv6 {
+					addr = fmt.Sprintf("fd00:43::%d", len(in.EndpointSlices))
+				}
+				o.Endpoints = append(o.Endpoints, discoveryv1.Endpoint{Addresses: []string{addr}})
+				in.EndpointSlices = append(in.EndpointSlices, o)
 			case *corev1.Secret:
 				in.Secrets = append(in.Secrets, o)
 			case *gatewayv1.GatewayClass:
@@ -133,6 +141,15 @@ func conformanceInput(t *testing.T, manifests ...string) (*Input, []metav1.Objec
 			case *gatewayv1beta1.ReferenceGrant:
 				in.ReferenceGrants = append(in.ReferenceGrants, o)
 			}
+		}
+	}
+	// The Services' Deployments: an endpoint each, for those without
+	// slices of their own.
+	for i, svc := range in.Services {
+		if !slices.ContainsFunc(in.EndpointSlices, func(s *discoveryv1.EndpointSlice) bool {
+			return s.Namespace == svc.Namespace && s.Labels[discoveryv1.LabelServiceName] == svc.Name
+		}) {
+			in.EndpointSlices = append(in.EndpointSlices, sliceFor(svc, fmt.Sprintf("10.42.%d.10", i+1)))
 		}
 	}
 	return in, own
@@ -147,6 +164,8 @@ func decodeObject(t *testing.T, u *unstructured.Unstructured) metav1.Object {
 		obj = &corev1.Service{}
 	case "Secret":
 		obj = &corev1.Secret{}
+	case "EndpointSlice.discovery.k8s.io":
+		obj = &discoveryv1.EndpointSlice{}
 	case "GatewayClass.gateway.networking.k8s.io":
 		obj = &gatewayv1.GatewayClass{}
 	case "Gateway.gateway.networking.k8s.io":
