@@ -47,6 +47,9 @@ type Config struct {
 	// not in the map shares the node's addresses (Addresses) with every
 	// other such Gateway and with Ingresses.
 	GatewayAddresses map[types.NamespacedName][]string
+	// SupportedFeatures are the Gateway API features (conformance names)
+	// the node serves, written to our GatewayClasses' status.
+	SupportedFeatures []string
 }
 
 // Input is every object the table is computed from. Build never modifies

@@ -63,6 +63,9 @@ func (b *builder) gateways() {
 			st.Conditions = append(st.Conditions, condition(string(gatewayv1.GatewayClassConditionStatusAccepted), true,
 				string(gatewayv1.GatewayClassReasonAccepted), "", c.Generation))
 		}
+		for _, f := range slices.Sorted(slices.Values(b.cfg.SupportedFeatures)) {
+			st.SupportedFeatures = append(st.SupportedFeatures, gatewayv1.SupportedFeature{Name: gatewayv1.FeatureName(f)})
+		}
 		b.res.GatewayClasses[c.Name] = st
 	}
 

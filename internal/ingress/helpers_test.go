@@ -61,7 +61,11 @@ func renderResult(r *Result) string {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(&sb, "GatewayClass %s\n", n)
+		fmt.Fprintf(&sb, "GatewayClass %s", n)
+		for _, f := range r.GatewayClasses[n].SupportedFeatures {
+			fmt.Fprintf(&sb, " %s", f.Name)
+		}
+		sb.WriteString("\n")
 		renderConditions(&sb, "  ", r.GatewayClasses[n].Conditions)
 	}
 	for _, k := range sortedKeys(r.Gateways) {

@@ -196,6 +196,7 @@ func TestListenerConflicts(t *testing.T) {
 	}
 	cfg := testConfig
 	cfg.UnavailablePorts = map[int32]string{8443: "address already in use"}
+	cfg.SupportedFeatures = []string{"HTTPRoute", "Gateway", "ReferenceGrant"}
 	golden(t, "conflicts", renderResult(Build(cfg, in)))
 }
 
