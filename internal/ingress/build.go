@@ -140,6 +140,7 @@ type portBuilder struct {
 	hosts    map[string]*Host
 	seen     map[string]map[*Rule]bool
 	certs    map[string]*Certificate
+	gwHosts  map[types.NamespacedName][]string // hostnames of each Gateway's listeners
 }
 
 type certResult struct {
@@ -221,7 +222,7 @@ func (b *builder) claimPort(addrs []string, port int32, p Protocol, owner string
 	k := portKey{addrs: strings.Join(addrs, ","), port: port}
 	pb := b.ports[k]
 	if pb == nil {
-		pb = &portBuilder{addrs: addrs, port: port, protocol: p, owner: owner, hosts: map[string]*Host{}, seen: map[string]map[*Rule]bool{}, certs: map[string]*Certificate{}}
+		pb = &portBuilder{addrs: addrs, port: port, protocol: p, owner: owner, hosts: map[string]*Host{}, seen: map[string]map[*Rule]bool{}, certs: map[string]*Certificate{}, gwHosts: map[types.NamespacedName][]string{}}
 		b.ports[k] = pb
 		return pb, ""
 	}
@@ -256,7 +257,10 @@ func (pb *portBuilder) addCert(c *Certificate) {
 func (b *builder) table() *Table {
 	t := &Table{}
 	for _, pb := range b.ports {
-		l := &Listener{Addresses: pb.addrs, Port: pb.port, Protocol: pb.protocol}
+		l := &Listener{Addresses: pb.addrs, Port: pb.port, Protocol: pb.protocol, scopes: pb.gwHosts}
+		for _, hs := range pb.gwHosts {
+			sort.Slice(hs, func(i, j int) bool { return hostLess(hs[i], hs[j]) })
+		}
 		for _, h := range pb.hosts {
 			slices.SortStableFunc(h.Rules, compareRules)
 			l.Hosts = append(l.Hosts, h)

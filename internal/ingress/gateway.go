@@ -154,6 +154,10 @@ func (b *builder) gatewayListeners(gw *gatewayv1.Gateway) *gwState {
 		for _, c := range l.certs {
 			pb.addCert(c)
 		}
+		if l.programmed() {
+			k := nsName(gw)
+			pb.gwHosts[k] = append(pb.gwHosts[k], l.host)
+		}
 	}
 	return s
 }
@@ -303,7 +307,7 @@ func (b *builder) httpRoute(r *gatewayv1.HTTPRoute, states map[types.NamespacedN
 				accepted = true
 				attachTo = append(attachTo, l)
 				if l.programmed() {
-					compiled.addTo(l.port, hosts)
+					compiled.addTo(l.port, hosts, listenerScope{gateway: nsName(s.gw), hostname: l.host})
 				}
 			}
 			switch {

@@ -14,15 +14,32 @@ import (
 // answers for on each listener it attaches to.
 type compiledRoute struct {
 	rules []*Rule
+	// scoped are the rules' copies for each Gateway listener they come
+	// through.
+	scoped map[listenerScope][]*Rule
 	// refsReason: the first backend reference that did not resolve.
 	refsReason, refsMsg string
 	// invalid: the first rule dropped and why.
 	invalid, invalidMsg string
 }
 
-func (c *compiledRoute) addTo(pb *portBuilder, hosts []string) {
-	for _, h := range hosts {
+// addTo adds the rules to the hosts of a port, as rules of a listener.
+func (c *compiledRoute) addTo(pb *portBuilder, hosts []string, scope listenerScope) {
+	rules, ok := c.scoped[scope]
+	if !ok {
+		sc := &scope
 		for _, r := range c.rules {
+			cp := *r
+			cp.scope = sc
+			rules = append(rules, &cp)
+		}
+		if c.scoped == nil {
+			c.scoped = map[listenerScope][]*Rule{}
+		}
+		c.scoped[scope] = rules
+	}
+	for _, h := range hosts {
+		for _, r := range rules {
 			pb.addRule(h, r)
 		}
 	}

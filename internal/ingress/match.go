@@ -55,12 +55,27 @@ func (l *Listener) Match(req *Request) *Rule {
 			if r.oneLabel && !oneLabelMatch(h.Name, host) {
 				continue
 			}
+			if r.scope != nil && !l.isolated(r.scope, host) {
+				continue
+			}
 			if r.Matches(req) {
 				return r
 			}
 		}
 	}
 	return nil
+}
+
+// isolated tells whether a rule that came through a Gateway listener
+// may answer for host: its listener is that Gateway's most specific one
+// on the port whose hostname matches host (listener isolation).
+func (l *Listener) isolated(s *listenerScope, host string) bool {
+	for _, h := range l.scopes[s.gateway] {
+		if hostMatches(h, host) {
+			return h == s.hostname
+		}
+	}
+	return false
 }
 
 // Certificate chooses the certificate to present for a TLS server name:

@@ -51,6 +51,9 @@ func (r *Rule) String() string {
 	if r.defaultBackend {
 		sb.WriteString(" (default backend)")
 	}
+	if r.scope != nil && r.scope.hostname != "" {
+		fmt.Fprintf(&sb, " (listener %q)", r.scope.hostname)
+	}
 	sb.WriteString("\n")
 	a := r.Action
 	if a == nil {

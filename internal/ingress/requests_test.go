@@ -474,8 +474,7 @@ func TestConformanceRequestsExtended(t *testing.T) {
 // meet yet, or that this harness cannot replay.
 var notExpressed = map[string]bool{
 	// Not in the model yet.
-	"HTTPRouteCORS":                                              true, // the CORS filter
-	"GatewayHTTPListenerIsolation":                               true, // a Gateway's most specific listener only
+	"HTTPRouteCORS": true, // the CORS filter
 	"GatewayFrontendClientCertificateValidation":                 true, // client certificates
 	"GatewayFrontendClientCertificateValidationInsecureFallback": true,
 	"ListenerSetAllowedRoutesNamespaces":                         true, // ListenerSets

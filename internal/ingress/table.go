@@ -46,6 +46,17 @@ type Listener struct {
 	// Certificates of an HTTPS port, in the same order as Hosts: the first
 	// whose Hostname matches the client's SNI is the one to present.
 	Certificates []*Certificate
+
+	// scopes are the hostnames of each Gateway's listeners on the port,
+	// most specific first: a request reaches the rules of a Gateway's
+	// most specific listener that matches its host only.
+	scopes map[types.NamespacedName][]string
+}
+
+// listenerScope is the Gateway listener a rule came through.
+type listenerScope struct {
+	gateway  types.NamespacedName
+	hostname string
 }
 
 // Certificate is a TLS key pair offered for a hostname pattern.
@@ -109,6 +120,8 @@ type Rule struct {
 
 	// oneLabel: an Ingress wildcard host matches a single DNS label only.
 	oneLabel bool
+	// scope is the Gateway listener of the rule; nil for Ingresses.
+	scope *listenerScope
 
 	*Action
 
