@@ -36,9 +36,9 @@ import (
 const FieldManager = "skiff"
 
 // Disableable lists what --disable accepts: the optional manifests, the
-// built-in load balancer controller, the HelmChart controller and the
-// resource metrics API.
-var Disableable = []string{"dns", "helm-controller", "local-storage", "metrics-server", "servicelb"}
+// built-in load balancer controller, the HelmChart controller, the
+// resource metrics API and the nodes' Ingress and Gateway API proxy.
+var Disableable = []string{"dns", "helm-controller", "ingress", "local-storage", "metrics-server", "servicelb"}
 
 // CheckDisable validates --disable's names.
 func CheckDisable(names []string) error {
@@ -59,7 +59,7 @@ func Render(v manifests.Values, disabled []string) ([]*unstructured.Unstructured
 	sort.Strings(files)
 	var out []*unstructured.Unstructured
 	for _, f := range files {
-		if slices.Contains(disabled, strings.TrimSuffix(path.Base(f), ".yaml")) {
+		if slices.Contains(disabled, addon(f)) {
 			continue
 		}
 		objs, err := renderFile(f, v)
@@ -69,6 +69,12 @@ func Render(v manifests.Values, disabled []string) ([]*unstructured.Unstructured
 		out = append(out, objs...)
 	}
 	return out, nil
+}
+
+// addon is the add-on a manifest file belongs to: its name without
+// .yaml, up to a "-crds" suffix (ingress-crds.yaml is ingress's).
+func addon(file string) string {
+	return strings.TrimSuffix(strings.TrimSuffix(path.Base(file), ".yaml"), "-crds")
 }
 
 func renderFile(name string, v manifests.Values) ([]*unstructured.Unstructured, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/hostport"
+	"github.com/skiff-dev/skiff/internal/ingress"
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/localstorage"
 	"github.com/skiff-dev/skiff/internal/memorylimit"
@@ -55,6 +56,11 @@ type NodeOptions struct {
 	// NodePortAddresses limits NodePorts to the node's addresses in these
 	// CIDRs (default: every address but loopback).
 	NodePortAddresses []string
+	// IngressHTTPPort and IngressHTTPSPort serve Ingresses (0: none on
+	// that scheme); IngressTrustedProxies are the CIDRs of clients whose
+	// X-Forwarded-* headers are kept.
+	IngressHTTPPort, IngressHTTPSPort int
+	IngressTrustedProxies             []string
 }
 
 // Config is a node's settings.
@@ -67,6 +73,12 @@ type Config struct {
 	DisableDNS  bool
 	// DisableLocalStorage leaves the local volume provisioner out.
 	DisableLocalStorage bool
+	// DisableIngress leaves the Ingress and Gateway API proxy out.
+	DisableIngress bool
+	// IngressStatusKubeconfig, on a server's node, writes the status of
+	// Ingresses and Gateway API objects (while it holds a Lease among the
+	// servers); agents write none.
+	IngressStatusKubeconfig string
 	// The kubelet's credentials.
 	Kubeconfig  string
 	ClientCA    string
@@ -232,6 +244,13 @@ func Components(cfg Config) ([]component.Component, error) {
 		}
 		out = append(out, p)
 	}
+	if !cfg.DisableIngress {
+		g, err := ingressComponent(cfg)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
 	hp, err := hostport.New(hostport.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, Table: hst.HostPortTable, Bridge: hst.Bridge})
 	if err != nil {
 		return nil, err
@@ -262,4 +281,37 @@ func Components(cfg Config) ([]component.Component, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// ingressComponent is the node's Ingress and Gateway API proxy.
+func ingressComponent(cfg Config) (*ingress.Ingress, error) {
+	for _, p := range []struct {
+		flag string
+		port int
+	}{{"--ingress-http-port", cfg.IngressHTTPPort}, {"--ingress-https-port", cfg.IngressHTTPSPort}} {
+		if p.port < 0 || p.port > 65535 {
+			return nil, fmt.Errorf("%s %d is not a port: give 1-65535, or 0 to serve no Ingress on it", p.flag, p.port)
+		}
+	}
+	if cfg.IngressHTTPPort != 0 && cfg.IngressHTTPPort == cfg.IngressHTTPSPort {
+		return nil, fmt.Errorf("--ingress-http-port and --ingress-https-port are both %d: give two ports", cfg.IngressHTTPPort)
+	}
+	var trusted []*net.IPNet
+	for _, c := range cfg.IngressTrustedProxies {
+		_, n, err := net.ParseCIDR(c)
+		if err != nil {
+			ip := net.ParseIP(c)
+			if ip == nil {
+				return nil, fmt.Errorf("--ingress-trusted-proxies %q is not a CIDR such as 10.0.0.0/8", c)
+			}
+			n = &net.IPNet{IP: ip, Mask: net.CIDRMask(len(ip)*8, len(ip)*8)}
+		}
+		trusted = append(trusted, n)
+	}
+	return ingress.New(ingress.NodeConfig{
+		NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig,
+		StatusKubeconfig: cfg.IngressStatusKubeconfig, Identity: cfg.NodeName + "_" + cfg.NodeIP,
+		HTTPPort: int32(cfg.IngressHTTPPort), HTTPSPort: int32(cfg.IngressHTTPSPort),
+		Server: ingress.ServerConfig{TrustedProxies: trusted},
+	})
 }

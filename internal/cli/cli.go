@@ -196,6 +196,9 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 		&cli.StringFlag{Name: "private-registry", Destination: &n.PrivateRegistry, Usage: "registry mirrors and credentials, in k3s's registries.yaml schema (default: /etc/skiff/registries.yaml when it exists)"},
 		&cli.BoolFlag{Name: "disable-default-registry-endpoint", Destination: &n.DisableDefaultRegistryEndpoint, Usage: "pull the images of a registry with mirrors from its mirrors only, never from the registry itself"},
 		&cli.StringSliceFlag{Name: "nodeport-addresses", Usage: "CIDRs of the node's addresses that NodePorts answer on (default: every address but loopback)"},
+		&cli.IntFlag{Name: "ingress-http-port", Value: 80, Destination: &n.IngressHTTPPort, Usage: "port the node serves Ingresses on over HTTP (0: none)"},
+		&cli.IntFlag{Name: "ingress-https-port", Value: 443, Destination: &n.IngressHTTPSPort, Usage: "port the node serves Ingresses on over HTTPS (0: none)"},
+		&cli.StringSliceFlag{Name: "ingress-trusted-proxies", Usage: "CIDRs of proxies in front of the node whose X-Forwarded-For, -Host and -Proto headers Ingresses and Gateways keep (default: none; the node sets them)"},
 	}
 }
 
@@ -204,6 +207,7 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 func nodeSlices(c *cli.Context, n *agent.NodeOptions) {
 	n.Labels, n.Taints, n.KubeletArgs = c.StringSlice("node-label"), c.StringSlice("node-taint"), passed(c, "kubelet-arg")
 	n.NodePortAddresses = c.StringSlice("nodeport-addresses")
+	n.IngressTrustedProxies = c.StringSlice("ingress-trusted-proxies")
 }
 
 func checkConfigCommand() *cli.Command {
@@ -261,7 +265,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Destination: &o.WriteKubeconfigMode, Usage: "file mode of the admin kubeconfig"},
 			&cli.BoolFlag{Name: "disable-agent", Destination: &o.DisableAgent, Usage: "run the control plane only, no node"},
-			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, helm-controller, local-storage, metrics-server, servicelb"},
+			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, helm-controller, ingress, local-storage, metrics-server, servicelb"},
 			&cli.BoolFlag{Name: "disable-helm-controller", Destination: &o.DisableHelmController, Usage: "do not install HelmCharts (the same as --disable helm-controller)"},
 			&cli.BoolFlag{Name: "disable-scheduler", Destination: &o.DisableScheduler, Usage: "do not run kube-scheduler"},
 			&cli.BoolFlag{Name: "disable-controller-manager", Destination: &o.DisableControllerManager, Usage: "do not run kube-controller-manager"},

@@ -49,6 +49,9 @@ type Settings struct {
 	// DisableLocalStorage: the server was started with --disable
 	// local-storage, so nodes run no provisioner.
 	DisableLocalStorage bool `json:"disableLocalStorage,omitempty"`
+	// DisableIngress: the server was started with --disable ingress, so
+	// nodes serve no Ingress or Gateway.
+	DisableIngress bool `json:"disableIngress,omitempty"`
 }
 
 // Request is what a node sends to join, or to renew its certificates.

@@ -25,10 +25,13 @@ func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP) a
 		ServiceCIDR:         o.ServiceCIDR,
 		DisableDNS:          slices.Contains(o.Disable, "dns"),
 		DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
-		Kubeconfig:          filepath.Join(dir, "kubelet.kubeconfig"),
-		ClientCA:            c.Files.ClientCA(),
-		ServingCert:         filepath.Join(dir, "serving-kubelet.crt"),
-		ServingKey:          filepath.Join(dir, "serving-kubelet.key"),
+		DisableIngress:      slices.Contains(o.Disable, "ingress"),
+		// Status is written by servers' nodes, one at a time.
+		IngressStatusKubeconfig: c.Files.Kubeconfig("admin"),
+		Kubeconfig:              filepath.Join(dir, "kubelet.kubeconfig"),
+		ClientCA:                c.Files.ClientCA(),
+		ServingCert:             filepath.Join(dir, "serving-kubelet.crt"),
+		ServingKey:              filepath.Join(dir, "serving-kubelet.key"),
 	}
 	cfg.NodeName, cfg.NodeIP = name, nodeIP.String()
 	return cfg

@@ -255,6 +255,7 @@ func check(o Options) (*plan, error) {
 			ClusterCIDR: o.ClusterCIDR, ServiceCIDR: o.ServiceCIDR,
 			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
 			DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
+			DisableIngress:      slices.Contains(o.Disable, "ingress"),
 		},
 		ReservedNames: apiServerNames(o.ClusterDomain, o.TLSSANs),
 		Client:        func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },
@@ -423,12 +424,22 @@ func (p *plan) components() ([]component.Component, error) {
 		components = append(components, charts)
 	}
 	if !slices.Contains(o.Disable, "servicelb") {
-		lb, err := servicelb.New(servicelb.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"), Reserved: map[string]string{
+		reserved := map[string]string{
 			fmt.Sprintf("%d/TCP", o.HTTPSPort):               "the API server",
 			fmt.Sprintf("%d/TCP", loadbalancer.DefaultPort):  "an agent's API load balancer",
 			fmt.Sprintf("%d/UDP", flannel.Port):              "the VXLAN overlay",
 			fmt.Sprintf("%d/TCP", metricsserver.DefaultPort): "the resource metrics API",
-		}})
+		}
+		if !slices.Contains(o.Disable, "ingress") {
+			// The nodes' Ingress ports: a LoadBalancer there would take
+			// their traffic before the proxy sees it.
+			for _, p := range []int{o.IngressHTTPPort, o.IngressHTTPSPort} {
+				if p > 0 {
+					reserved[fmt.Sprintf("%d/TCP", p)] = "Ingresses (--ingress-http-port, --ingress-https-port)"
+				}
+			}
+		}
+		lb, err := servicelb.New(servicelb.Config{Kubeconfig: cfg.Files.Kubeconfig("admin"), Reserved: reserved})
 		if err != nil {
 			return nil, err
 		}

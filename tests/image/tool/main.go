@@ -2,7 +2,7 @@
 // HTTP(S) client and no DNS benchmark, so the end-to-end tests and benchmarks
 // use this static program inside pods.
 //
-//	tool serve [-port 8080]            HTTP and UDP echo of "host=H peer=IP:PORT"
+//	tool serve [-port 8080]            HTTP and UDP echo of "host=H peer=IP:PORT"; an HTTP Upgrade echoes bytes
 //	tool get [-ca F] [-token F] URL    print the body of a GET
 //	tool dial [-timeout D] HOST:PORT   connect over TCP, print the outcome and time
 //	tool udp HOST:PORT                 send one datagram, print the reply
@@ -105,8 +105,28 @@ func serve(port int) error {
 		}
 	}()
 	return http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			upgradeEcho(w, r)
+			return
+		}
+		w.Header().Set("X-Path", r.URL.RequestURI())
 		fmt.Fprintf(w, "host=%s peer=%s\n", host, r.RemoteAddr)
 	}))
+}
+
+// upgradeEcho switches to the protocol the client asks for and sends back
+// every byte it gets (a WebSocket or raw Upgrade echo, framing untouched).
+func upgradeEcho(w http.ResponseWriter, r *http.Request) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", r.Header.Get("Upgrade"))
+	if rw.Flush() != nil {
+		return
+	}
+	_, _ = io.Copy(conn, rw)
 }
 
 func get(url, caFile, tokenFile string) error {
