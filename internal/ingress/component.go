@@ -193,36 +193,21 @@ func (g *Ingress) run(ctx context.Context, client kubernetes.Interface, gwc gate
 	retry.Stop()
 	defer retry.Stop()
 	sync := func() error {
-		in := &Input{}
-		var err error
-		list := func(e error) {
-			if err == nil {
-				err = e
-			}
+		var errs []error
+		in := &Input{
+			Services:        listAll(services.Lister(), &errs),
+			EndpointSlices:  listAll(slicesInf.Lister(), &errs),
+			Namespaces:      listAll(namespaces.Lister(), &errs),
+			IngressClasses:  listAll(ingressClasses.Lister(), &errs),
+			Ingresses:       listAll(ingresses.Lister(), &errs),
+			Secrets:         listAll(secrets.Lister(), &errs),
+			GatewayClasses:  listAll(classes.Lister(), &errs),
+			Gateways:        listAll(gateways.Lister(), &errs),
+			HTTPRoutes:      listAll(routes.Lister(), &errs),
+			ReferenceGrants: listAll(grants.Lister(), &errs),
 		}
-		in.Services, err = services.Lister().List(labels.Everything())
-		var e error
-		in.EndpointSlices, e = slicesInf.Lister().List(labels.Everything())
-		list(e)
-		in.Namespaces, e = namespaces.Lister().List(labels.Everything())
-		list(e)
-		in.IngressClasses, e = ingressClasses.Lister().List(labels.Everything())
-		list(e)
-		in.Ingresses, e = ingresses.Lister().List(labels.Everything())
-		list(e)
-		in.Secrets, e = secrets.Lister().List(labels.Everything())
-		list(e)
-		in.GatewayClasses, e = classes.Lister().List(labels.Everything())
-		list(e)
-		in.Gateways, e = gateways.Lister().List(labels.Everything())
-		list(e)
-		in.HTTPRoutes, e = routes.Lister().List(labels.Everything())
-		list(e)
-		in.ReferenceGrants, e = grants.Lister().List(labels.Everything())
-		list(e)
-		nodeList, e := nodes.Lister().List(labels.Everything())
-		list(e)
-		if err != nil {
+		nodeList := listAll(nodes.Lister(), &errs)
+		if err := errors.Join(errs...); err != nil {
 			return err
 		}
 		cfg := g.cfg.model(nodeList)
@@ -252,6 +237,15 @@ func (g *Ingress) run(ctx context.Context, client kubernetes.Interface, gwc gate
 		return nil
 	}
 	return g.loop.Run(ctx, &g.Latch, sync)
+}
+
+// listAll lists a cache, adding its error to errs.
+func listAll[T any](l interface {
+	List(labels.Selector) ([]T, error)
+}, errs *[]error) []T {
+	v, err := l.List(labels.Everything())
+	*errs = append(*errs, err)
+	return v
 }
 
 // model is the model's configuration on this node.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -181,5 +182,57 @@ func (s *Server) WaitNodesReady(ctx context.Context) error {
 			}
 		}
 		return true, nil
+	})
+}
+
+// EchoDeployment runs replicas of the test tool's echo server (HTTP and UDP
+// on 8080, answering "host=<pod> peer=<client>"; an HTTP Upgrade echoes
+// bytes) behind a Service whose spec continues with service, and waits for
+// their endpoints to be ready.
+func (s *Server) EchoDeployment(t *testing.T, ns, name string, replicas int, service string) {
+	t.Helper()
+	s.KubectlT(t, fmt.Sprintf(`
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[1]s}
+spec:
+  replicas: %[2]d
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: echo
+        image: %[3]s
+        command: [tool, serve, -port, "8080"]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: %[1]s}
+spec:
+  selector: {app: %[1]s}
+%[4]s`, name, replicas, BusyboxImage, service), "apply", "-n", ns, "-f", "-")
+	s.WaitReadyEndpoints(t, ns, name, replicas)
+}
+
+// WaitReadyEndpoints waits until a Service has n ready endpoint addresses.
+func (s *Server) WaitReadyEndpoints(t *testing.T, ns, svc string, n int) {
+	t.Helper()
+	WaitFor(t, fmt.Sprintf("%d ready endpoints of %s", n, svc), func(ctx context.Context) (bool, error) {
+		slices, err := s.ClientT(t).DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
+		if err != nil {
+			return false, nil
+		}
+		ready := 0
+		for _, sl := range slices.Items {
+			for _, e := range sl.Endpoints {
+				if e.Conditions.Ready == nil || *e.Conditions.Ready {
+					ready += len(e.Addresses)
+				}
+			}
+		}
+		return ready == n, nil
 	})
 }

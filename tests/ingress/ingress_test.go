@@ -27,7 +27,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
@@ -47,54 +46,10 @@ func TestMain(m *testing.M) {
 	}))
 }
 
-// echo deploys replicas of the test tool's HTTP echo (which also echoes
-// upgraded connections) behind a Service of port 80.
+// echo deploys replicas of the test tool's echo behind a Service of port 80.
 func echo(t *testing.T, ns, name string, replicas int) {
 	t.Helper()
-	srv.KubectlT(t, fmt.Sprintf(`
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: %[1]s}
-spec:
-  replicas: %[2]d
-  selector: {matchLabels: {app: %[1]s}}
-  template:
-    metadata: {labels: {app: %[1]s}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: echo
-        image: %[3]s
-        command: [tool, serve, -port, "8080"]
-        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: %[1]s}
-spec:
-  selector: {app: %[1]s}
-  ports: [{port: 80, targetPort: 8080}]
-`, name, replicas, cluster.BusyboxImage), "apply", "-n", ns, "-f", "-")
-	waitEndpoints(t, ns, name, replicas)
-}
-
-func waitEndpoints(t *testing.T, ns, name string, n int) {
-	t.Helper()
-	cluster.WaitFor(t, fmt.Sprintf("%d ready endpoints of %s", n, name), func(ctx context.Context) (bool, error) {
-		slices, err := srv.ClientT(t).DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
-		if err != nil {
-			return false, nil
-		}
-		ready := 0
-		for _, s := range slices.Items {
-			for _, e := range s.Endpoints {
-				if e.Conditions.Ready == nil || *e.Conditions.Ready {
-					ready += len(e.Addresses)
-				}
-			}
-		}
-		return ready == n, nil
-	})
+	srv.EchoDeployment(t, ns, name, replicas, "  ports: [{port: 80, targetPort: 8080}]\n")
 }
 
 // client sends every request to the node's port, whatever the URL's host.

@@ -29,7 +29,7 @@ func TestServerRestartKeepsPodsRunning(t *testing.T) {
 	srv.KubectlT(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: survivor}\nspec:\n  containers: [{name: c, image: %s, command: [sleep, '3600']}]\n", image), "apply", "-n", ns, "-f", "-")
 	before := waitPod(t, ns, "survivor", "running", running)
 	// An established TCP connection through a Service, from the host.
-	echoDeployment(t, ns, "kept", 1, "  ports: [{port: 80, targetPort: 8080}]\n")
+	srv.EchoDeployment(t, ns, "kept", 1, "  ports: [{port: 80, targetPort: 8080}]\n")
 	addr := net.JoinHostPort(service(t, ns, "kept").Spec.ClusterIP, "80")
 	var conn net.Conn
 	cluster.WaitFor(t, "a connection through the Service", func(ctx context.Context) (bool, error) {

@@ -17,38 +17,6 @@ import (
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
 
-// echoDeployment runs replicas of the tool's echo server (HTTP and UDP on
-// 8080, answering "host=<pod> peer=<client>") behind a Service.
-func echoDeployment(t *testing.T, ns, name string, replicas int, service string) {
-	t.Helper()
-	srv.KubectlT(t, fmt.Sprintf(`
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: %[1]s}
-spec:
-  replicas: %[2]d
-  selector: {matchLabels: {app: %[1]s}}
-  template:
-    metadata: {labels: {app: %[1]s}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: echo
-        image: %[3]s
-        command: [tool, serve, -port, "8080"]
-        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: %[1]s}
-spec:
-  selector: {app: %[1]s}
-%[4]s`, name, replicas, image, service), "apply", "-n", ns, "-f", "-")
-	cluster.WaitFor(t, fmt.Sprintf("%d ready endpoints of %s", replicas, name), func(ctx context.Context) (bool, error) {
-		return len(readyEndpoints(t, ns, name)) == replicas, nil
-	})
-}
-
 func readyEndpoints(t *testing.T, ns, svc string) []string {
 	t.Helper()
 	return endpoints(t, ns, svc, false)
@@ -132,7 +100,7 @@ func scale(t *testing.T, ns, name string, n int) {
 func TestClusterIPBalancesAndRejectsWithoutEndpoints(t *testing.T) {
 	t.Parallel()
 	ns := srv.Namespace(t)
-	echoDeployment(t, ns, "web", 2, "  ports: [{port: 80, targetPort: 8080}]\n")
+	srv.EchoDeployment(t, ns, "web", 2, "  ports: [{port: 80, targetPort: 8080}]\n")
 	c := clientPod(t, ns)
 	ip := service(t, ns, "web").Spec.ClusterIP
 	url := "http://" + ip + "/"
@@ -176,7 +144,7 @@ func TestClusterIPBalancesAndRejectsWithoutEndpoints(t *testing.T) {
 func TestServiceUDPAffinityAndHairpin(t *testing.T) {
 	t.Parallel()
 	ns := srv.Namespace(t)
-	echoDeployment(t, ns, "multi", 2, `  sessionAffinity: ClientIP
+	srv.EchoDeployment(t, ns, "multi", 2, `  sessionAffinity: ClientIP
   ports:
   - {name: http, port: 80, targetPort: 8080, protocol: TCP}
   - {name: echo, port: 5353, targetPort: 8080, protocol: UDP}
@@ -256,7 +224,7 @@ spec:
 func TestServiceDNS(t *testing.T) {
 	t.Parallel()
 	ns := srv.Namespace(t)
-	echoDeployment(t, ns, "web", 1, "  ports: [{port: 80, targetPort: 8080}]\n")
+	srv.EchoDeployment(t, ns, "web", 1, "  ports: [{port: 80, targetPort: 8080}]\n")
 	srv.KubectlT(t, fmt.Sprintf(`
 apiVersion: v1
 kind: Service
@@ -390,8 +358,8 @@ func nodeIP(t *testing.T) string {
 func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 	t.Parallel()
 	ns := srv.Namespace(t)
-	echoDeployment(t, ns, "np", 1, "  type: NodePort\n  ports: [{port: 80, targetPort: 8080}]\n")
-	echoDeployment(t, ns, "lb", 1, "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  ports: [{port: 18080, targetPort: 8080}]\n")
+	srv.EchoDeployment(t, ns, "np", 1, "  type: NodePort\n  ports: [{port: 80, targetPort: 8080}]\n")
+	srv.EchoDeployment(t, ns, "lb", 1, "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  ports: [{port: 18080, targetPort: 8080}]\n")
 	node := nodeIP(t)
 
 	port := service(t, ns, "np").Spec.Ports[0].NodePort
@@ -492,7 +460,7 @@ func TestNodePortLoadBalancerAndSourceIP(t *testing.T) {
 func TestDeletedServiceLeavesNoRules(t *testing.T) {
 	t.Parallel()
 	ns := srv.Namespace(t)
-	echoDeployment(t, ns, "gone", 1, "  type: NodePort\n  ports: [{port: 80, targetPort: 8080}]\n")
+	srv.EchoDeployment(t, ns, "gone", 1, "  type: NodePort\n  ports: [{port: 80, targetPort: 8080}]\n")
 	svc := service(t, ns, "gone")
 	ip, nodePort := svc.Spec.ClusterIP, svc.Spec.Ports[0].NodePort
 	cluster.WaitFor(t, "rules for the Service", func(ctx context.Context) (bool, error) {
