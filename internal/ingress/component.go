@@ -2,7 +2,13 @@ package ingress
 
 // The node component: informers for every object the model reads, one
 // sync loop building the table and handing it to the server, and, on the
-// node that holds the status Lease, status and events written back.
+// node that holds the status Lease, status, events and the certificates
+// Secret written back.
+//
+// A node reads one Secret, CertificatesSecret, and builds its table from
+// the key pairs in it. The status writer reads the cluster's TLS Secrets
+// with its own (admin) credentials, builds the model from them for status
+// and writes the key pairs the table serves to CertificatesSecret.
 
 import (
 	"context"
@@ -14,6 +20,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sfields "k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -21,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -129,9 +137,12 @@ func (g *Ingress) run(ctx context.Context, client kubernetes.Interface, gwc gate
 		g.srv.Close(sctx)
 	}()
 	core := informers.NewSharedInformerFactory(client, 0)
-	tlsSecrets := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = k8sfields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
-	}))
+	// The node's credentials read the certificates Secret only: RBAC
+	// allows a list or watch of it by its name in a field selector.
+	certsFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(CertificatesNamespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = k8sfields.OneTermEqualSelector("metadata.name", CertificatesSecret).String()
+		}))
 	gws := gatewayinformers.NewSharedInformerFactory(gwc, 0)
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { g.loop.Trigger() },
@@ -145,7 +156,7 @@ func (g *Ingress) run(ctx context.Context, client kubernetes.Interface, gwc gate
 		nodes          = core.Core().V1().Nodes()
 		ingressClasses = core.Networking().V1().IngressClasses()
 		ingresses      = core.Networking().V1().Ingresses()
-		secrets        = tlsSecrets.Core().V1().Secrets()
+		certificates   = certsFactory.Core().V1().Secrets()
 		classes        = gws.Gateway().V1().GatewayClasses()
 		gateways       = gws.Gateway().V1().Gateways()
 		routes         = gws.Gateway().V1().HTTPRoutes()
@@ -153,17 +164,33 @@ func (g *Ingress) run(ctx context.Context, client kubernetes.Interface, gwc gate
 	)
 	synced := []cache.InformerSynced{}
 	for _, inf := range []cache.SharedIndexInformer{services.Informer(), slicesInf.Informer(), namespaces.Informer(), nodes.Informer(),
-		ingressClasses.Informer(), ingresses.Informer(), secrets.Informer(), classes.Informer(), gateways.Informer(), routes.Informer(), grants.Informer()} {
+		ingressClasses.Informer(), ingresses.Informer(), certificates.Informer(), classes.Informer(), gateways.Informer(), routes.Informer(), grants.Informer()} {
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return err
 		}
 		synced = append(synced, inf.HasSynced)
 	}
+	// The status writer's own view of the cluster's TLS Secrets, read
+	// with its credentials, not the node's.
+	var tlsSecrets corev1listers.SecretLister
+	if writer != nil {
+		f := informers.NewSharedInformerFactoryWithOptions(statusClient, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = k8sfields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
+		}))
+		inf := f.Core().V1().Secrets()
+		if _, err := inf.Informer().AddEventHandler(handler); err != nil {
+			return err
+		}
+		synced = append(synced, inf.Informer().HasSynced)
+		tlsSecrets = inf.Lister()
+		f.Start(ctx.Done())
+		defer f.Shutdown()
+	}
 	core.Start(ctx.Done())
-	tlsSecrets.Start(ctx.Done())
+	certsFactory.Start(ctx.Done())
 	gws.Start(ctx.Done())
 	defer core.Shutdown()
-	defer tlsSecrets.Shutdown()
+	defer certsFactory.Shutdown()
 	defer gws.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // ctx ended
@@ -189,13 +216,18 @@ func (g *Ingress) run(ctx context.Context, client kubernetes.Interface, gwc gate
 	defer retry.Stop()
 	sync := func() error {
 		var errs []error
+		certs, err := certificates.Lister().Secrets(CertificatesNamespace).Get(CertificatesSecret)
+		if apierrors.IsNotFound(err) {
+			certs, err = nil, nil
+		}
+		errs = append(errs, err)
 		in := &Input{
 			Services:        listAll(services.Lister(), &errs),
 			EndpointSlices:  listAll(slicesInf.Lister(), &errs),
 			Namespaces:      listAll(namespaces.Lister(), &errs),
 			IngressClasses:  listAll(ingressClasses.Lister(), &errs),
 			Ingresses:       listAll(ingresses.Lister(), &errs),
-			Secrets:         listAll(secrets.Lister(), &errs),
+			Secrets:         SecretsFromCertificates(certs),
 			GatewayClasses:  listAll(classes.Lister(), &errs),
 			Gateways:        listAll(gateways.Lister(), &errs),
 			HTTPRoutes:      listAll(routes.Lister(), &errs),
@@ -227,7 +259,19 @@ func (g *Ingress) run(ctx context.Context, client kubernetes.Interface, gwc gate
 		unavailable = failed
 		klog.V(4).InfoS("ingress sync", "table", res.Table.String())
 		if writer != nil && g.leading.Load() {
-			return writer.write(ctx, in, res)
+			// Status and the certificates Secret come from the model
+			// built from the real Secrets: status names a Secret that is
+			// missing or invalid as it is, and the certificates Secret
+			// gets the key pairs of the certificates that model serves.
+			full := *in
+			full.Secrets = listAll(tlsSecrets, &errs)
+			if err := errors.Join(errs...); err != nil {
+				return err
+			}
+			fres := Build(cfg, &full)
+			return errors.Join(
+				writeCertificates(ctx, statusClient, certs, CertificatesData(fres.Table, full.Secrets)),
+				writer.write(ctx, &full, fres))
 		}
 		return nil
 	}

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +28,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
@@ -172,6 +176,19 @@ spec:
 			tc := client(httpsPort, roots)
 			waitAnswer(t, tc, "https://secure.test/", is(200, "beta-"))
 		}},
+		cluster.Step{Name: "the node's credentials read the served certificates only", Run: func(t *testing.T) {
+			nodeOnly(t, ns)
+			// TLS is still served, and a renewed certificate reaches the
+			// node through the certificates Secret.
+			cert, key, roots := certificate(t, "secure.test")
+			if _, err := srv.ClientT(t).CoreV1().Secrets(ns).Update(context.Background(), &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: "secure"}, Type: corev1.SecretTypeTLS,
+				Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key},
+			}, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			waitAnswer(t, client(httpsPort, roots), "https://secure.test/", is(200, "beta-"))
+		}},
 		cluster.Step{Name: "an update while a client loops", Run: func(t *testing.T) {
 			var failed, done atomic.Int32
 			stop := make(chan struct{})
@@ -268,6 +285,92 @@ spec:
 		out, err := srv.Kubectl(ctx, "", "get", "-n", ns, "gateway", "gw", "-o", `jsonpath={.status.conditions[?(@.type=="Programmed")].status}`)
 		return err == nil && out == "True", nil
 	})
+}
+
+// nodeOnly checks what the node's own credentials (its kubelet's
+// kubeconfig) may read of the Secrets: the certificates Secret, with the
+// key pair of ns/secure, and not a Secret of another namespace, the
+// Secret of the key pair itself, or a list of every Secret.
+func nodeOnly(t *testing.T, ns string) {
+	ctx := context.Background()
+	admin := srv.ClientT(t)
+	other := "ingress-unrelated"
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.CoreV1().Namespaces().Delete(context.Background(), other, metav1.DeleteOptions{}) })
+	cert, key, _ := certificate(t, "unrelated.test")
+	for _, s := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "password"}, StringData: map[string]string{"password": "hunter2"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "unused-tls"}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}},
+	} {
+		if _, err := admin.CoreV1().Secrets(other).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(srv.DataDir, "agent", "kubelet.kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Host, err = srvHost(); err != nil {
+		t.Fatal(err)
+	}
+	node, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func(what string, err error) {
+		t.Helper()
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("the node's credentials %s: %v, want Forbidden", what, err)
+		}
+	}
+	_, err = node.CoreV1().Secrets(other).Get(ctx, "password", metav1.GetOptions{})
+	refused("get a Secret of another namespace", err)
+	_, err = node.CoreV1().Secrets(other).Get(ctx, "unused-tls", metav1.GetOptions{})
+	refused("get a TLS Secret no Ingress uses", err)
+	_, err = node.CoreV1().Secrets(ns).Get(ctx, "secure", metav1.GetOptions{})
+	refused("get the Ingress's own Secret", err)
+	_, err = node.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+	refused("list every Secret", err)
+	_, err = node.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+	refused("list the Secrets of kube-system", err)
+
+	byName := metav1.ListOptions{FieldSelector: "metadata.name=skiff-ingress-certificates"}
+	list, err := node.CoreV1().Secrets("kube-system").List(ctx, byName)
+	if err != nil || len(list.Items) != 1 {
+		t.Fatalf("the node lists the certificates Secret by name: %v %v", list, err)
+	}
+	if w, err := node.CoreV1().Secrets("kube-system").Watch(ctx, byName); err != nil {
+		t.Fatalf("the node watches the certificates Secret: %v", err)
+	} else {
+		w.Stop()
+	}
+	cluster.WaitFor(t, "the certificates Secret to hold "+ns+"/secure", func(ctx context.Context) (bool, error) {
+		s, err := node.CoreV1().Secrets("kube-system").Get(ctx, "skiff-ingress-certificates", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return len(s.Data[ns+".secure.crt"]) > 0 && len(s.Data[ns+".secure.key"]) > 0, nil
+	})
+	s, err := node.CoreV1().Secrets("kube-system").Get(ctx, "skiff-ingress-certificates", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range s.Data {
+		if strings.HasPrefix(k, other+".") {
+			t.Errorf("the certificates Secret holds %s, which nothing serves", k)
+		}
+	}
+}
+
+// srvHost is the API server the admin kubeconfig names.
+func srvHost() (string, error) {
+	cfg, err := srv.Config()
+	if err != nil {
+		return "", err
+	}
+	return cfg.Host, nil
 }
 
 // certificate is a self-signed certificate for name (its own CA), PEM.
