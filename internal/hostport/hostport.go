@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -65,13 +64,11 @@ func New(cfg Config) (*HostPorts, error) {
 func (h *HostPorts) Name() string { return "hostports" }
 
 // Cleanup deletes the table, if it exists.
-func Cleanup(table string) error { return cleanup(table, 0) }
-
-func cleanup(table string, netns int) error {
+func Cleanup(table string) error {
 	b := nft.NewBatch(nft.IPv4, table)
 	b.AddTable() // so that deleting never fails for its absence
 	b.DeleteTable()
-	return b.Send(netns)
+	return b.Send(0)
 }
 
 // Run implements component.Component.
@@ -80,12 +77,7 @@ func (h *HostPorts) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.run(ctx, client, 0)
-}
-
-// run is Run with a client, in the network namespace netns (0: ours).
-func (h *HostPorts) run(ctx context.Context, client kubernetes.Interface, netns int) error {
-	s := &syncer{fam: nft.IPv4, table: h.cfg.Table, bridge: h.cfg.Bridge, netns: netns}
+	s := &syncer{fam: nft.IPv4, table: h.cfg.Table, bridge: h.cfg.Bridge}
 	if err := s.probe(); err != nil {
 		return fmt.Errorf("nftables table %s cannot be created on this host (kernel without nf_tables, nat or fib support?): %w", s.table, err)
 	}
@@ -138,7 +130,6 @@ type syncer struct {
 	fam    *nft.Family
 	table  string
 	bridge string
-	netns  int
 	// localnet is set once the bridge routes loopback addresses.
 	localnet bool
 	// applied is what the table holds, or nil if unknown.
@@ -168,7 +159,7 @@ func (s *syncer) sync(pods []*v1.Pod) ([]Conflict, error) {
 		changed = len(rs.Units)
 	}
 	s.applied = nil // unknown until the kernel says yes
-	if err := b.Send(s.netns); err != nil {
+	if err := b.Send(0); err != nil {
 		return conflicts, err
 	}
 	s.applied = rs
@@ -184,5 +175,5 @@ func (s *syncer) probe() error {
 	b := nft.NewBatch(s.fam, rs.Table)
 	nft.WriteFull(b, rs)
 	b.DeleteTable()
-	return b.Send(s.netns)
+	return b.Send(0)
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -257,13 +256,4 @@ func fixedChains(f *nft.Family) ([]*nft.Chain, []*nft.Set) {
 		{Name: mapAnyAddress, Key: nft.TypeProtoPort, IsMap: true},
 	}
 	return chains, sets
-}
-
-// describe lists the conflicts for a log line.
-func describe(cs []Conflict) string {
-	var s []string
-	for _, c := range cs {
-		s = append(s, fmt.Sprintf("%s/%s %s (held by %s)", c.Pod.Namespace, c.Pod.Name, c.Port, c.Holder))
-	}
-	return strings.Join(s, "; ")
 }
