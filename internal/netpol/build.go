@@ -11,7 +11,7 @@ import (
 
 // Build computes the table for all the cluster's pods, namespaces and
 // network policies. Objects are only read.
-func Build(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace, policies []*networkingv1.NetworkPolicy) *Ruleset {
+func Build(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace, policies []*networkingv1.NetworkPolicy) *nft.Ruleset {
 	idx := newIndex(st, pods, namespaces)
 	policies = append([]*networkingv1.NetworkPolicy(nil), policies...)
 	sort.Slice(policies, func(i, j int) bool {
@@ -25,7 +25,7 @@ func Build(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace, policies []
 	// Each local pod's policy chains, per direction, in policy order.
 	jumps := map[*direction]map[*pod][]string{ingress: {}, egress: {}}
 	var anyIngress, anyEgress bool
-	var units []*Unit
+	var units []*nft.Unit
 	for _, p := range policies {
 		in, eg := policyTypes(p)
 		anyIngress, anyEgress = anyIngress || in, anyEgress || eg
@@ -37,8 +37,9 @@ func Build(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace, policies []
 			}
 		}
 	}
-	rs := &Ruleset{Family: st.Family, Table: st.Table}
-	rs.Units = append(rs.Units, fixedUnit(st, anyIngress, anyEgress))
+	rs := &nft.Ruleset{Family: st.Family, Table: st.Table}
+	rs.Chains, rs.Sets = fixedChains(st)
+	rs.Units = append(rs.Units, unknownUnit(anyIngress, anyEgress))
 	for _, q := range idx.pods {
 		if u := podUnit(st, q, jumps[egress][q], jumps[ingress][q]); u != nil {
 			rs.Units = append(rs.Units, u)
@@ -51,8 +52,8 @@ func Build(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace, policies []
 // podUnit is what pod q adds to the table: its address in the known pods,
 // and, if q is local and policies restrict it, its chains and their
 // entries in the verdict maps. Nil if nothing.
-func podUnit(st *Settings, q *pod, egressJumps, ingressJumps []string) *Unit {
-	u := &Unit{Key: keyPod + q.key}
+func podUnit(st *Settings, q *pod, egressJumps, ingressJumps []string) *nft.Unit {
+	u := &nft.Unit{Key: keyPod + q.key}
 	for _, n := range st.Local {
 		if n.Contains(q.ip) {
 			u.Members = append(u.Members, nft.Member{Set: setKnownPods, Key: string(q.ip)})

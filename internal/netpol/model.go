@@ -1,8 +1,8 @@
 // Package netpol enforces Kubernetes NetworkPolicies (networking.k8s.io/v1)
 // with one nftables table. This file and its neighbours are the pure model:
 // a function from Pods, Namespaces and NetworkPolicies to the description
-// of the table (a Ruleset), and the writing of a Ruleset, whole or as the
-// difference from the previous one, into one nft.Batch. They touch no
+// of the table (an nft.Ruleset, which nft.WriteFull and nft.WritePartial
+// write, whole or as the difference from the previous one). They touch no
 // kernel.
 package netpol
 
@@ -164,43 +164,11 @@ func (c Config) Settings(fam *nft.Family) (*Settings, error) {
 	return st, nil
 }
 
-// Ruleset describes the whole table: units, each a part of the table that
-// changes as one (the fixed chains and sets, a pod, a policy), in key
-// order.
-type Ruleset struct {
-	Family *nft.Family
-	Table  string
-	Units  []*Unit
-}
-
-// Unit is what one thing adds to the table, the grain of partial syncs:
-// chains and sets of its own, elements of verdict maps, members of sets
-// (its own or another unit's).
-type Unit struct {
-	Key      string // "0 table", "1 pod ns/name", "2 policy ns/name"
-	Chains   []*nft.Chain
-	Sets     []*nft.Set
-	Elements []nft.Element
-	Members  []nft.Member
-}
-
-// Set returns the set (or map) name of rs, or nil.
-func (rs *Ruleset) Set(name string) *nft.Set {
-	for _, u := range rs.Units {
-		for _, s := range u.Sets {
-			if s.Name == name {
-				return s
-			}
-		}
-	}
-	return nil
-}
-
-// Keys of units; the prefix orders them: the table's own first.
+// Keys of units; the prefix orders them.
 const (
-	keyTable  = "0 table"
-	keyPod    = "1 pod "
-	keyPolicy = "2 policy "
+	keyUnknown = "0 unknown"
+	keyPod     = "1 pod "
+	keyPolicy  = "2 policy "
 )
 
 // hashName is prefix followed by 16 base32 characters of a hash of prefix
@@ -210,10 +178,8 @@ func hashName(prefix, s string) string {
 	return prefix + base32.StdEncoding.EncodeToString(sum[:10])
 }
 
-// fixedUnit is the table's own chains and sets. ingress and egress say
-// whether any policy of that direction exists (see unknown addresses,
-// above).
-func fixedUnit(st *Settings, ingress, egress bool) *Unit {
+// fixedChains are the table's own chains and sets.
+func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 	f := st.Family
 	fwd := []nft.Rule{
 		nft.NewRule(nft.CtStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nft.Exprs(nft.Verdict(expr.VerdictAccept))),
@@ -232,17 +198,8 @@ func fixedUnit(st *Settings, ingress, egress bool) *Unit {
 		fwd = append(fwd, nft.NewRule(f.DaddrIn(n, false),
 			nft.Exprs(f.LoadDaddr(nft.Reg1), nft.Lookup(nft.Reg1, setKnownPods, true), nft.Jump(chainIngressUnknown))))
 	}
-	unknown := func(name string, restricted bool) *nft.Chain {
-		if !restricted {
-			return nft.NewChain(name, "no policy of this direction: unknown pods are not restricted")
-		}
-		return nft.NewChain(name, "an address of this node's pods no known pod has",
-			nft.NewRule(nft.Exprs(nft.Goto(chainReject))))
-	}
 	chains := []*nft.Chain{
 		nft.BaseChain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, forwardPriority, fwd...),
-		unknown(chainEgressUnknown, egress),
-		unknown(chainIngressUnknown, ingress),
 		nft.NewChain(chainReject, "",
 			nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{unix.IPPROTO_TCP}),
 				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
@@ -253,11 +210,26 @@ func fixedUnit(st *Settings, ingress, egress bool) *Unit {
 		{Name: mapIngressPods, Key: f.AddrType, IsMap: true},
 		{Name: setKnownPods, Key: f.AddrType},
 	}
-	return &Unit{Key: keyTable, Chains: chains, Sets: sets}
+	return chains, sets
+}
+
+// unknownUnit holds the chains of unknown addresses, which depend on
+// whether any policy of their direction exists (see above): a unit, not
+// fixed chains, so that the first policy of a direction changes one chain
+// and not the whole table.
+func unknownUnit(ingress, egress bool) *nft.Unit {
+	unknown := func(name string, restricted bool) *nft.Chain {
+		if !restricted {
+			return nft.NewChain(name, "no policy of this direction: unknown pods are not restricted")
+		}
+		return nft.NewChain(name, "an address of this node's pods no known pod has",
+			nft.NewRule(nft.Exprs(nft.Goto(chainReject))))
+	}
+	return &nft.Unit{Key: keyUnknown, Chains: []*nft.Chain{unknown(chainEgressUnknown, egress), unknown(chainIngressUnknown, ingress)}}
 }
 
 // sortUnit puts a unit's parts in a stable order, for diffs and listings.
-func sortUnit(u *Unit) {
+func sortUnit(u *nft.Unit) {
 	sort.SliceStable(u.Elements, func(i, j int) bool {
 		a, b := u.Elements[i], u.Elements[j]
 		if a.Set != b.Set {

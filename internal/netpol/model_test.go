@@ -190,7 +190,7 @@ func TestGoldenTables(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			golden(t, tc.name, render(Build(st, pods, nss, tc.policies)))
+			golden(t, tc.name, nft.Render(Build(st, pods, nss, tc.policies)))
 		})
 	}
 }

@@ -46,7 +46,7 @@ func policyTypes(p *networkingv1.NetworkPolicy) (in, eg bool) {
 
 // compiled is a policy's unit, with the local pods it restricts.
 type compiled struct {
-	unit    *Unit
+	unit    *nft.Unit
 	targets map[*direction][]*pod
 	chains  map[*direction]string
 }
@@ -60,7 +60,7 @@ type rule struct {
 // compilePolicy makes the unit of policy p.
 func compilePolicy(st *Settings, idx *index, p *networkingv1.NetworkPolicy) *compiled {
 	key := p.Namespace + "/" + p.Name
-	c := &compiled{unit: &Unit{Key: keyPolicy + key}, targets: map[*direction][]*pod{}, chains: map[*direction]string{}}
+	c := &compiled{unit: &nft.Unit{Key: keyPolicy + key}, targets: map[*direction][]*pod{}, chains: map[*direction]string{}}
 	in, eg := policyTypes(p)
 	sel := selector(&p.Spec.PodSelector)
 	var selected []*pod

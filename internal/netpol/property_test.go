@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/skiff-dev/skiff/internal/nft"
 )
 
 // The property tests compile random clusters and check, for random
@@ -311,7 +313,7 @@ func TestCompiledMatchesReference(t *testing.T) {
 			}
 			if got != want {
 				t.Fatalf("seed %d: %s -> %s %s/%d: compiled table allows=%v, reference %v\n%s\n%s", seed, src.ip, dst.ip, proto, port,
-					got, want, describeCase(pods, nss, pols), render(Build(st, pods, nss, pols)))
+					got, want, describeCase(pods, nss, pols), nft.Render(Build(st, pods, nss, pols)))
 			}
 		}
 	}
