@@ -322,3 +322,32 @@ func TestPartialBatch(t *testing.T) {
 	}
 	golden(t, "full-batch", strings.Join(got, "\n")+"\n")
 }
+
+// TestCache changes random clusters at random and checks that a build
+// reusing the previous one's units gives what a build from scratch gives.
+func TestCache(t *testing.T) {
+	st := testSettings(t)
+	reused := 0
+	for seed := range 500 {
+		g := gen{r: rand.New(rand.NewSource(int64(seed))), notIn: seed%2 == 1}
+		pods, nss, pols := g.cluster()
+		var cache modelCache
+		build(st, pods, nss, pols, &cache)
+		before := cache
+		for range 3 {
+			pods, nss, pols = mutate(g, pods, nss, pols)
+			got := nft.Render(build(st, pods, nss, pols, &cache))
+			if want := nft.Render(Build(st, pods, nss, pols)); got != want {
+				t.Fatalf("seed %d: with the cache\n%s\nwithout\n%s", seed, got, want)
+			}
+		}
+		for k, e := range cache.policies {
+			if o := before.policies[k]; o != nil && o.out == e.out {
+				reused++
+			}
+		}
+	}
+	if reused == 0 {
+		t.Error("the cache never served a policy")
+	}
+}

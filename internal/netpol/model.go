@@ -7,11 +7,13 @@
 package netpol
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
 	"net"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -229,19 +231,12 @@ func unknownUnit(ingress, egress bool) *nft.Unit {
 }
 
 // sortUnit puts a unit's parts in a stable order, for diffs and listings.
+// A set's keys are unique: no two elements compare equal.
 func sortUnit(u *nft.Unit) {
-	sort.SliceStable(u.Elements, func(i, j int) bool {
-		a, b := u.Elements[i], u.Elements[j]
-		if a.Set != b.Set {
-			return a.Set < b.Set
-		}
-		return a.Key < b.Key
+	slices.SortFunc(u.Elements, func(a, b nft.Element) int {
+		return cmp.Or(strings.Compare(a.Set, b.Set), strings.Compare(a.Key, b.Key))
 	})
-	sort.SliceStable(u.Members, func(i, j int) bool {
-		a, b := u.Members[i], u.Members[j]
-		if a.Set != b.Set {
-			return a.Set < b.Set
-		}
-		return a.Key < b.Key
+	slices.SortFunc(u.Members, func(a, b nft.Member) int {
+		return cmp.Or(strings.Compare(a.Set, b.Set), strings.Compare(a.Key, b.Key))
 	})
 }
