@@ -64,11 +64,11 @@ func build(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace, policies []
 
 	// Each local pod's policy chains, per direction, in policy order.
 	jumps := map[*direction]map[string][]string{ingress: {}, egress: {}}
-	var anyIngress, anyEgress bool
+	var anyIngress bool
 	var units []*nft.Unit
 	for _, p := range policies {
-		in, eg := policyTypes(p)
-		anyIngress, anyEgress = anyIngress || in, anyEgress || eg
+		in, _ := policyTypes(p)
+		anyIngress = anyIngress || in
 		key := p.Namespace + "/" + p.Name
 		var c *compiled
 		if cache != nil {
@@ -97,7 +97,7 @@ func build(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace, policies []
 	}
 	rs := &nft.Ruleset{Family: st.Family, Table: st.Table}
 	rs.Chains, rs.Sets = fixedChains(st)
-	rs.Units = append(rs.Units, unknownUnit(anyIngress, anyEgress))
+	rs.Units = append(rs.Units, unknownUnit(anyIngress))
 	for _, q := range idx.pods {
 		eg, in := jumps[egress][q.key], jumps[ingress][q.key]
 		var u *nft.Unit

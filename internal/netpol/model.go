@@ -28,7 +28,6 @@ import (
 //	forward (filter, hook forward, priority 0)
 //	  ct state established,related accept
 //	  ip saddr vmap @egress-pods                          -> jump eg-H
-//	  ip saddr <local range> ip saddr != @known-pods      jump egress-unknown
 //	  ip daddr vmap @ingress-pods                         -> jump in-H
 //	  ip daddr <local range> ip daddr != @known-pods      jump ingress-unknown
 //	  (policy accept)
@@ -43,7 +42,7 @@ import (
 //	set sn-H       address . protocol . port: a rule's named ports, resolved
 //	               on the target pods (ingress) or on the peer pods (egress)
 //	reject         tcp reset, or icmp admin-prohibited
-//	egress-unknown, ingress-unknown   goto reject, when policies exist
+//	ingress-unknown  goto reject, when ingress policies exist
 //
 // Why this shape:
 //
@@ -65,25 +64,44 @@ import (
 //   - Peer addresses are named sets, not rules: a pod's label change, or a
 //     new pod, changes set elements and no chain.
 //   - Refused connections are rejected, not dropped: clients fail fast.
+//   - What never crosses the forward hook is never judged: the node's own
+//     traffic to its pods (kubelet probes), hostNetwork pods on this node
+//     (theirs is the node's traffic), and pods' DNS to the node's
+//     in-process resolver (an address of the node, reached through the
+//     input hook, also after the proxy's DNAT of the DNS Service).
+//     hostNetwork pods of other nodes have their node's address: an ipBlock
+//     may match it, a pod selector never does.
 //
 // Addresses of this node's pod range that no known pod has (knownPods) are
 // a pod the model does not know yet: its sandbox got its address from the
 // CNI plugin before its status reached this engine, or its pod object
 // itself has not reached it. Nothing can tell which pod it is, nor even
-// its namespace, so the only sound answer is the strictest: while any
-// policy of a direction exists in the cluster, an unknown local address
-// gets nothing in that direction (new connections are rejected until the
-// pod is known, a second or so; clients retry). With no policy of a
-// direction anywhere, no pod could be restricted, and unknown addresses
-// pass. Two pods claiming one address (a stale pod whose address was
-// reused) are treated the same way: the address is unknown, and no
-// selector peer matches it.
+// its namespace. The two directions are answered differently:
+//
+//   - Ingress: while any ingress policy exists in the cluster, an unknown
+//     local address is reached by nothing (new connections are rejected
+//     until the pod is known, a second or so; clients retry). This is the
+//     only sound answer: a new pod is never reached in a way its policies
+//     forbid, not even in its first second. With no ingress policy
+//     anywhere, no pod could be restricted, and unknown addresses pass.
+//   - Egress: an unknown local address is not restricted. Holding it back
+//     would fail a new pod's first connections (its start-up: reaching
+//     its database, an API) whenever any egress policy exists anywhere in
+//     the cluster, though most pods have none. The cost is that a new pod
+//     whose egress policies forbid a connection may open it in the second
+//     before it is known; the connection's destination still judges it by
+//     its ingress policies, in which the unknown address matches no pod
+//     selector (only ipBlocks). Connections it opened then keep going
+//     (established traffic is not judged again).
+//
+// Two pods claiming one address (a stale pod whose address was reused) are
+// treated the same way: the address is unknown, and no selector peer
+// matches it.
 
 // Names of the table's fixed chains and sets.
 const (
 	chainForward        = "forward"
 	chainReject         = "reject"
-	chainEgressUnknown  = "egress-unknown"
 	chainIngressUnknown = "ingress-unknown"
 
 	mapEgressPods  = "egress-pods"
@@ -116,9 +134,10 @@ type Config struct {
 	// ClusterCIDR is the pod network of the cluster.
 	ClusterCIDR string
 	// PodCIDRs is this node's pod range (the Node's spec.podCIDRs); its
-	// addresses that no known pod has are denied while policies exist (see
-	// above). Empty: the whole ClusterCIDR is treated so, which also holds
-	// back new pods of other nodes until they are known.
+	// addresses that no known pod has are not reached while ingress
+	// policies exist (see above). Empty: the whole ClusterCIDR is treated
+	// so, which also holds back new pods of other nodes until they are
+	// known.
 	PodCIDRs []string
 }
 
@@ -188,15 +207,11 @@ func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 		nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1),
 			&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapEgressPods})),
 	}
-	for _, n := range st.Local {
-		// SaddrIn leaves the masked address in Reg1: the lookup loads it
-		// again.
-		fwd = append(fwd, nft.NewRule(f.SaddrIn(n, false),
-			nft.Exprs(f.LoadSaddr(nft.Reg1), nft.Lookup(nft.Reg1, setKnownPods, true), nft.Jump(chainEgressUnknown))))
-	}
 	fwd = append(fwd, nft.NewRule(nft.Exprs(f.LoadDaddr(nft.Reg1),
 		&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapIngressPods})))
 	for _, n := range st.Local {
+		// DaddrIn leaves the masked address in Reg1: the lookup loads it
+		// again.
 		fwd = append(fwd, nft.NewRule(f.DaddrIn(n, false),
 			nft.Exprs(f.LoadDaddr(nft.Reg1), nft.Lookup(nft.Reg1, setKnownPods, true), nft.Jump(chainIngressUnknown))))
 	}
@@ -215,19 +230,17 @@ func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 	return chains, sets
 }
 
-// unknownUnit holds the chains of unknown addresses, which depend on
-// whether any policy of their direction exists (see above): a unit, not
-// fixed chains, so that the first policy of a direction changes one chain
-// and not the whole table.
-func unknownUnit(ingress, egress bool) *nft.Unit {
-	unknown := func(name string, restricted bool) *nft.Chain {
-		if !restricted {
-			return nft.NewChain(name, "no policy of this direction: unknown pods are not restricted")
-		}
-		return nft.NewChain(name, "an address of this node's pods no known pod has",
+// unknownUnit holds the chain of unknown destinations, which depends on
+// whether any ingress policy exists (see above): a unit, not a fixed
+// chain, so that the first ingress policy changes one chain and not the
+// whole table.
+func unknownUnit(restricted bool) *nft.Unit {
+	c := nft.NewChain(chainIngressUnknown, "no ingress policy: unknown pods are not restricted")
+	if restricted {
+		c = nft.NewChain(chainIngressUnknown, "an address of this node's pods no known pod has",
 			nft.NewRule(nft.Exprs(nft.Goto(chainReject))))
 	}
-	return &nft.Unit{Key: keyUnknown, Chains: []*nft.Chain{unknown(chainEgressUnknown, egress), unknown(chainIngressUnknown, ingress)}}
+	return &nft.Unit{Key: keyUnknown, Chains: []*nft.Chain{c}}
 }
 
 // sortUnit puts a unit's parts in a stable order, for diffs and listings.
