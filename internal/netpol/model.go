@@ -130,7 +130,10 @@ const (
 // Config describes the node's table.
 type Config struct {
 	NodeName string
-	Table    string
+	// Kubeconfig gives read access to pods, namespaces, network policies
+	// and the node (the component only; Build does not use it).
+	Kubeconfig string
+	Table      string
 	// ClusterCIDR is the pod network of the cluster.
 	ClusterCIDR string
 	// PodCIDRs is this node's pod range (the Node's spec.podCIDRs); its
@@ -217,10 +220,7 @@ func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 	}
 	chains := []*nft.Chain{
 		nft.BaseChain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, forwardPriority, fwd...),
-		nft.NewChain(chainReject, "",
-			nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{unix.IPPROTO_TCP}),
-				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
-			nft.NewRule(nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.AdminProhibited}))),
+		rejectChain(f),
 	}
 	sets := []*nft.Set{
 		{Name: mapEgressPods, Key: f.AddrType, IsMap: true},
@@ -228,6 +228,15 @@ func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 		{Name: setKnownPods, Key: f.AddrType},
 	}
 	return chains, sets
+}
+
+// rejectChain refuses a connection: a TCP reset, or an ICMP
+// "administratively prohibited".
+func rejectChain(f *nft.Family) *nft.Chain {
+	return nft.NewChain(chainReject, "",
+		nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{unix.IPPROTO_TCP}),
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
+		nft.NewRule(nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.AdminProhibited})))
 }
 
 // unknownUnit holds the chain of unknown destinations, which depends on
