@@ -176,14 +176,20 @@ func (c Config) Settings(fam *nft.Family) (*Settings, error) {
 		}
 	}
 	if len(st.Local) == 0 {
-		n, err := parse(c.ClusterCIDR)
-		if err != nil {
-			return nil, err
+		// The cluster CIDR may list one range per family.
+		for _, s := range strings.Split(c.ClusterCIDR, ",") {
+			n, err := parse(strings.TrimSpace(s))
+			if err != nil {
+				return nil, err
+			}
+			if n != nil {
+				st.Local = []*net.IPNet{n}
+				break
+			}
 		}
-		if n == nil {
-			return nil, fmt.Errorf("netpol: cluster CIDR %s is not of family %s", c.ClusterCIDR, fam.Name)
+		if len(st.Local) == 0 {
+			return nil, fmt.Errorf("netpol: cluster CIDR %s has no range of family %s", c.ClusterCIDR, fam.Name)
 		}
-		st.Local = []*net.IPNet{n}
 	}
 	return st, nil
 }
