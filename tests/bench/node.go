@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +90,9 @@ func benchNode() error {
 		p, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
 		return err == nil && len(p.Items) == 0
 	}); err != nil {
+		return err
+	}
+	if err := benchHostPorts(ctx, cs, 100); err != nil {
 		return err
 	}
 	time.Sleep(*idle) // the figure is memory after this long idle
@@ -372,4 +376,65 @@ func benchDNS(ctx context.Context, cs *kubernetes.Clientset) error {
 		}
 	}
 	return nil
+}
+
+// benchHostPorts runs n pods with a hostPort each, then times one more pod
+// from its creation to its hostPort answering on the node's address, with
+// the n pods' hostPorts in place; then deletes them all.
+func benchHostPorts(ctx context.Context, cs *kubernetes.Clientset, n int) error {
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		return fmt.Errorf("listing the node: %v", err)
+	}
+	var nodeIP string
+	for _, a := range nodes.Items[0].Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			nodeIP = a.Address
+		}
+	}
+	create := func(i int) error {
+		_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("hostport-%d", i), Labels: map[string]string{"app": "hostports"}},
+			Spec: corev1.PodSpec{
+				TerminationGracePeriodSeconds: ptr.To[int64](0),
+				Containers: []corev1.Container{{Name: "c", Image: cluster.BusyboxImage, Command: []string{"tool", "serve", "-port", "8080"},
+					Ports: []corev1.ContainerPort{{ContainerPort: 8080, HostPort: int32(20000 + i)}}}},
+			},
+		}, metav1.CreateOptions{})
+		return err
+	}
+	answers := func(ctx context.Context, i int) bool {
+		c := &http.Client{Timeout: time.Second}
+		resp, err := c.Get(fmt.Sprintf("http://%s:%d/", nodeIP, 20000+i))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	start := time.Now()
+	for i := range n {
+		if err := create(i); err != nil {
+			return err
+		}
+	}
+	if err := poll(ctx, func(ctx context.Context) bool { return answers(ctx, n-1) && answers(ctx, 0) }); err != nil {
+		return fmt.Errorf("%d hostPort pods: %w", n, err)
+	}
+	fmt.Printf("%d pods with a hostPort each, created at once, to the first and last answering: %.2f s\n", n, time.Since(start).Seconds())
+	start = time.Now()
+	if err := create(n); err != nil {
+		return err
+	}
+	if err := poll(ctx, func(ctx context.Context) bool { return answers(ctx, n) }); err != nil {
+		return fmt.Errorf("one more hostPort pod: %w", err)
+	}
+	fmt.Printf("one pod's start to its hostPort answering, with %d hostPorts in place: %.2f s\n", n, time.Since(start).Seconds())
+	if err := cs.CoreV1().Pods("default").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "app=hostports"}); err != nil {
+		return err
+	}
+	return poll(ctx, func(ctx context.Context) bool {
+		p, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		return err == nil && len(p.Items) == 0
+	})
 }
