@@ -89,25 +89,22 @@ func BenchmarkModel(b *testing.B) {
 // BenchmarkModelIncremental times computing the table after one pod got
 // its address, with the previous build's units at hand.
 func BenchmarkModelIncremental(b *testing.B) {
-	st := benchSettings(b)
-	pods, nss, pols := benchCluster(3000, 1000)
-	var cache modelCache
-	build(st, pods, nss, pols, &cache)
-	i := 0
-	for b.Loop() {
-		k := (i * 7) % len(pods)
-		p := pods[k].DeepCopy()
+	benchChange(b, func(p *v1.Pod, i int) {
 		p.Status.PodIP = fmt.Sprintf("10.42.%d.%d", 100+i/250%100, i%250+1)
 		p.Status.PodIPs = []v1.PodIP{{IP: p.Status.PodIP}}
-		pods[k] = p
-		i++
-		build(st, pods, nss, pols, &cache)
-	}
+	})
 }
 
 // BenchmarkModelStatus times computing the table after a pod's status
 // changed in a way policies do not see (it became ready).
 func BenchmarkModelStatus(b *testing.B) {
+	benchChange(b, func(p *v1.Pod, _ int) {
+		p.Status.Conditions = append(p.Status.Conditions, v1.PodCondition{Type: v1.PodReady, Status: v1.ConditionTrue})
+	})
+}
+
+// benchChange times a build after change made a new version of one pod.
+func benchChange(b *testing.B, change func(p *v1.Pod, i int)) {
 	st := benchSettings(b)
 	pods, nss, pols := benchCluster(3000, 1000)
 	var cache modelCache
@@ -116,7 +113,7 @@ func BenchmarkModelStatus(b *testing.B) {
 	for b.Loop() {
 		k := (i * 7) % len(pods)
 		p := pods[k].DeepCopy()
-		p.Status.Conditions = append(p.Status.Conditions, v1.PodCondition{Type: v1.PodReady, Status: v1.ConditionTrue})
+		change(p, i)
 		pods[k] = p
 		i++
 		build(st, pods, nss, pols, &cache)

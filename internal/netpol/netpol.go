@@ -51,12 +51,7 @@ func (n *NetworkPolicy) Name() string { return "network policy" }
 // Cleanup deletes the table, if it exists.
 func Cleanup(table string) error { return cleanup(table, 0) }
 
-func cleanup(table string, netns int) error {
-	b := nft.NewBatch(nft.IPv4, table)
-	b.AddTable() // so that deleting never fails for its absence
-	b.DeleteTable()
-	return b.Send(netns)
-}
+func cleanup(table string, netns int) error { return nft.RemoveTable(nft.IPv4, table, netns) }
 
 // Run implements component.Component.
 func (n *NetworkPolicy) Run(ctx context.Context) error {
@@ -82,13 +77,8 @@ func (n *NetworkPolicy) run(ctx context.Context, client kubernetes.Interface, ne
 	nss := factory.Core().V1().Namespaces()
 	pols := factory.Networking().V1().NetworkPolicies()
 	nodes := nodeFactory.Core().V1().Nodes()
-	trigger := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { n.loop.Trigger() },
-		UpdateFunc: func(any, any) { n.loop.Trigger() },
-		DeleteFunc: func(any) { n.loop.Trigger() },
-	}
 	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nss.Informer(), pols.Informer(), nodes.Informer()} {
-		if _, err := inf.AddEventHandler(trigger); err != nil {
+		if _, err := inf.AddEventHandler(n.loop.Handler()); err != nil {
 			return err
 		}
 	}
