@@ -49,13 +49,12 @@ type podEntry struct {
 
 func build(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace, policies []*networkingv1.NetworkPolicy, cache *modelCache) *nft.Ruleset {
 	idx := newIndex(st, pods, namespaces)
+	// In the order of their units' keys, "namespace/name": partial writes
+	// walk the units in key order (a namespace may be the start of
+	// another's name: "web/x" sorts after "web-2/y").
 	policies = slices.Clone(policies)
 	sort.Slice(policies, func(i, j int) bool {
-		a, b := policies[i], policies[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		return a.Name < b.Name
+		return policies[i].Namespace+"/"+policies[i].Name < policies[j].Namespace+"/"+policies[j].Name
 	})
 	var next modelCache
 	if cache != nil {

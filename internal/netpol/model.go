@@ -27,6 +27,7 @@ import (
 //
 //	forward (filter, hook forward, priority 0)
 //	  ct state established,related accept
+//	  ct state invalid drop
 //	  ip saddr vmap @egress-pods                          -> jump eg-H
 //	  ip daddr vmap @ingress-pods                         -> jump in-H
 //	  ip daddr <local range> ip daddr != @known-pods      jump ingress-unknown
@@ -213,6 +214,10 @@ func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 	f := st.Family
 	fwd := []nft.Rule{
 		nft.NewRule(nft.CtStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nft.Exprs(nft.Verdict(expr.VerdictAccept))),
+		// A packet conntrack finds invalid (out of its connection's
+		// window, say) is dropped, never judged: a reset sent for it
+		// would end the connection it belongs to.
+		nft.NewRule(nft.CtStateIn(expr.CtStateBitINVALID), nft.Exprs(nft.Verdict(expr.VerdictDrop))),
 		nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1),
 			&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapEgressPods})),
 	}

@@ -387,7 +387,7 @@ func TestEstablishedConnectionSurvives(t *testing.T) {
 		}
 		if p.Status.Phase == corev1.PodFailed {
 			out, _ := srv.Kubectl(ctx, "", "logs", "-n", ns, "holder")
-			return false, fmt.Errorf("the established connection broke under the new policy: %s", out)
+			return false, fmt.Errorf("the established connection broke under the new policy: %s (%+v)", out, p.Status.ContainerStatuses)
 		}
 		return p.Status.Phase == corev1.PodSucceeded, nil
 	})
