@@ -24,6 +24,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/localstorage"
 	"github.com/skiff-dev/skiff/internal/memorylimit"
+	"github.com/skiff-dev/skiff/internal/netpol"
 	"github.com/skiff-dev/skiff/internal/pause"
 	"github.com/skiff-dev/skiff/internal/proxy"
 	"github.com/skiff-dev/skiff/internal/registries"
@@ -41,8 +42,11 @@ type NodeOptions struct {
 	ClusterDomain            string
 	ResolvConf               string
 	DisableProxy             bool
-	FlannelIface             string
-	FlannelBackend           string // vxlan, or none
+	// DisableNetworkPolicy leaves NetworkPolicies unenforced (for a CNI
+	// that enforces them): no table, no watches.
+	DisableNetworkPolicy bool
+	FlannelIface         string
+	FlannelBackend       string // vxlan, or none
 	// DefaultLocalStoragePath is the root of the node's local volumes
 	// (default <data-dir>/storage).
 	DefaultLocalStoragePath string
@@ -231,6 +235,20 @@ func Components(cfg Config) ([]component.Component, error) {
 			return nil, err
 		}
 		out = append(out, p)
+	}
+	// Network policies are enforced after the proxy's DNAT: the component
+	// starts after it. A kernel that cannot hold the table stops the node
+	// here, before anything started, unless policies are disabled.
+	if !cfg.DisableNetworkPolicy {
+		np, err := netpol.New(netpol.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig,
+			Table: hst.NetpolTable, ClusterCIDR: cfg.ClusterCIDR})
+		if err != nil {
+			return nil, err
+		}
+		if err := netpol.NewSyncer(netpol.Config{Table: hst.NetpolTable}, 0).Probe(); err != nil {
+			return nil, err
+		}
+		out = append(out, np)
 	}
 	hp, err := hostport.New(hostport.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, Table: hst.HostPortTable, Bridge: hst.Bridge})
 	if err != nil {

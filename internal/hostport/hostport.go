@@ -64,12 +64,7 @@ func New(cfg Config) (*HostPorts, error) {
 func (h *HostPorts) Name() string { return "hostports" }
 
 // Cleanup deletes the table, if it exists.
-func Cleanup(table string) error {
-	b := nft.NewBatch(nft.IPv4, table)
-	b.AddTable() // so that deleting never fails for its absence
-	b.DeleteTable()
-	return b.Send(0)
-}
+func Cleanup(table string) error { return nft.RemoveTable(nft.IPv4, table, 0) }
 
 // Run implements component.Component.
 func (h *HostPorts) Run(ctx context.Context) error {
@@ -86,11 +81,7 @@ func (h *HostPorts) Run(ctx context.Context) error {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", h.cfg.NodeName).String()
 		}))
 	pods := factory.Core().V1().Pods()
-	if _, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { h.loop.Trigger() },
-		UpdateFunc: func(any, any) { h.loop.Trigger() },
-		DeleteFunc: func(any) { h.loop.Trigger() },
-	}); err != nil {
+	if _, err := pods.Informer().AddEventHandler(h.loop.Handler()); err != nil {
 		return err
 	}
 	factory.Start(ctx.Done())

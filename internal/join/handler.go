@@ -49,6 +49,9 @@ type Settings struct {
 	// DisableLocalStorage: the server was started with --disable
 	// local-storage, so nodes run no provisioner.
 	DisableLocalStorage bool `json:"disableLocalStorage,omitempty"`
+	// DisableNetworkPolicy: the server was started with
+	// --disable-network-policy, so no node enforces NetworkPolicies.
+	DisableNetworkPolicy bool `json:"disableNetworkPolicy,omitempty"`
 }
 
 // Request is what a node sends to join, or to renew its certificates.

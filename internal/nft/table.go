@@ -83,6 +83,16 @@ func (b *Batch) AddTable() { b.conn.AddTable(b.table) }
 // DeleteTable deletes the batch's table, with all it holds.
 func (b *Batch) DeleteTable() { b.conn.DelTable(b.table) }
 
+// RemoveTable deletes table, if it exists, in the network namespace netns
+// (0: the caller's), in a transaction of its own: what Cleanup of every
+// rule engine does.
+func RemoveTable(fam *Family, table string, netns int) error {
+	b := NewBatch(fam, table)
+	b.AddTable() // so that deleting never fails for its absence
+	b.DeleteTable()
+	return b.Send(netns)
+}
+
 // AddChain adds chain c, without its rules (see AddRules).
 func (b *Batch) AddChain(c *Chain) {
 	nc := b.chain(c.Name)
