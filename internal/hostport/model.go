@@ -245,7 +245,7 @@ func fixedChains(f *nft.Family) ([]*nft.Chain, []*nft.Set) {
 		// nothing but those connections may reach the node's loopback
 		// from outside it, as kube-proxy guards it.
 		nft.BaseChain(chainFilterInput, nftables.ChainTypeFilter, nftables.ChainHookInput, 0,
-			nft.NewRule(f.DaddrIn(f.Loopback, false), f.SaddrIn(f.Loopback, true), nft.CtNotDNAT(), nft.Exprs(nft.Verdict(expr.VerdictDrop)))),
+			nft.NewRule(f.DaddrIn(f.Loopback, false), f.SaddrIn(f.Loopback, true), nft.CtDNAT(true), nft.Exprs(nft.Verdict(expr.VerdictDrop)))),
 		nft.NewChain(chainHostPorts, "",
 			nft.NewRule(f.LookupIPProtoPort(mapHostIP)),
 			nft.NewRule(nft.FibLocal(true), f.DaddrIn(f.Loopback, true), nft.LookupProtoPort(mapAnyAddress))),

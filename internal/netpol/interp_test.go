@@ -184,10 +184,14 @@ func (m *machine) rule(r nft.Rule, p *packet, regs *[80]byte) (*expr.VerdictKind
 				panic(fmt.Sprintf("meta %+v", e))
 			}
 		case *expr.Ct:
-			if e.Key != expr.CtKeySTATE {
+			switch e.Key {
+			case expr.CtKeySTATE:
+				store(e.Register, nft.Native32(expr.CtStateBitNEW))
+			case expr.CtKeySTATUS: // addressed to the pod itself: no DNAT
+				store(e.Register, nft.Native32(0))
+			default:
 				panic(fmt.Sprintf("ct %+v", e))
 			}
-			store(e.Register, nft.Native32(expr.CtStateBitNEW))
 		case *expr.Bitwise:
 			src, dst := reg(e.SourceRegister), reg(e.DestRegister)
 			out := make([]byte, e.Len)

@@ -242,9 +242,14 @@ func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 }
 
 // rejectChain refuses a connection: a TCP reset, or an ICMP
-// "administratively prohibited".
+// "administratively prohibited". A connection whose destination the
+// Service proxy rewrote gets the ICMP error whatever its protocol: the
+// kernel writes the Service's address back into the error it quotes, so
+// the client fails at once, where a reset would carry the pod's address,
+// which the client's socket ignores.
 func rejectChain(f *nft.Family) *nft.Chain {
 	return nft.NewChain(chainReject, "",
+		nft.NewRule(nft.CtDNAT(false), nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.AdminProhibited})),
 		nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{unix.IPPROTO_TCP}),
 			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
 		nft.NewRule(nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.AdminProhibited})))

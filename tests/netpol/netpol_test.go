@@ -496,14 +496,12 @@ func TestEgressIPBlock(t *testing.T) {
 		{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0", Except: []string{pods["one"].Status.PodIP + "/32"}}}}}}
 	create(t, p)
 	expect(t, ns, "client", addr(pods["one"], 8080), "refused")
-	// By Service IP the connection is cut too, but the client sees no
-	// reset: the reset the node sends from the forward hook, on the node
-	// that did the Service's DNAT, does not reach it (a known gap: the
-	// egress refusal of Service traffic is a timeout, not a refusal).
-	if got := dial(t, ns, "client", svc); got == "connected" {
-		t.Errorf("client -> Service one under the egress policy: %s, want it cut", got)
-	} else if got != "refused" {
-		t.Logf("client -> Service one under the egress policy: %s (want refused: see above)", got)
+	// By Service IP the connection is cut too, at once: the node that did
+	// the Service's DNAT answers with an ICMP error, which carries the
+	// Service's address back to the client (a reset would carry the
+	// pod's, and the client's socket would ignore it).
+	if got := dial(t, ns, "client", svc); got != "unreachable" {
+		t.Errorf("client -> Service one under the egress policy: %s, want unreachable (ICMP admin-prohibited) at once", got)
 	}
 	if got := dial(t, ns, "client", addr(pods["two"], 8080)); got != "connected" {
 		t.Errorf("client -> two under the egress policy: %s, want connected", got)
