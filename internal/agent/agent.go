@@ -211,6 +211,22 @@ func Components(cfg Config) ([]component.Component, error) {
 		return nil, err
 	}
 	out = append(out, network)
+	// Network policies: the kubelet starts once they are enforced, so that
+	// no pod of this node is ever reachable before its policies are (the
+	// rules apply after the proxy's DNAT whatever the start order). A
+	// kernel that cannot hold the table stops the node here, before
+	// anything started, unless policies are disabled.
+	if !cfg.DisableNetworkPolicy {
+		np, err := netpol.New(netpol.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig,
+			Table: hst.NetpolTable, ClusterCIDR: cfg.ClusterCIDR})
+		if err != nil {
+			return nil, err
+		}
+		if err := netpol.NewSyncer(netpol.Config{Table: hst.NetpolTable}, 0).Probe(); err != nil {
+			return nil, err
+		}
+		out = append(out, np)
+	}
 	out = append(out, cfg.BeforeKubelet...)
 	out = append(out, k)
 	if overlay != nil {
@@ -235,20 +251,6 @@ func Components(cfg Config) ([]component.Component, error) {
 			return nil, err
 		}
 		out = append(out, p)
-	}
-	// Network policies are enforced after the proxy's DNAT: the component
-	// starts after it. A kernel that cannot hold the table stops the node
-	// here, before anything started, unless policies are disabled.
-	if !cfg.DisableNetworkPolicy {
-		np, err := netpol.New(netpol.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig,
-			Table: hst.NetpolTable, ClusterCIDR: cfg.ClusterCIDR})
-		if err != nil {
-			return nil, err
-		}
-		if err := netpol.NewSyncer(netpol.Config{Table: hst.NetpolTable}, 0).Probe(); err != nil {
-			return nil, err
-		}
-		out = append(out, np)
 	}
 	hp, err := hostport.New(hostport.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, Table: hst.HostPortTable, Bridge: hst.Bridge})
 	if err != nil {

@@ -68,6 +68,13 @@ func (n *NetworkPolicy) run(ctx context.Context, client kubernetes.Interface, ne
 	if err := s.Probe(); err != nil {
 		return err
 	}
+	// The kubelet starts once this component is ready, so that no pod
+	// runs before policies are enforced. The table of an earlier run
+	// (skiff restarted, the host not) enforces them until the first sync:
+	// ready at once, even while the API is out of reach.
+	if ok, err := nft.TableExists(s.fam, n.cfg.Table, netns); err == nil && ok {
+		n.SetReady()
+	}
 	factory := informers.NewSharedInformerFactory(client, 0)
 	nodeFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {

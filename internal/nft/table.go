@@ -93,6 +93,30 @@ func RemoveTable(fam *Family, table string, netns int) error {
 	return b.Send(netns)
 }
 
+// TableExists tells whether table of family fam is in the kernel, in the
+// network namespace netns (0: the caller's).
+func TableExists(fam *Family, table string, netns int) (bool, error) {
+	var opts []nftables.ConnOption
+	if netns != 0 {
+		opts = append(opts, nftables.WithNetNSFd(netns))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		return false, err
+	}
+	defer conn.CloseLasting()
+	tables, err := conn.ListTablesOfFamily(fam.Table)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tables {
+		if t.Name == table {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // AddChain adds chain c, without its rules (see AddRules).
 func (b *Batch) AddChain(c *Chain) {
 	nc := b.chain(c.Name)
