@@ -83,7 +83,7 @@ e2e: build
 # last the footprint of the previous release and of this build side by side
 # (start-up, idle memory, memory with 30 pods).
 bench: release build $(PREVIOUS_BIN)
-	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy ./internal/netpol
 	SKIFF_BIN=$(abspath $(BIN)) SKIFF_PREVIOUS_BIN=$(abspath $(PREVIOUS_BIN)) $(GO) run ./tests/bench
 
 # The previous release, for make bench's side-by-side footprint and for

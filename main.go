@@ -18,13 +18,16 @@ import (
 	_ "github.com/skiff-dev/skiff/internal/kubectl/translations"
 )
 
+// programs are the names the binary answers to besides skiff.
+var programs = map[string]bool{"containerd": true, "kubectl": true, "ctr": true, "crictl": true}
+
 func main() {
 	name := filepath.Base(os.Args[0])
-	if name == "skiff" && len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "containerd", "kubectl", "ctr", "crictl":
-			name, os.Args = os.Args[1], os.Args[1:]
-		}
+	// Called by any other name (skiff, or a release file such as
+	// skiff-linux-arm64 run as it is), the first argument picks: the node
+	// starts its containerd as `<this binary> containerd`.
+	if !programs[name] && len(os.Args) > 1 && programs[os.Args[1]] {
+		name, os.Args = os.Args[1], os.Args[1:]
 	}
 	switch name {
 	case "kubectl":

@@ -559,7 +559,7 @@ write_killall() {
 
 # skiff-killall.sh stops skiff and everything it started (containerd, shims,
 # pods), and removes what it set up on the host at run time (mounts, pod
-# network namespaces, interfaces, its nftables table). Data stays: starting
+# network namespaces, interfaces, its nftables tables). Data stays: starting
 # skiff again brings the node back.
 
 # Stop the services first, so that they do not restart what we kill.
@@ -574,7 +574,8 @@ done
 
 # The node: skiff, containerd, the shims and the pods, then their mounts,
 # cgroups, pod network namespaces, the pod bridge, the overlay device and the
-# nftables table. `skiff killall` knows where the node keeps each.
+# nftables tables (Services, hostPorts, network policies). `skiff killall`
+# knows where the node keeps each.
 if [ -x "$BIN" ] && "$BIN" killall --data-dir "$DATA_DIR"; then
 	info "stopped skiff and its pods"
 else

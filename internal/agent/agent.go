@@ -25,6 +25,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/kubelet"
 	"github.com/skiff-dev/skiff/internal/localstorage"
 	"github.com/skiff-dev/skiff/internal/memorylimit"
+	"github.com/skiff-dev/skiff/internal/netpol"
 	"github.com/skiff-dev/skiff/internal/pause"
 	"github.com/skiff-dev/skiff/internal/proxy"
 	"github.com/skiff-dev/skiff/internal/registries"
@@ -42,8 +43,11 @@ type NodeOptions struct {
 	ClusterDomain            string
 	ResolvConf               string
 	DisableProxy             bool
-	FlannelIface             string
-	FlannelBackend           string // vxlan, or none
+	// DisableNetworkPolicy leaves NetworkPolicies unenforced (for a CNI
+	// that enforces them): no table, no watches.
+	DisableNetworkPolicy bool
+	FlannelIface         string
+	FlannelBackend       string // vxlan, or none
 	// DefaultLocalStoragePath is the root of the node's local volumes
 	// (default <data-dir>/storage).
 	DefaultLocalStoragePath string
@@ -219,6 +223,22 @@ func Components(cfg Config) ([]component.Component, error) {
 		return nil, err
 	}
 	out = append(out, network)
+	// Network policies: the kubelet starts once they are enforced, so that
+	// no pod of this node is ever reachable before its policies are (the
+	// rules apply after the proxy's DNAT whatever the start order). A
+	// kernel that cannot hold the table stops the node here, before
+	// anything started, unless policies are disabled.
+	if !cfg.DisableNetworkPolicy {
+		np, err := netpol.New(netpol.Config{NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig,
+			Table: hst.NetpolTable, ClusterCIDR: cfg.ClusterCIDR})
+		if err != nil {
+			return nil, err
+		}
+		if err := netpol.NewSyncer(netpol.Config{Table: hst.NetpolTable}, 0).Probe(); err != nil {
+			return nil, err
+		}
+		out = append(out, np)
+	}
 	out = append(out, cfg.BeforeKubelet...)
 	out = append(out, k)
 	if overlay != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/skiff-dev/skiff/internal/host"
+	"github.com/skiff-dev/skiff/internal/netpol"
 )
 
 // Check is one requirement.
@@ -60,6 +61,16 @@ func Host(ports []int) []Check {
 			}
 			if err != nil {
 				return fmt.Sprintf("the kernel's nf_tables does not answer (%v): it needs CONFIG_NF_TABLES, or modprobe nf_tables", err)
+			}
+			return ""
+		}},
+		{"nftables for network policies", true, func() string {
+			// The node's own probe: a scratch table with every kind of
+			// chain, set and expression the policies' table uses,
+			// created and deleted in one transaction.
+			table := host.For(host.DefaultDataDir).NetpolTable
+			if err := netpol.NewSyncer(netpol.Config{Table: table}, 0).Probe(); err != nil {
+				return strings.TrimPrefix(err.Error(), "network policy: ")
 			}
 			return ""
 		}},

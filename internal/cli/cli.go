@@ -190,6 +190,7 @@ func nodeFlags(n *agent.NodeOptions) []cli.Flag {
 		&cli.StringFlag{Name: "container-runtime-endpoint", Destination: &n.ContainerRuntimeEndpoint, Usage: "use this CRI socket instead of the built-in containerd"},
 		&cli.StringFlag{Name: "resolv-conf", Destination: &n.ResolvConf, Usage: "resolver file for pods' default DNS and for names outside the cluster (default: /etc/resolv.conf, or systemd-resolved's upstream file)"},
 		&cli.BoolFlag{Name: "disable-proxy", Destination: &n.DisableProxy, Usage: "do not run the built-in Service proxy (bring your own)"},
+		&cli.BoolFlag{Name: "disable-network-policy", Destination: &n.DisableNetworkPolicy, Usage: "do not enforce NetworkPolicies (bring a CNI that does, such as Calico or Cilium); a server tells its agents"},
 		&cli.StringFlag{Name: "flannel-iface", Destination: &n.FlannelIface, Usage: "interface the VXLAN overlay runs over (default: the one holding the node IP)"},
 		&cli.StringFlag{Name: "flannel-backend", Value: "vxlan", Destination: &n.FlannelBackend, Usage: "pod network between nodes: vxlan, or none (bring your own)"},
 		&cli.StringFlag{Name: "default-local-storage-path", Destination: &n.DefaultLocalStoragePath, Usage: "where the local-path StorageClass keeps this node's volumes (default: <data-dir>/storage)"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
 
@@ -35,6 +36,16 @@ type SyncLoop struct {
 // NewSyncLoop returns the loop of what.
 func NewSyncLoop(what string) *SyncLoop {
 	return &SyncLoop{What: what, kick: make(chan struct{}, 1)}
+}
+
+// Handler is an informer event handler that triggers the loop on every
+// change.
+func (l *SyncLoop) Handler() cache.ResourceEventHandlerFuncs {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { l.Trigger() },
+		UpdateFunc: func(any, any) { l.Trigger() },
+		DeleteFunc: func(any) { l.Trigger() },
+	}
 }
 
 // Trigger marks a sync as pending.

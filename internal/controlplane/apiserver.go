@@ -200,7 +200,8 @@ func (a *APIServer) policyStampPath() string {
 	return filepath.Join(a.Config.DataDir, "server", "bootstrap-policy")
 }
 
-// ensurePolicy runs upstream's policy hooks. When the datastore holds the
+// ensurePolicy runs upstream's policy hooks, and skiff's node roles (see
+// nodeRoles). When the datastore holds the
 // policy already (policyStamp), they run beside the API server and do not
 // hold /readyz back; a failure is logged, as the earlier start's policy is
 // in place. On a new database, another database or a new version, this
@@ -210,13 +211,14 @@ func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error
 	if err != nil {
 		return err
 	}
-	hooks := []genericapiserver.PostStartHookFunc{rbac, schedulingrest.AddSystemPriorityClasses()}
+	hooks := []genericapiserver.PostStartHookFunc{rbac, schedulingrest.AddSystemPriorityClasses(), ensureNodeRoles}
+	names := append(slices.Clone(policyHooks), "skiff/node-roles")
 	stamp, warm := a.policyStamp()
 	if warm {
 		for i, hook := range hooks {
 			go func() {
 				if err := hook(hc); err != nil {
-					klog.ErrorS(err, "bootstrap policy not updated", "hook", policyHooks[i])
+					klog.ErrorS(err, "bootstrap policy not updated", "hook", names[i])
 				}
 			}()
 		}

@@ -51,6 +51,9 @@ type Host struct {
 	// HostPortTable is the hostPorts' nftables table: skiff-hostports, else
 	// skiff-<hash>-hostports.
 	HostPortTable string
+	// NetpolTable is the network policies' nftables table: skiff-netpol,
+	// else skiff-<hash>-netpol.
+	NetpolTable string
 	// WellKnownPorts: the kubelet listens on 10250 (healthz 10248), the
 	// controller manager on 10257, the scheduler on 10259 and an agent's
 	// API load balancer on 6444. Otherwise each takes a free port (see
@@ -63,13 +66,14 @@ type Host struct {
 func For(dataDir string) Host {
 	if dataDir == DefaultDataDir {
 		return Host{RunDir: DefaultRunDir, KubeletRoot: "/var/lib/kubelet", CgroupRoot: "/skiff",
-			Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", HostPortTable: "skiff-hostports", WellKnownPorts: true}
+			Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", HostPortTable: "skiff-hostports", NetpolTable: "skiff-netpol", WellKnownPorts: true}
 	}
 	// Interface names hold at most 15 bytes: 8 hex digits leave room for a
 	// prefix that says what the device is.
 	h := fmt.Sprintf("%x", sha256.Sum256([]byte(dataDir)))[:8]
 	return Host{RunDir: "/run/skiff-" + h, KubeletRoot: filepath.Join(dataDir, "kubelet"), CgroupRoot: "/skiff-" + h,
-		Bridge: "cni-" + h, Overlay: "vxlan-" + h, Table: "skiff-" + h, HostPortTable: "skiff-" + h + "-hostports"}
+		Bridge: "cni-" + h, Overlay: "vxlan-" + h, Table: "skiff-" + h, HostPortTable: "skiff-" + h + "-hostports",
+		NetpolTable: "skiff-" + h + "-netpol"}
 }
 
 // FreePorts asks the kernel for n distinct TCP ports that are free now. The

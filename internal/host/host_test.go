@@ -12,7 +12,7 @@ import (
 func TestFor(t *testing.T) {
 	def := For(DefaultDataDir)
 	want := Host{RunDir: "/run/skiff", KubeletRoot: "/var/lib/kubelet", CgroupRoot: "/skiff",
-		Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", HostPortTable: "skiff-hostports", WellKnownPorts: true}
+		Bridge: "cni0", Overlay: "flannel.1", Table: "skiff", HostPortTable: "skiff-hostports", NetpolTable: "skiff-netpol", WellKnownPorts: true}
 	if def != want {
 		t.Errorf("For(%s) = %+v, want %+v", DefaultDataDir, def, want)
 	}
@@ -21,7 +21,8 @@ func TestFor(t *testing.T) {
 		t.Errorf("For(/tmp/ci-1/data) = %+v: want its own kubelet root and free ports", a)
 	}
 	hash := strings.TrimPrefix(a.RunDir, "/run/skiff-")
-	if len(hash) != 8 || a.CgroupRoot != "/skiff-"+hash || a.Bridge != "cni-"+hash || a.Overlay != "vxlan-"+hash || a.Table != "skiff-"+hash || a.HostPortTable != "skiff-"+hash+"-hostports" {
+	if len(hash) != 8 || a.CgroupRoot != "/skiff-"+hash || a.Bridge != "cni-"+hash || a.Overlay != "vxlan-"+hash || a.Table != "skiff-"+hash || a.HostPortTable != "skiff-"+hash+"-hostports" ||
+		a.NetpolTable != "skiff-"+hash+"-netpol" {
 		t.Errorf("For(/tmp/ci-1/data) = %+v: want every name after one 8-digit hash", a)
 	}
 	for _, dev := range []string{a.Bridge, a.Overlay} {

@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -65,14 +64,7 @@ func New(cfg Config) (*HostPorts, error) {
 func (h *HostPorts) Name() string { return "hostports" }
 
 // Cleanup deletes the table, if it exists.
-func Cleanup(table string) error { return cleanup(table, 0) }
-
-func cleanup(table string, netns int) error {
-	b := nft.NewBatch(nft.IPv4, table)
-	b.AddTable() // so that deleting never fails for its absence
-	b.DeleteTable()
-	return b.Send(netns)
-}
+func Cleanup(table string) error { return nft.RemoveTable(nft.IPv4, table, 0) }
 
 // Run implements component.Component.
 func (h *HostPorts) Run(ctx context.Context) error {
@@ -80,12 +72,7 @@ func (h *HostPorts) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.run(ctx, client, 0)
-}
-
-// run is Run with a client, in the network namespace netns (0: ours).
-func (h *HostPorts) run(ctx context.Context, client kubernetes.Interface, netns int) error {
-	s := &syncer{fam: nft.IPv4, table: h.cfg.Table, bridge: h.cfg.Bridge, netns: netns}
+	s := &syncer{fam: nft.IPv4, table: h.cfg.Table, bridge: h.cfg.Bridge}
 	if err := s.probe(); err != nil {
 		return fmt.Errorf("nftables table %s cannot be created on this host (kernel without nf_tables, nat or fib support?): %w", s.table, err)
 	}
@@ -94,11 +81,7 @@ func (h *HostPorts) run(ctx context.Context, client kubernetes.Interface, netns 
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", h.cfg.NodeName).String()
 		}))
 	pods := factory.Core().V1().Pods()
-	if _, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { h.loop.Trigger() },
-		UpdateFunc: func(any, any) { h.loop.Trigger() },
-		DeleteFunc: func(any) { h.loop.Trigger() },
-	}); err != nil {
+	if _, err := pods.Informer().AddEventHandler(h.loop.Handler()); err != nil {
 		return err
 	}
 	factory.Start(ctx.Done())
@@ -138,7 +121,6 @@ type syncer struct {
 	fam    *nft.Family
 	table  string
 	bridge string
-	netns  int
 	// localnet is set once the bridge routes loopback addresses.
 	localnet bool
 	// applied is what the table holds, or nil if unknown.
@@ -168,7 +150,7 @@ func (s *syncer) sync(pods []*v1.Pod) ([]Conflict, error) {
 		changed = len(rs.Units)
 	}
 	s.applied = nil // unknown until the kernel says yes
-	if err := b.Send(s.netns); err != nil {
+	if err := b.Send(0); err != nil {
 		return conflicts, err
 	}
 	s.applied = rs
@@ -184,5 +166,5 @@ func (s *syncer) probe() error {
 	b := nft.NewBatch(s.fam, rs.Table)
 	nft.WriteFull(b, rs)
 	b.DeleteTable()
-	return b.Send(s.netns)
+	return b.Send(0)
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -246,7 +245,7 @@ func fixedChains(f *nft.Family) ([]*nft.Chain, []*nft.Set) {
 		// nothing but those connections may reach the node's loopback
 		// from outside it, as kube-proxy guards it.
 		nft.BaseChain(chainFilterInput, nftables.ChainTypeFilter, nftables.ChainHookInput, 0,
-			nft.NewRule(f.DaddrIn(f.Loopback, false), f.SaddrIn(f.Loopback, true), nft.CtNotDNAT(), nft.Exprs(nft.Verdict(expr.VerdictDrop)))),
+			nft.NewRule(f.DaddrIn(f.Loopback, false), f.SaddrIn(f.Loopback, true), nft.CtDNAT(true), nft.Exprs(nft.Verdict(expr.VerdictDrop)))),
 		nft.NewChain(chainHostPorts, "",
 			nft.NewRule(f.LookupIPProtoPort(mapHostIP)),
 			nft.NewRule(nft.FibLocal(true), f.DaddrIn(f.Loopback, true), nft.LookupProtoPort(mapAnyAddress))),
@@ -257,13 +256,4 @@ func fixedChains(f *nft.Family) ([]*nft.Chain, []*nft.Set) {
 		{Name: mapAnyAddress, Key: nft.TypeProtoPort, IsMap: true},
 	}
 	return chains, sets
-}
-
-// describe lists the conflicts for a log line.
-func describe(cs []Conflict) string {
-	var s []string
-	for _, c := range cs {
-		s = append(s, fmt.Sprintf("%s/%s %s (held by %s)", c.Pod.Namespace, c.Pod.Name, c.Port, c.Holder))
-	}
-	return strings.Join(s, "; ")
 }

@@ -52,7 +52,7 @@ func TestGolden(t *testing.T) {
 	}
 	golden.Check(t, "table", out)
 	if len(conflicts) != 2 {
-		t.Errorf("conflicts: %s; want late's 18081 and 18082", describe(conflicts))
+		t.Errorf("conflicts: %v; want late's 18081 and 18082", conflicts)
 	}
 	if !strings.Contains(out, "dnat to 10.42.0.7:8080") {
 		t.Error("late's free hostPort 18084 is not served")

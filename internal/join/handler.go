@@ -52,6 +52,9 @@ type Settings struct {
 	// DisableIngress: the server was started with --disable ingress, so
 	// nodes serve no Ingress or Gateway.
 	DisableIngress bool `json:"disableIngress,omitempty"`
+	// DisableNetworkPolicy: the server was started with
+	// --disable-network-policy, so no node enforces NetworkPolicies.
+	DisableNetworkPolicy bool `json:"disableNetworkPolicy,omitempty"`
 }
 
 // Request is what a node sends to join, or to renew its certificates.

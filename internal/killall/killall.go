@@ -23,6 +23,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/hostport"
 	"github.com/skiff-dev/skiff/internal/kubelet"
+	"github.com/skiff-dev/skiff/internal/netpol"
 	"github.com/skiff-dev/skiff/internal/proxy"
 )
 
@@ -125,12 +126,16 @@ func (n Node) Run() (Report, error) {
 		}
 	}
 	// The network: named after the data dir, so this node's alone.
-	r.Network = fmt.Sprintf("%s, %s and the nftables tables %s and %s", n.Host.Bridge, n.Host.Overlay, n.Host.Table, n.Host.HostPortTable)
+	r.Network = fmt.Sprintf("%s, %s and the nftables tables %s, %s and %s", n.Host.Bridge, n.Host.Overlay, n.Host.Table,
+		n.Host.HostPortTable, n.Host.NetpolTable)
 	if err := proxy.Cleanup(n.Host.Table); err != nil {
 		errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", n.Host.Table, err))
 	}
 	if err := hostport.Cleanup(n.Host.HostPortTable); err != nil {
 		errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", n.Host.HostPortTable, err))
+	}
+	if err := netpol.Cleanup(n.Host.NetpolTable); err != nil {
+		errs = append(errs, fmt.Errorf("deleting the nftables table %s: %w", n.Host.NetpolTable, err))
 	}
 	if err := cni.RemoveBridge(n.Host.Bridge); err != nil {
 		errs = append(errs, fmt.Errorf("deleting the bridge %s: %w", n.Host.Bridge, err))

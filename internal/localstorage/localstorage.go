@@ -1,8 +1,10 @@
 // Package localstorage provisions persistent volumes on the node's own disk:
 // the `local-path` StorageClass, in the node process, with no helper pod and
 // no image. Every node runs it and is the owner of its volumes: it
-// provisions only the claims the scheduler placed on it and deletes only
-// the volumes pinned to it, so no leader election is needed.
+// provisions only the claims the scheduler placed on it (or, for a class
+// that binds at once, the claims of a class whose allowedTopologies name
+// it) and deletes only the volumes pinned to it, so no leader election is
+// needed.
 //
 // It is upstream's sig-storage-lib-external-provisioner controller with a
 // Provisioner of our own: a claim becomes a directory
@@ -20,7 +22,9 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 
@@ -41,6 +45,9 @@ const (
 	annVolumeType = "defaultVolumeType"
 
 	hostnameLabel = "kubernetes.io/hostname"
+	// annSelectedNode is the node the scheduler placed a claim's first
+	// pod on (WaitForFirstConsumer classes).
+	annSelectedNode = "volume.kubernetes.io/selected-node"
 )
 
 // AllowedRoots are where a StorageClass's nodePath may lie, beside the
@@ -59,6 +66,10 @@ type Config struct {
 // Storage is the local volume component.
 type Storage struct {
 	cfg Config
+	// class returns the StorageClass of a name, or nil; nodes lists the
+	// cluster's nodes. Both are set when the component runs.
+	class func(name string) *storagev1.StorageClass
+	nodes func(ctx context.Context) ([]v1.Node, error)
 }
 
 // New returns the component. It writes nothing: the storage dir is made
@@ -105,8 +116,33 @@ func (s *Storage) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The classes informer is shared with the controller: ShouldProvision
+	// reads a claim's class from it.
+	factory := informers.NewSharedInformerFactory(client, 0)
+	classes := factory.Storage().V1().StorageClasses()
+	classInformer := classes.Informer()
+	s.class = func(name string) *storagev1.StorageClass {
+		c, err := classes.Lister().Get(name)
+		if err != nil {
+			return nil
+		}
+		return c
+	}
+	// Nodes are listed only for an unbound claim of a class that binds at
+	// once and does not name this node (rare): from the API server's cache,
+	// not through a watch every node would keep.
+	s.nodes = func(ctx context.Context) ([]v1.Node, error) {
+		l, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return nil, err
+		}
+		return l.Items, nil
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
 	pc := controller.NewProvisionController(ctx, client, Provisioner, s,
 		controller.AdditionalProvisionerNames([]string{k3sProvisioner}),
+		controller.ClassesInformer(classInformer),
 		// The node owns its volumes: no other node competes for them.
 		controller.LeaderElection(false),
 		controller.MetricsPort(0),
@@ -116,10 +152,117 @@ func (s *Storage) Run(ctx context.Context) error {
 	return nil
 }
 
-// ShouldProvision implements controller.Qualifier: only the claims the
-// scheduler placed on this node.
-func (s *Storage) ShouldProvision(_ context.Context, claim *v1.PersistentVolumeClaim) bool {
-	return claim.Annotations["volume.kubernetes.io/selected-node"] == s.cfg.NodeName
+// ShouldProvision implements controller.Qualifier: the claims the
+// scheduler placed on this node, and claims of classes that bind at once
+// which this node is to provision or to refuse (see shouldProvision).
+func (s *Storage) ShouldProvision(ctx context.Context, claim *v1.PersistentVolumeClaim) bool {
+	if sel := claim.Annotations[annSelectedNode]; sel != "" {
+		return sel == s.cfg.NodeName
+	}
+	return shouldProvision(ctx, s.cfg.NodeName, claim, s.class(claimClass(claim)), s.nodes)
+}
+
+// shouldProvision says whether node is to take up claim (which the
+// scheduler placed on no node) of class: the class binds at once (Immediate)
+// and is either served by node alone (its allowedTopologies name it, see
+// classNode), or names no node of the cluster and node is the one that
+// says so (see reporter).
+func shouldProvision(ctx context.Context, node string, claim *v1.PersistentVolumeClaim, class *storagev1.StorageClass, nodes func(context.Context) ([]v1.Node, error)) bool {
+	if class == nil || (class.Provisioner != Provisioner && class.Provisioner != k3sProvisioner) {
+		return false
+	}
+	if class.VolumeBindingMode != nil && *class.VolumeBindingMode == storagev1.VolumeBindingWaitForFirstConsumer {
+		return false // the scheduler picks the node
+	}
+	owner := classNode(class)
+	if owner == node {
+		return true
+	}
+	all, err := nodes(ctx)
+	if err != nil {
+		klog.ErrorS(err, "listing nodes for a claim of a class that binds at once", "claim", klog.KObj(claim), "storageClass", class.Name)
+		return false
+	}
+	if reporter(all) != node {
+		return false
+	}
+	// No node can take it, or the node it names is not in the cluster:
+	// Provision says what to fix.
+	return owner == "" || !slices.ContainsFunc(all, func(n v1.Node) bool { return n.Name == owner })
+}
+
+// reporter is the node that refuses a claim no node can provision (its
+// class binds at once and names no single node, or a node the cluster
+// lacks), so that the claim gets one event that says what to fix, not one
+// from every node. With no leader election, each node picks it on its own
+// from the same list: the Ready node whose name sorts first. Names are
+// unique and stay across restarts; Ready, so that a node that is down does
+// not swallow the event. While a node's readiness changes two nodes may
+// briefly disagree: at worst the event comes twice, or at the next resync.
+func reporter(nodes []v1.Node) string {
+	first := ""
+	for _, n := range nodes {
+		if ready(n) && (first == "" || n.Name < first) {
+			first = n.Name
+		}
+	}
+	return first
+}
+
+func ready(n v1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeReady {
+			return c.Status == v1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// classNode is the one node a class's allowedTopologies name by
+// kubernetes.io/hostname, or "" when they name none or several: every term
+// must name the node (a term without it allows any node).
+func classNode(class *storagev1.StorageClass) string {
+	node := ""
+	for _, t := range class.AllowedTopologies {
+		named := false
+		for _, e := range t.MatchLabelExpressions {
+			if e.Key != hostnameLabel {
+				continue
+			}
+			if len(e.Values) != 1 || named || (node != "" && e.Values[0] != node) {
+				return ""
+			}
+			node, named = e.Values[0], true
+		}
+		if !named {
+			return ""
+		}
+	}
+	return node
+}
+
+// claimClass is the name of a claim's StorageClass.
+func claimClass(claim *v1.PersistentVolumeClaim) string {
+	if c, ok := claim.Annotations[v1.BetaStorageClassAnnotation]; ok {
+		return c
+	}
+	if claim.Spec.StorageClassName != nil {
+		return *claim.Spec.StorageClassName
+	}
+	return ""
+}
+
+// claimNode is the node claim of class is to be provisioned on: the
+// scheduler's choice, else the node the class names; else an error that
+// says what to fix.
+func claimNode(claim *v1.PersistentVolumeClaim, class *storagev1.StorageClass) (string, error) {
+	if sel := claim.Annotations[annSelectedNode]; sel != "" {
+		return sel, nil
+	}
+	if node := classNode(class); node != "" {
+		return node, nil
+	}
+	return "", fmt.Errorf("StorageClass %s binds claims at once (volumeBindingMode Immediate) and its allowedTopologies name no single node, but a local-path volume lives on one node: use volumeBindingMode WaitForFirstConsumer, or name exactly one node in allowedTopologies (key %s, one value)", class.Name, hostnameLabel)
 }
 
 // ShouldDelete implements controller.DeletionGuard: only the volumes pinned
@@ -135,6 +278,15 @@ func (s *Storage) SupportsBlock(context.Context) bool { return true }
 // Provision implements controller.Provisioner.
 func (s *Storage) Provision(_ context.Context, o controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
 	claim := o.PVC
+	node, err := claimNode(claim, o.StorageClass)
+	if err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	if node != s.cfg.NodeName {
+		// shouldProvision lets a node take up a claim the class pins to
+		// another node only to say that the cluster has no such node.
+		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s's allowedTopologies name node %s, which is not a node of this cluster: name one that is (kubectl get nodes)", o.StorageClass.Name, node)
+	}
 	if err := checkClaim(claim); err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}

@@ -23,6 +23,7 @@ type table struct {
 	sets   map[string]bool
 	elems  map[[2]string]nft.Element
 	mems   map[[2]string]nft.Member
+	err    error
 }
 
 func newTable() *table {
@@ -30,91 +31,127 @@ func newTable() *table {
 		elems: map[[2]string]nft.Element{}, mems: map[[2]string]nft.Member{}}
 }
 
-func (t *table) apply(d *diff) error {
-	for _, c := range d.newChains {
-		if _, ok := t.chains[c.Name]; ok {
-			return fmt.Errorf("add chain %s: exists", c.Name)
-		}
-		t.chains[c.Name] = nil
+// table implements nft.Writer: it applies each change as it comes, and
+// keeps the first error.
+
+func (t *table) failf(format string, args ...any) {
+	if t.err == nil {
+		t.err = fmt.Errorf(format, args...)
 	}
-	for _, s := range d.newSets {
-		if t.sets[s.Name] {
-			return fmt.Errorf("add set %s: exists", s.Name)
-		}
-		t.sets[s.Name] = true
+}
+
+func (t *table) AddTable() {}
+
+func (t *table) DeleteTable() {
+	*t = table{chains: map[string][]nft.Rule{}, sets: map[string]bool{},
+		elems: map[[2]string]nft.Element{}, mems: map[[2]string]nft.Member{}, err: t.err}
+}
+
+func (t *table) AddChain(c *nft.Chain) {
+	if _, ok := t.chains[c.Name]; ok {
+		t.failf("add chain %s: exists", c.Name)
 	}
-	for _, c := range d.flush {
-		if _, ok := t.chains[c]; !ok {
-			return fmt.Errorf("flush chain %s: missing", c)
-		}
-		t.chains[c] = nil
+	t.chains[c.Name] = nil
+}
+
+func (t *table) AddSet(s *nft.Set) {
+	if t.sets[s.Name] {
+		t.failf("add set %s: exists", s.Name)
 	}
-	for _, e := range d.delElems {
+	t.sets[s.Name] = true
+}
+
+func (t *table) FlushChain(c string) {
+	if _, ok := t.chains[c]; !ok {
+		t.failf("flush chain %s: missing", c)
+	}
+	t.chains[c] = nil
+}
+
+func (t *table) DeleteElements(elems []nft.Element) {
+	for _, e := range elems {
 		if _, ok := t.elems[[2]string{e.Set, e.Key}]; !ok {
-			return fmt.Errorf("delete element of %s: missing", e.Set)
+			t.failf("delete element of %s: missing", e.Set)
 		}
 		delete(t.elems, [2]string{e.Set, e.Key})
 	}
-	for _, m := range d.delMems {
+}
+
+func (t *table) DeleteMembers(sets map[string]*nft.Set, ms []nft.Member) {
+	for _, m := range ms {
+		if sets[m.Set] == nil {
+			t.failf("delete member of %s: the set is not described", m.Set)
+		}
 		if _, ok := t.mems[[2]string{m.Set, m.Key}]; !ok {
-			return fmt.Errorf("delete member of %s: missing", m.Set)
+			t.failf("delete member of %s: missing", m.Set)
 		}
 		delete(t.mems, [2]string{m.Set, m.Key})
 	}
-	for _, e := range d.addElems {
+}
+
+func (t *table) AddElements(elems []nft.Element) {
+	for _, e := range elems {
 		k := [2]string{e.Set, e.Key}
 		if _, ok := t.elems[k]; ok || !t.sets[e.Set] {
-			return fmt.Errorf("add element to %s: exists or no set", e.Set)
+			t.failf("add element to %s: exists or no set", e.Set)
 		}
 		if _, ok := t.chains[e.Chain]; !ok {
-			return fmt.Errorf("add element to %s: chain %s missing", e.Set, e.Chain)
+			t.failf("add element to %s: chain %s missing", e.Set, e.Chain)
 		}
 		t.elems[k] = e
 	}
-	for _, m := range d.addMems {
+}
+
+func (t *table) AddMembers(sets map[string]*nft.Set, ms []nft.Member) {
+	for _, m := range ms {
 		k := [2]string{m.Set, m.Key}
+		if sets[m.Set] == nil {
+			t.failf("add member to %s: the set is not described", m.Set)
+		}
 		if _, ok := t.mems[k]; ok || !t.sets[m.Set] {
-			return fmt.Errorf("add member to %s: exists or no set", m.Set)
+			t.failf("add member to %s: exists or no set", m.Set)
 		}
 		t.mems[k] = m
 	}
-	for _, c := range d.rewrite {
-		if len(t.chains[c.Name]) > 0 {
-			return fmt.Errorf("add rules to %s: not flushed", c.Name)
-		}
-		for _, r := range c.Rules {
-			for _, ref := range refs(r) {
-				_, chain := t.chains[ref]
-				if !chain && !t.sets[ref] {
-					return fmt.Errorf("rule of %s refers to missing %s", c.Name, ref)
-				}
-			}
-		}
-		t.chains[c.Name] = c.Rules
+}
+
+func (t *table) AddRules(c *nft.Chain) {
+	if len(t.chains[c.Name]) > 0 {
+		t.failf("add rules to %s: not flushed", c.Name)
 	}
-	for _, s := range d.delSets {
-		if t.referred(s) {
-			return fmt.Errorf("delete set %s: referred to", s)
-		}
-		delete(t.sets, s)
-		for k := range t.elems {
-			if k[0] == s {
-				delete(t.elems, k)
-			}
-		}
-		for k := range t.mems {
-			if k[0] == s {
-				delete(t.mems, k)
+	for _, r := range c.Rules {
+		for _, ref := range refs(r) {
+			_, chain := t.chains[ref]
+			if !chain && !t.sets[ref] {
+				t.failf("rule of %s refers to missing %s", c.Name, ref)
 			}
 		}
 	}
-	for _, c := range d.delChains {
-		if len(t.chains[c]) > 0 || t.referred(c) {
-			return fmt.Errorf("delete chain %s: not empty or referred to", c)
-		}
-		delete(t.chains, c)
+	t.chains[c.Name] = c.Rules
+}
+
+func (t *table) DeleteSet(s string) {
+	if t.referred(s) {
+		t.failf("delete set %s: referred to", s)
 	}
-	return nil
+	delete(t.sets, s)
+	for k := range t.elems {
+		if k[0] == s {
+			delete(t.elems, k)
+		}
+	}
+	for k := range t.mems {
+		if k[0] == s {
+			delete(t.mems, k)
+		}
+	}
+}
+
+func (t *table) DeleteChain(c string) {
+	if len(t.chains[c]) > 0 || t.referred(c) {
+		t.failf("delete chain %s: not empty or referred to", c)
+	}
+	delete(t.chains, c)
 }
 
 func refs(r nft.Rule) []string {
@@ -176,17 +213,17 @@ func TestPartialReachesFull(t *testing.T) {
 		pods, nss, pols := g.cluster()
 		old := Build(st, pods, nss, pols)
 		live := newTable()
-		if err := live.apply(diffRulesets(nil, old)); err != nil {
-			t.Fatalf("seed %d: full write: %v", seed, err)
+		if nft.WriteFull(live, old); live.err != nil {
+			t.Fatalf("seed %d: full write: %v", seed, live.err)
 		}
 		pods2, nss2, pols2 := mutate(g, pods, nss, pols)
 		cur := Build(st, pods2, nss2, pols2)
-		if err := live.apply(diffRulesets(old, cur)); err != nil {
-			t.Fatalf("seed %d: partial write: %v", seed, err)
+		if _, ok := nft.WritePartial(live, old, cur); !ok || live.err != nil {
+			t.Fatalf("seed %d: partial write (possible: %v): %v", seed, ok, live.err)
 		}
 		want := newTable()
-		if err := want.apply(diffRulesets(nil, cur)); err != nil {
-			t.Fatal(err)
+		if nft.WriteFull(want, cur); want.err != nil {
+			t.Fatal(want.err)
 		}
 		if live.String() != want.String() {
 			t.Fatalf("seed %d: the partial write gives\n%s\nthe full one\n%s", seed, live, want)
@@ -256,7 +293,7 @@ func TestPartialBatch(t *testing.T) {
 	pods2[1] = db
 
 	b := nft.NewBatch(st.Family, st.Table)
-	if n := WritePartial(b, old, Build(st, pods2, nss, pols)); n != 1 {
+	if n, ok := nft.WritePartial(b, old, Build(st, pods2, nss, pols)); !ok || n != 1 {
 		t.Errorf("%d units changed, want 1", n)
 	}
 	got, err := b.Describe()
@@ -269,7 +306,7 @@ func TestPartialBatch(t *testing.T) {
 	}
 
 	b = nft.NewBatch(st.Family, st.Table)
-	if n := WritePartial(b, old, old); n != 0 {
+	if n, _ := nft.WritePartial(b, old, old); n != 0 {
 		t.Errorf("%d units changed between equal rulesets", n)
 	}
 	if got, _ := b.Describe(); got != nil {
@@ -278,10 +315,39 @@ func TestPartialBatch(t *testing.T) {
 
 	// The whole table: one transaction that replaces it.
 	b = nft.NewBatch(st.Family, st.Table)
-	WriteFull(b, old)
+	nft.WriteFull(b, old)
 	got, err = b.Describe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "full-batch", strings.Join(got, "\n")+"\n")
+}
+
+// TestCache changes random clusters at random and checks that a build
+// reusing the previous one's units gives what a build from scratch gives.
+func TestCache(t *testing.T) {
+	st := testSettings(t)
+	reused := 0
+	for seed := range 500 {
+		g := gen{r: rand.New(rand.NewSource(int64(seed))), notIn: seed%2 == 1}
+		pods, nss, pols := g.cluster()
+		var cache modelCache
+		build(st, pods, nss, pols, &cache)
+		before := cache
+		for range 3 {
+			pods, nss, pols = mutate(g, pods, nss, pols)
+			got := nft.Render(build(st, pods, nss, pols, &cache))
+			if want := nft.Render(Build(st, pods, nss, pols)); got != want {
+				t.Fatalf("seed %d: with the cache\n%s\nwithout\n%s", seed, got, want)
+			}
+		}
+		for k, e := range cache.policies {
+			if o := before.policies[k]; o != nil && o.out == e.out {
+				reused++
+			}
+		}
+	}
+	if reused == 0 {
+		t.Error("the cache never served a policy")
+	}
 }

@@ -1,8 +1,10 @@
 package netpol
 
 import (
+	"fmt"
 	"net"
 	"sort"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -23,6 +25,29 @@ type pod struct {
 	ip     net.IP
 	local  bool
 	ports  []v1.ContainerPort
+
+	sigCache string
+}
+
+// sig is what policies see of q, for the model cache.
+func (q *pod) sig() string {
+	if q.sigCache != "" {
+		return q.sigCache
+	}
+	var b strings.Builder
+	b.WriteString(q.key)
+	b.WriteByte(0)
+	b.Write(q.ip)
+	if q.local {
+		b.WriteString("\x00local")
+	}
+	b.WriteByte(0)
+	b.WriteString(q.labels.String())
+	for _, p := range q.ports {
+		fmt.Fprintf(&b, "\x00%s/%s/%d", p.Name, p.Protocol, p.ContainerPort)
+	}
+	q.sigCache = b.String()
+	return q.sigCache
 }
 
 // index holds the pods and namespaces of one build.
@@ -30,10 +55,13 @@ type index struct {
 	pods     []*pod // in key order
 	byNS     map[string][]*pod
 	nsLabels map[string]labels.Set
+	// For the model cache, computed when asked for.
+	nsStamps map[string]string
+	allStamp string
 }
 
 func newIndex(st *Settings, pods []*v1.Pod, namespaces []*v1.Namespace) *index {
-	idx := &index{byNS: map[string][]*pod{}, nsLabels: map[string]labels.Set{}}
+	idx := &index{byNS: map[string][]*pod{}, nsLabels: map[string]labels.Set{}, nsStamps: map[string]string{}}
 	for _, ns := range namespaces {
 		idx.nsLabels[ns.Name] = labels.Set(ns.Labels)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -35,11 +36,15 @@ type machine struct {
 	base   string
 }
 
-func load(rs *Ruleset) *machine {
-	m := &machine{fam: rs.Family, chains: map[string]*nft.Chain{}, sets: setsOf(rs),
+func load(rs *nft.Ruleset) *machine {
+	m := &machine{fam: rs.Family, chains: map[string]*nft.Chain{}, sets: nft.SetKeys(rs),
 		keys: map[string]map[string]nft.Element{}, ranges: map[string][]nft.Member{}}
+	chains := slices.Clone(rs.Chains)
 	for _, u := range rs.Units {
-		for _, c := range u.Chains {
+		chains = append(chains, u.Chains...)
+	}
+	{
+		for _, c := range chains {
 			if _, dup := m.chains[c.Name]; dup {
 				panic("two chains named " + c.Name)
 			}
@@ -135,7 +140,13 @@ func (m *machine) run(name string, p *packet, depth int) (expr.VerdictKind, bool
 }
 
 // reg is the byte offset of a register in the register file.
-func reg(r uint32) int { return int(regIndex(r)) * 4 }
+// (NFT_REG_1..4 are 16 bytes wide, NFT_REG32_00 (8) and up 4 bytes.)
+func reg(r uint32) int {
+	if r >= 8 {
+		return int(r-8) * 4
+	}
+	return int(r-1) * 16
+}
 
 // rule evaluates one rule; it returns its verdict (nil: none) if all its
 // matches match.
@@ -173,10 +184,14 @@ func (m *machine) rule(r nft.Rule, p *packet, regs *[80]byte) (*expr.VerdictKind
 				panic(fmt.Sprintf("meta %+v", e))
 			}
 		case *expr.Ct:
-			if e.Key != expr.CtKeySTATE {
+			switch e.Key {
+			case expr.CtKeySTATE:
+				store(e.Register, nft.Native32(expr.CtStateBitNEW))
+			case expr.CtKeySTATUS: // addressed to the pod itself: no DNAT
+				store(e.Register, nft.Native32(0))
+			default:
 				panic(fmt.Sprintf("ct %+v", e))
 			}
-			store(e.Register, nft.Native32(expr.CtStateBitNEW))
 		case *expr.Bitwise:
 			src, dst := reg(e.SourceRegister), reg(e.DestRegister)
 			out := make([]byte, e.Len)

@@ -1,17 +1,19 @@
 // Package netpol enforces Kubernetes NetworkPolicies (networking.k8s.io/v1)
 // with one nftables table. This file and its neighbours are the pure model:
 // a function from Pods, Namespaces and NetworkPolicies to the description
-// of the table (a Ruleset), and the writing of a Ruleset, whole or as the
-// difference from the previous one, into one nft.Batch. They touch no
+// of the table (an nft.Ruleset, which nft.WriteFull and nft.WritePartial
+// write, whole or as the difference from the previous one). They touch no
 // kernel.
 package netpol
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
 	"net"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -25,8 +27,8 @@ import (
 //
 //	forward (filter, hook forward, priority 0)
 //	  ct state established,related accept
+//	  ct state invalid drop
 //	  ip saddr vmap @egress-pods                          -> jump eg-H
-//	  ip saddr <local range> ip saddr != @known-pods      jump egress-unknown
 //	  ip daddr vmap @ingress-pods                         -> jump in-H
 //	  ip daddr <local range> ip daddr != @known-pods      jump ingress-unknown
 //	  (policy accept)
@@ -41,7 +43,7 @@ import (
 //	set sn-H       address . protocol . port: a rule's named ports, resolved
 //	               on the target pods (ingress) or on the peer pods (egress)
 //	reject         tcp reset, or icmp admin-prohibited
-//	egress-unknown, ingress-unknown   goto reject, when policies exist
+//	ingress-unknown  goto reject, when ingress policies exist
 //
 // Why this shape:
 //
@@ -63,25 +65,44 @@ import (
 //   - Peer addresses are named sets, not rules: a pod's label change, or a
 //     new pod, changes set elements and no chain.
 //   - Refused connections are rejected, not dropped: clients fail fast.
+//   - What never crosses the forward hook is never judged: the node's own
+//     traffic to its pods (kubelet probes), hostNetwork pods on this node
+//     (theirs is the node's traffic), and pods' DNS to the node's
+//     in-process resolver (an address of the node, reached through the
+//     input hook, also after the proxy's DNAT of the DNS Service).
+//     hostNetwork pods of other nodes have their node's address: an ipBlock
+//     may match it, a pod selector never does.
 //
 // Addresses of this node's pod range that no known pod has (knownPods) are
 // a pod the model does not know yet: its sandbox got its address from the
 // CNI plugin before its status reached this engine, or its pod object
 // itself has not reached it. Nothing can tell which pod it is, nor even
-// its namespace, so the only sound answer is the strictest: while any
-// policy of a direction exists in the cluster, an unknown local address
-// gets nothing in that direction (new connections are rejected until the
-// pod is known, a second or so; clients retry). With no policy of a
-// direction anywhere, no pod could be restricted, and unknown addresses
-// pass. Two pods claiming one address (a stale pod whose address was
-// reused) are treated the same way: the address is unknown, and no
-// selector peer matches it.
+// its namespace. The two directions are answered differently:
+//
+//   - Ingress: while any ingress policy exists in the cluster, an unknown
+//     local address is reached by nothing (new connections are rejected
+//     until the pod is known, a second or so; clients retry). This is the
+//     only sound answer: a new pod is never reached in a way its policies
+//     forbid, not even in its first second. With no ingress policy
+//     anywhere, no pod could be restricted, and unknown addresses pass.
+//   - Egress: an unknown local address is not restricted. Holding it back
+//     would fail a new pod's first connections (its start-up: reaching
+//     its database, an API) whenever any egress policy exists anywhere in
+//     the cluster, though most pods have none. The cost is that a new pod
+//     whose egress policies forbid a connection may open it in the second
+//     before it is known; the connection's destination still judges it by
+//     its ingress policies, in which the unknown address matches no pod
+//     selector (only ipBlocks). Connections it opened then keep going
+//     (established traffic is not judged again).
+//
+// Two pods claiming one address (a stale pod whose address was reused) are
+// treated the same way: the address is unknown, and no selector peer
+// matches it.
 
 // Names of the table's fixed chains and sets.
 const (
 	chainForward        = "forward"
 	chainReject         = "reject"
-	chainEgressUnknown  = "egress-unknown"
 	chainIngressUnknown = "ingress-unknown"
 
 	mapEgressPods  = "egress-pods"
@@ -110,13 +131,17 @@ const (
 // Config describes the node's table.
 type Config struct {
 	NodeName string
-	Table    string
+	// Kubeconfig gives read access to pods, namespaces, network policies
+	// and the node (the component only; Build does not use it).
+	Kubeconfig string
+	Table      string
 	// ClusterCIDR is the pod network of the cluster.
 	ClusterCIDR string
 	// PodCIDRs is this node's pod range (the Node's spec.podCIDRs); its
-	// addresses that no known pod has are denied while policies exist (see
-	// above). Empty: the whole ClusterCIDR is treated so, which also holds
-	// back new pods of other nodes until they are known.
+	// addresses that no known pod has are not reached while ingress
+	// policies exist (see above). Empty: the whole ClusterCIDR is treated
+	// so, which also holds back new pods of other nodes until they are
+	// known.
 	PodCIDRs []string
 }
 
@@ -152,55 +177,29 @@ func (c Config) Settings(fam *nft.Family) (*Settings, error) {
 		}
 	}
 	if len(st.Local) == 0 {
-		n, err := parse(c.ClusterCIDR)
-		if err != nil {
-			return nil, err
+		// The cluster CIDR may list one range per family.
+		for _, s := range strings.Split(c.ClusterCIDR, ",") {
+			n, err := parse(strings.TrimSpace(s))
+			if err != nil {
+				return nil, err
+			}
+			if n != nil {
+				st.Local = []*net.IPNet{n}
+				break
+			}
 		}
-		if n == nil {
-			return nil, fmt.Errorf("netpol: cluster CIDR %s is not of family %s", c.ClusterCIDR, fam.Name)
+		if len(st.Local) == 0 {
+			return nil, fmt.Errorf("netpol: cluster CIDR %s has no range of family %s", c.ClusterCIDR, fam.Name)
 		}
-		st.Local = []*net.IPNet{n}
 	}
 	return st, nil
 }
 
-// Ruleset describes the whole table: units, each a part of the table that
-// changes as one (the fixed chains and sets, a pod, a policy), in key
-// order.
-type Ruleset struct {
-	Family *nft.Family
-	Table  string
-	Units  []*Unit
-}
-
-// Unit is what one thing adds to the table, the grain of partial syncs:
-// chains and sets of its own, elements of verdict maps, members of sets
-// (its own or another unit's).
-type Unit struct {
-	Key      string // "0 table", "1 pod ns/name", "2 policy ns/name"
-	Chains   []*nft.Chain
-	Sets     []*nft.Set
-	Elements []nft.Element
-	Members  []nft.Member
-}
-
-// Set returns the set (or map) name of rs, or nil.
-func (rs *Ruleset) Set(name string) *nft.Set {
-	for _, u := range rs.Units {
-		for _, s := range u.Sets {
-			if s.Name == name {
-				return s
-			}
-		}
-	}
-	return nil
-}
-
-// Keys of units; the prefix orders them: the table's own first.
+// Keys of units; the prefix orders them.
 const (
-	keyTable  = "0 table"
-	keyPod    = "1 pod "
-	keyPolicy = "2 policy "
+	keyUnknown = "0 unknown"
+	keyPod     = "1 pod "
+	keyPolicy  = "2 policy "
 )
 
 // hashName is prefix followed by 16 base32 characters of a hash of prefix
@@ -210,66 +209,72 @@ func hashName(prefix, s string) string {
 	return prefix + base32.StdEncoding.EncodeToString(sum[:10])
 }
 
-// fixedUnit is the table's own chains and sets. ingress and egress say
-// whether any policy of that direction exists (see unknown addresses,
-// above).
-func fixedUnit(st *Settings, ingress, egress bool) *Unit {
+// fixedChains are the table's own chains and sets.
+func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 	f := st.Family
 	fwd := []nft.Rule{
 		nft.NewRule(nft.CtStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nft.Exprs(nft.Verdict(expr.VerdictAccept))),
+		// A packet conntrack finds invalid (out of its connection's
+		// window, say) is dropped, never judged: a reset sent for it
+		// would end the connection it belongs to.
+		nft.NewRule(nft.CtStateIn(expr.CtStateBitINVALID), nft.Exprs(nft.Verdict(expr.VerdictDrop))),
 		nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1),
 			&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapEgressPods})),
-	}
-	for _, n := range st.Local {
-		// SaddrIn leaves the masked address in Reg1: the lookup loads it
-		// again.
-		fwd = append(fwd, nft.NewRule(f.SaddrIn(n, false),
-			nft.Exprs(f.LoadSaddr(nft.Reg1), nft.Lookup(nft.Reg1, setKnownPods, true), nft.Jump(chainEgressUnknown))))
 	}
 	fwd = append(fwd, nft.NewRule(nft.Exprs(f.LoadDaddr(nft.Reg1),
 		&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapIngressPods})))
 	for _, n := range st.Local {
+		// DaddrIn leaves the masked address in Reg1: the lookup loads it
+		// again.
 		fwd = append(fwd, nft.NewRule(f.DaddrIn(n, false),
 			nft.Exprs(f.LoadDaddr(nft.Reg1), nft.Lookup(nft.Reg1, setKnownPods, true), nft.Jump(chainIngressUnknown))))
 	}
-	unknown := func(name string, restricted bool) *nft.Chain {
-		if !restricted {
-			return nft.NewChain(name, "no policy of this direction: unknown pods are not restricted")
-		}
-		return nft.NewChain(name, "an address of this node's pods no known pod has",
-			nft.NewRule(nft.Exprs(nft.Goto(chainReject))))
-	}
 	chains := []*nft.Chain{
 		nft.BaseChain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, forwardPriority, fwd...),
-		unknown(chainEgressUnknown, egress),
-		unknown(chainIngressUnknown, ingress),
-		nft.NewChain(chainReject, "",
-			nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{unix.IPPROTO_TCP}),
-				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
-			nft.NewRule(nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.AdminProhibited}))),
+		rejectChain(f),
 	}
 	sets := []*nft.Set{
 		{Name: mapEgressPods, Key: f.AddrType, IsMap: true},
 		{Name: mapIngressPods, Key: f.AddrType, IsMap: true},
 		{Name: setKnownPods, Key: f.AddrType},
 	}
-	return &Unit{Key: keyTable, Chains: chains, Sets: sets}
+	return chains, sets
+}
+
+// rejectChain refuses a connection: a TCP reset, or an ICMP
+// "administratively prohibited". A connection whose destination the
+// Service proxy rewrote gets the ICMP error whatever its protocol: the
+// kernel writes the Service's address back into the error it quotes, so
+// the client fails at once, where a reset would carry the pod's address,
+// which the client's socket ignores.
+func rejectChain(f *nft.Family) *nft.Chain {
+	return nft.NewChain(chainReject, "",
+		nft.NewRule(nft.CtDNAT(false), nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.AdminProhibited})),
+		nft.NewRule(nft.Exprs(nft.LoadL4proto(nft.Reg1), nft.CmpEq(nft.Reg1, []byte{unix.IPPROTO_TCP}),
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})),
+		nft.NewRule(nft.Exprs(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.AdminProhibited})))
+}
+
+// unknownUnit holds the chain of unknown destinations, which depends on
+// whether any ingress policy exists (see above): a unit, not a fixed
+// chain, so that the first ingress policy changes one chain and not the
+// whole table.
+func unknownUnit(restricted bool) *nft.Unit {
+	c := nft.NewChain(chainIngressUnknown, "no ingress policy: unknown pods are not restricted")
+	if restricted {
+		c = nft.NewChain(chainIngressUnknown, "an address of this node's pods no known pod has",
+			nft.NewRule(nft.Exprs(nft.Goto(chainReject))))
+	}
+	return &nft.Unit{Key: keyUnknown, Chains: []*nft.Chain{c}}
 }
 
 // sortUnit puts a unit's parts in a stable order, for diffs and listings.
-func sortUnit(u *Unit) {
-	sort.SliceStable(u.Elements, func(i, j int) bool {
-		a, b := u.Elements[i], u.Elements[j]
-		if a.Set != b.Set {
-			return a.Set < b.Set
-		}
-		return a.Key < b.Key
+// A set's keys are unique: no two elements compare equal.
+func sortUnit(u *nft.Unit) {
+	slices.SortFunc(u.Elements, func(a, b nft.Element) int {
+		return cmp.Or(strings.Compare(a.Set, b.Set), strings.Compare(a.Key, b.Key))
 	})
-	sort.SliceStable(u.Members, func(i, j int) bool {
-		a, b := u.Members[i], u.Members[j]
-		if a.Set != b.Set {
-			return a.Set < b.Set
-		}
-		return a.Key < b.Key
+	slices.SortFunc(u.Members, func(a, b nft.Member) int {
+		return cmp.Or(strings.Compare(a.Set, b.Set), strings.Compare(a.Key, b.Key))
 	})
 }

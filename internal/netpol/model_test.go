@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -190,7 +191,25 @@ func TestGoldenTables(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			golden(t, tc.name, render(Build(st, pods, nss, tc.policies)))
+			golden(t, tc.name, nft.Render(Build(st, pods, nss, tc.policies)))
 		})
+	}
+}
+
+// TestUnitsSorted: partial writes need the units in key order, also when
+// a namespace's name starts with another's.
+func TestUnitsSorted(t *testing.T) {
+	st := testSettings(t)
+	var pods []*v1.Pod
+	var pols []*networkingv1.NetworkPolicy
+	for i, ns := range []string{"web", "web-2", "web.x", "webz"} {
+		pods = append(pods, newPod(ns, "p", testNode, "10.42.0."+strconv.Itoa(10+i)))
+		pols = append(pols, policy(ns, "deny", nil, typeBoth, nil, nil), policy(ns, "deny-2", nil, typeIngress, nil, nil))
+	}
+	rs := Build(st, pods, []*v1.Namespace{namespace("web")}, pols)
+	for i := 1; i < len(rs.Units); i++ {
+		if rs.Units[i-1].Key >= rs.Units[i].Key {
+			t.Errorf("unit %q before %q", rs.Units[i-1].Key, rs.Units[i].Key)
+		}
 	}
 }

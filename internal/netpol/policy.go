@@ -44,10 +44,11 @@ func policyTypes(p *networkingv1.NetworkPolicy) (in, eg bool) {
 	return in, eg
 }
 
-// compiled is a policy's unit, with the local pods it restricts.
+// compiled is a policy's unit, with the local pods it restricts (their
+// keys).
 type compiled struct {
-	unit    *Unit
-	targets map[*direction][]*pod
+	unit    *nft.Unit
+	targets map[*direction][]string
 	chains  map[*direction]string
 }
 
@@ -60,7 +61,7 @@ type rule struct {
 // compilePolicy makes the unit of policy p.
 func compilePolicy(st *Settings, idx *index, p *networkingv1.NetworkPolicy) *compiled {
 	key := p.Namespace + "/" + p.Name
-	c := &compiled{unit: &Unit{Key: keyPolicy + key}, targets: map[*direction][]*pod{}, chains: map[*direction]string{}}
+	c := &compiled{unit: &nft.Unit{Key: keyPolicy + key}, targets: map[*direction][]string{}, chains: map[*direction]string{}}
 	in, eg := policyTypes(p)
 	sel := selector(&p.Spec.PodSelector)
 	var selected []*pod
@@ -91,7 +92,10 @@ func compilePolicy(st *Settings, idx *index, p *networkingv1.NetworkPolicy) *com
 func (c *compiled) direction(st *Settings, idx *index, d *direction, key, ns string, rules []rule, targets []*pod) {
 	f := st.Family
 	name := hashName(d.policyPrefix, key)
-	c.chains[d], c.targets[d] = name, targets
+	c.chains[d] = name
+	for _, q := range targets {
+		c.targets[d] = append(c.targets[d], q.key)
+	}
 	load := f.LoadDaddr(nft.Reg1) // the peer is the destination
 	if d == ingress {
 		load = f.LoadSaddr(nft.Reg1)

@@ -231,13 +231,17 @@ func CtStateNew() []expr.Any {
 // was rewritten (IPS_DST_NAT).
 const ipsDstNAT = 1 << 5
 
-// CtNotDNAT matches packets of connections whose destination was not
-// rewritten ("ct status & dnat == 0").
-func CtNotDNAT() []expr.Any {
+// CtDNAT matches packets of connections whose destination was rewritten
+// ("ct status dnat"), or with not, those whose destination was not.
+func CtDNAT(not bool) []expr.Any {
+	cmp := CmpNeq(Reg1, Native32(0))
+	if not {
+		cmp = CmpEq(Reg1, Native32(0))
+	}
 	return []expr.Any{
 		&expr.Ct{Register: Reg1, Key: expr.CtKeySTATUS},
 		&expr.Bitwise{SourceRegister: Reg1, DestRegister: Reg1, Len: 4, Mask: Native32(ipsDstNAT), Xor: Native32(0)},
-		CmpEq(Reg1, Native32(0)),
+		cmp,
 	}
 }
 

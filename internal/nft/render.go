@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -27,13 +28,17 @@ func Render(rs *Ruleset) string {
 	fmt.Fprintf(&b, "table %s %s {\n", rs.Family.Name, rs.Table)
 	keys := SetKeys(rs)
 	elems := map[string][]Element{}
+	members := map[string][]Member{}
 	for _, u := range rs.Units {
 		for _, e := range u.Elements {
 			elems[e.Set] = append(elems[e.Set], e)
 		}
+		for _, m := range u.Members {
+			members[m.Set] = append(members[m.Set], m)
+		}
 	}
 	for _, s := range rs.Sets {
-		writeSet(&b, "\t", s, elems[s.Name])
+		writeSet(&b, "\t", s, elems[s.Name], members[s.Name])
 	}
 	for _, c := range rs.Chains {
 		writeChain(&b, "\t", rs.Family, keys, c)
@@ -76,18 +81,20 @@ func SetKeys(rs *Ruleset) map[string]*Set {
 func writeUnit(b *strings.Builder, in string, rs *Ruleset, keys map[string]*Set, u *Unit) {
 	fmt.Fprintf(b, "%s# %s\n", in, u.Key)
 	for _, st := range u.Sets {
-		writeSet(b, in, st, nil)
+		writeSet(b, in, st, nil, nil)
 	}
 	for _, e := range u.Elements {
-		fmt.Fprintf(b, "%sadd element %s %s %s { %s : goto %s }\n", in, rs.Family.Name, rs.Table, e.Set,
-			FormatKey(keys[e.Set].Key, []byte(e.Key)), e.Chain)
+		fmt.Fprintf(b, "%sadd element %s %s %s { %s }\n", in, rs.Family.Name, rs.Table, e.Set, elementText(keys[e.Set], e))
+	}
+	for _, m := range u.Members {
+		fmt.Fprintf(b, "%sadd element %s %s %s { %s }\n", in, rs.Family.Name, rs.Table, m.Set, memberText(keys[m.Set], m))
 	}
 	for _, c := range u.Chains {
 		writeChain(b, in, rs.Family, keys, c)
 	}
 }
 
-func writeSet(b *strings.Builder, in string, s *Set, elems []Element) {
+func writeSet(b *strings.Builder, in string, s *Set, elems []Element, members []Member) {
 	kind := "set"
 	typ := s.Key.Name
 	if s.IsMap {
@@ -97,14 +104,52 @@ func writeSet(b *strings.Builder, in string, s *Set, elems []Element) {
 	if s.Timeout > 0 {
 		fmt.Fprintf(b, "%s\tflags dynamic,timeout\n%s\ttimeout %s\n", in, in, seconds(s.Timeout))
 	}
-	if len(elems) > 0 {
+	if s.Interval {
+		fmt.Fprintf(b, "%s\tflags interval\n", in)
+	}
+	if len(elems) > 0 || len(members) > 0 {
 		fmt.Fprintf(b, "%s\telements = {\n", in)
 		for _, e := range elems {
-			fmt.Fprintf(b, "%s\t\t%s : goto %s,\n", in, FormatKey(s.Key, []byte(e.Key)), e.Chain)
+			fmt.Fprintf(b, "%s\t\t%s,\n", in, elementText(s, e))
+		}
+		for _, m := range members {
+			fmt.Fprintf(b, "%s\t\t%s,\n", in, memberText(s, m))
 		}
 		fmt.Fprintf(b, "%s\t}\n", in)
 	}
 	fmt.Fprintf(b, "%s}\n", in)
+}
+
+// elementText is a verdict map element: "key : goto chain".
+func elementText(s *Set, e Element) string {
+	v := "goto"
+	if e.Jump {
+		v = "jump"
+	}
+	return FormatKey(s.Key, []byte(e.Key)) + " : " + v + " " + e.Chain
+}
+
+// memberText is a set member: its key, or in an interval set its range,
+// "first-last" (a range of one key is that key).
+func memberText(s *Set, m Member) string {
+	k := FormatKey(s.Key, []byte(m.Key))
+	if !s.Interval {
+		return k
+	}
+	last := bytes.Repeat([]byte{0xff}, len(m.Key)) // no end: up to the last key
+	if m.End != "" {
+		last = []byte(m.End)
+		for i := len(last) - 1; i >= 0; i-- { // the key before End
+			last[i]--
+			if last[i] != 0xff {
+				break
+			}
+		}
+	}
+	if l := FormatKey(s.Key, last); l != k {
+		k += "-" + l
+	}
+	return k
 }
 
 var hookNames = map[nftables.ChainHook]string{
@@ -282,6 +327,8 @@ func RenderRule(fam *Family, keys map[string]*Set, rl Rule) string {
 			case unix.NFT_REJECT_ICMP_UNREACH:
 				if e.Code == fam.PortUnreach {
 					words = append(words, "reject with icmp port-unreachable")
+				} else if e.Code == fam.AdminProhibited {
+					words = append(words, "reject with icmp admin-prohibited")
 				} else {
 					words = append(words, fmt.Sprintf("reject with icmp %d", e.Code))
 				}

@@ -1,13 +1,16 @@
 package nft
 
-// Unit is what one object (a Service port, a pod's hostPort) adds to a
-// table: the unit of partial syncs. Its chains, sets and elements are in a
-// stable order, so that equal units compare equal.
+// Unit is what one object (a Service port, a pod's hostPort, a pod or a
+// network policy) adds to a table: the unit of partial syncs. Its chains
+// and sets are its own; its verdict map elements and set members may be in
+// its own sets or in the table's fixed ones. All are in a stable order, so
+// that equal units compare equal.
 type Unit struct {
 	Key      string
 	Chains   []*Chain
 	Sets     []*Set
 	Elements []Element
+	Members  []Member
 }
 
 // Ruleset describes a whole table: its fixed chains (base chains first) and
@@ -20,10 +23,27 @@ type Ruleset struct {
 	Units  []*Unit
 }
 
+// Writer is what WriteFull and WritePartial write to: a Batch, or in tests
+// a model of the kernel's table.
+type Writer interface {
+	AddTable()
+	DeleteTable()
+	AddChain(c *Chain)
+	FlushChain(name string)
+	DeleteChain(name string)
+	AddSet(s *Set)
+	DeleteSet(name string)
+	AddElements(elems []Element)
+	DeleteElements(elems []Element)
+	AddMembers(sets map[string]*Set, ms []Member)
+	DeleteMembers(sets map[string]*Set, ms []Member)
+	AddRules(c *Chain)
+}
+
 // WriteFull replaces the table with rs: delete and create in one
 // transaction, so packets never see it missing, and established
 // connections keep their NAT state in conntrack.
-func WriteFull(b *Batch, rs *Ruleset) {
+func WriteFull(b Writer, rs *Ruleset) {
 	b.AddTable()
 	b.DeleteTable()
 	b.AddTable()
@@ -39,13 +59,18 @@ func WriteFull(b *Batch, rs *Ruleset) {
 		b.AddSet(st)
 	}
 	var elems []Element
+	var members []Member
 	for _, u := range rs.Units {
 		for _, st := range u.Sets {
 			b.AddSet(st)
 		}
 		elems = append(elems, u.Elements...)
+		members = append(members, u.Members...)
 	}
 	b.AddElements(elems)
+	if len(members) > 0 {
+		b.AddMembers(SetKeys(rs), members)
+	}
 	for _, u := range rs.Units {
 		for _, c := range u.Chains {
 			b.AddRules(c)
@@ -65,7 +90,7 @@ func WriteFull(b *Batch, rs *Ruleset) {
 // before rules and elements refer to them, and references to a chain or a
 // set must be gone (its referrers flushed, its elements deleted) before it
 // is deleted.
-func WritePartial(b *Batch, old, cur *Ruleset) (changed int, ok bool) {
+func WritePartial(b Writer, old, cur *Ruleset) (changed int, ok bool) {
 	if len(old.Chains) != len(cur.Chains) {
 		return 0, false
 	}
@@ -99,11 +124,27 @@ func WritePartial(b *Batch, old, cur *Ruleset) (changed int, ok bool) {
 	for _, c := range d.flush {
 		b.FlushChain(c)
 	}
+	// Elements and members are deleted before any is added: one that
+	// moves from a unit to another (an address from a deleted pod to a
+	// new one) is deleted, then added.
+	var sets map[string]*Set
+	if len(d.delMems) > 0 || len(d.addMems) > 0 {
+		sets = SetKeys(old)
+		for name, s := range SetKeys(cur) {
+			sets[name] = s
+		}
+	}
 	b.DeleteElements(d.delElems)
+	if len(d.delMems) > 0 {
+		b.DeleteMembers(sets, d.delMems)
+	}
 	for _, c := range d.rewrite {
 		b.AddRules(c)
 	}
 	b.AddElements(d.addElems)
+	if len(d.addMems) > 0 {
+		b.AddMembers(sets, d.addMems)
+	}
 	// Sets before chains: a unit's map refers to its chains, its dynamic
 	// sets are only referred to by its (now empty) chains.
 	for _, st := range d.delSets {
@@ -123,6 +164,7 @@ type diff struct {
 	newSets            []*Set
 	delSets            []string
 	addElems, delElems []Element
+	addMems, delMems   []Member
 }
 
 func (d *diff) unit(old, cur *Unit) {
@@ -132,7 +174,8 @@ func (d *diff) unit(old, cur *Unit) {
 	d.units++
 	oldChains := map[string]*Chain{}
 	oldSets := map[string]bool{}
-	oldElems := map[[2]string]string{}
+	oldElems := map[[2]string]Element{}
+	oldMems := map[[2]string]Member{}
 	if old != nil {
 		for _, c := range old.Chains {
 			oldChains[c.Name] = c
@@ -141,7 +184,10 @@ func (d *diff) unit(old, cur *Unit) {
 			oldSets[s.Name] = true
 		}
 		for _, e := range old.Elements {
-			oldElems[[2]string{e.Set, e.Key}] = e.Chain
+			oldElems[[2]string{e.Set, e.Key}] = e
+		}
+		for _, m := range old.Members {
+			oldMems[[2]string{m.Set, m.Key}] = m
 		}
 	}
 	if cur != nil {
@@ -166,15 +212,26 @@ func (d *diff) unit(old, cur *Unit) {
 		for _, e := range cur.Elements {
 			k := [2]string{e.Set, e.Key}
 			o, ok := oldElems[k]
-			if ok && o == e.Chain {
-				delete(oldElems, k)
+			delete(oldElems, k)
+			if ok && o == e {
 				continue
 			}
 			if ok {
-				d.delElems = append(d.delElems, Element{Set: e.Set, Key: e.Key, Chain: o})
-				delete(oldElems, k)
+				d.delElems = append(d.delElems, o)
 			}
 			d.addElems = append(d.addElems, e)
+		}
+		for _, m := range cur.Members {
+			k := [2]string{m.Set, m.Key}
+			o, ok := oldMems[k]
+			delete(oldMems, k)
+			if ok && o == m {
+				continue
+			}
+			if ok {
+				d.delMems = append(d.delMems, o)
+			}
+			d.addMems = append(d.addMems, m)
 		}
 	}
 	if old != nil {
@@ -190,10 +247,15 @@ func (d *diff) unit(old, cur *Unit) {
 				d.delSets = append(d.delSets, s.Name)
 			}
 		}
-		// Elements of deleted sets go with them.
+		// Elements and members of deleted sets go with them.
 		for _, e := range old.Elements {
 			if _, ok := oldElems[[2]string{e.Set, e.Key}]; ok && !oldSets[e.Set] {
 				d.delElems = append(d.delElems, e)
+			}
+		}
+		for _, m := range old.Members {
+			if _, ok := oldMems[[2]string{m.Set, m.Key}]; ok && !oldSets[m.Set] {
+				d.delMems = append(d.delMems, m)
 			}
 		}
 	}
@@ -204,7 +266,8 @@ func SameUnit(a, b *Unit) bool {
 	if a == b {
 		return true // from a model cache
 	}
-	if len(a.Chains) != len(b.Chains) || len(a.Sets) != len(b.Sets) || len(a.Elements) != len(b.Elements) {
+	if len(a.Chains) != len(b.Chains) || len(a.Sets) != len(b.Sets) ||
+		len(a.Elements) != len(b.Elements) || len(a.Members) != len(b.Members) {
 		return false
 	}
 	for i := range a.Chains {
@@ -213,12 +276,17 @@ func SameUnit(a, b *Unit) bool {
 		}
 	}
 	for i := range a.Sets {
-		if a.Sets[i].Name != b.Sets[i].Name {
+		if *a.Sets[i] != *b.Sets[i] {
 			return false
 		}
 	}
 	for i := range a.Elements {
 		if a.Elements[i] != b.Elements[i] {
+			return false
+		}
+	}
+	for i := range a.Members {
+		if a.Members[i] != b.Members[i] {
 			return false
 		}
 	}

@@ -83,6 +83,40 @@ func (b *Batch) AddTable() { b.conn.AddTable(b.table) }
 // DeleteTable deletes the batch's table, with all it holds.
 func (b *Batch) DeleteTable() { b.conn.DelTable(b.table) }
 
+// RemoveTable deletes table, if it exists, in the network namespace netns
+// (0: the caller's), in a transaction of its own: what Cleanup of every
+// rule engine does.
+func RemoveTable(fam *Family, table string, netns int) error {
+	b := NewBatch(fam, table)
+	b.AddTable() // so that deleting never fails for its absence
+	b.DeleteTable()
+	return b.Send(netns)
+}
+
+// TableExists tells whether table of family fam is in the kernel, in the
+// network namespace netns (0: the caller's).
+func TableExists(fam *Family, table string, netns int) (bool, error) {
+	var opts []nftables.ConnOption
+	if netns != 0 {
+		opts = append(opts, nftables.WithNetNSFd(netns))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		return false, err
+	}
+	defer conn.CloseLasting()
+	tables, err := conn.ListTablesOfFamily(fam.Table)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tables {
+		if t.Name == table {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // AddChain adds chain c, without its rules (see AddRules).
 func (b *Batch) AddChain(c *Chain) {
 	nc := b.chain(c.Name)

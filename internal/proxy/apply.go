@@ -98,8 +98,5 @@ func (s *Syncer) probe() error {
 
 // cleanup deletes table, if it exists, in the network namespace netns.
 func cleanup(fam *nft.Family, table string, netns int) error {
-	b := nft.NewBatch(fam, table)
-	b.AddTable() // so that deleting never fails for its absence
-	b.DeleteTable()
-	return b.Send(netns)
+	return nft.RemoveTable(fam, table, netns)
 }

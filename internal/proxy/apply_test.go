@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/skiff-dev/skiff/internal/netnstest"
 	"github.com/skiff-dev/skiff/internal/nft"
 )
 
@@ -27,37 +26,7 @@ import (
 
 // testNetns returns a descriptor of a new, empty network namespace, or
 // skips the test if it cannot make one (not root).
-func testNetns(t testing.TB) int {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, for a network namespace")
-	}
-	type result struct {
-		fd  int
-		err error
-	}
-	ch := make(chan result)
-	go func() {
-		// The thread moves to the new namespace and is never unlocked:
-		// it ends with this goroutine, and no other goroutine runs there.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		ch <- result{fd, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Skipf("no network namespace: %v", r.err)
-	}
-	if r.fd <= 0 {
-		t.Fatalf("bad namespace descriptor %d", r.fd)
-	}
-	t.Cleanup(func() { unix.Close(r.fd) })
-	return r.fd
-}
+func testNetns(t testing.TB) int { return netnstest.New(t) }
 
 func testSyncer(t testing.TB, fd int, table string) *Syncer {
 	t.Helper()

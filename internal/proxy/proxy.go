@@ -169,11 +169,7 @@ func (p *Proxy) run(ctx context.Context, client kubernetes.Interface, netns int)
 		}))
 	services := factory.Core().V1().Services()
 	slices := factory.Discovery().V1().EndpointSlices()
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { p.trigger() },
-		UpdateFunc: func(any, any) { p.trigger() },
-		DeleteFunc: func(any) { p.trigger() },
-	}
+	handler := p.loop.Handler()
 	if _, err := services.Informer().AddEventHandler(handler); err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,26 +12,15 @@ import (
 
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/skiff-dev/skiff/internal/netnstest"
 )
 
-// inNetns runs f on a thread in the network namespace fd: sockets made in
-// f belong to it. The thread is thrown away afterwards.
-func inNetns(fd int, f func() error) error {
-	ch := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- err
-			return
-		}
-		ch <- f()
-	}()
-	return <-ch
-}
+// inNetns runs f on a thread in the network namespace fd.
+var inNetns = netnstest.Run
 
 // nodeNetwork gives the namespace a "node" address, 10.0.0.1/24 on a veth,
 // and a default route through it, like a node's uplink.

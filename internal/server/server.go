@@ -254,8 +254,10 @@ func check(o Options) (*plan, error) {
 		Settings: join.Settings{
 			ClusterCIDR: o.ClusterCIDR, ServiceCIDR: o.ServiceCIDR,
 			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
-			DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
-			DisableIngress:      slices.Contains(o.Disable, "ingress"),
+			DisableLocalStorage:  slices.Contains(o.Disable, "local-storage"),
+			DisableIngress:       slices.Contains(o.Disable, "ingress"),
+			DisableLocalStorage:  slices.Contains(o.Disable, "local-storage"),
+			DisableNetworkPolicy: o.DisableNetworkPolicy,
 		},
 		ReservedNames: apiServerNames(o.ClusterDomain, o.TLSSANs),
 		Client:        func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },

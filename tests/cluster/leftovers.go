@@ -80,7 +80,7 @@ func Leftovers(h NodeNames, dirs []string, podNetns map[string]bool) []string {
 			out = append(out, "interface "+link)
 		}
 	}
-	for _, table := range []string{h.Table, h.HostPortTable} {
+	for _, table := range []string{h.Table, h.HostPortTable, h.NetpolTable} {
 		if ok, err := TableExists(table); err != nil || ok {
 			out = append(out, fmt.Sprintf("nftables table ip %s (%v)", table, err))
 		}

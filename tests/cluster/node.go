@@ -143,14 +143,14 @@ func (s *Server) Teardown() error {
 // README says (see host.For): the tests look for these as a user
 // would, with ip link and nft.
 type NodeNames struct {
-	RunDir, CgroupRoot, Bridge, Overlay, Table, HostPortTable string
+	RunDir, CgroupRoot, Bridge, Overlay, Table, HostPortTable, NetpolTable string
 }
 
 // NamesOf is the names of the node whose data dir is dataDir.
 func NamesOf(dataDir string) NodeNames {
 	h := fmt.Sprintf("%x", sha256.Sum256([]byte(dataDir)))[:8]
 	return NodeNames{RunDir: "/run/skiff-" + h, CgroupRoot: "/skiff-" + h, Bridge: "cni-" + h, Overlay: "vxlan-" + h, Table: "skiff-" + h,
-		HostPortTable: "skiff-" + h + "-hostports"}
+		HostPortTable: "skiff-" + h + "-hostports", NetpolTable: "skiff-" + h + "-netpol"}
 }
 
 func cgroupHierarchies() []string {

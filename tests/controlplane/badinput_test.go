@@ -143,4 +143,13 @@ func TestBadInput(t *testing.T) {
 		args := serverArgs(data, cluster.FreePort(), "--resolv-conf", filepath.Join(dir, "absent.conf"))
 		failsClearly(t, data, "--resolv-conf: stat "+filepath.Join(dir, "absent.conf")+": no such file or directory", nil, append([]string{args[0]}, args[2:]...)...)
 	})
+	t.Run("kernel without what network policies need", func(t *testing.T) {
+		// The node's probe fails as on a kernel without the reject
+		// expression (a test hook), before anything starts.
+		args := serverArgs(data, cluster.FreePort())
+		failsClearly(t, data, "the kernel lacks the reject expression (CONFIG_NFT_REJECT, CONFIG_NFT_REJECT_INET), which the network policy table needs",
+			[]string{"SKIFF_TEST_NETPOL_PROBE_FAIL=1"}, append([]string{args[0]}, args[2:]...)...)
+		failsClearly(t, data, "or start with --disable-network-policy",
+			[]string{"SKIFF_TEST_NETPOL_PROBE_FAIL=1"}, append([]string{args[0]}, args[2:]...)...)
+	})
 }

@@ -2,6 +2,9 @@ package controlplane
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -25,6 +28,22 @@ func TestCheckConfigOnThisHost(t *testing.T) {
 		"MISSING  program mount: mount is not in PATH (the kubelet mounts pods' volumes with it)"} {
 		if code == 0 || !strings.Contains(out, want) {
 			t.Errorf("check-config without the host's programs: exit %d, want %q in:\n%s", code, want, out)
+		}
+	}
+}
+
+// TestReleaseFileRunsItsPrograms: the binary run under a release file's
+// name, as a user may run it without installing it, still answers as
+// containerd (the node starts its containerd that way) and kubectl.
+func TestReleaseFileRunsItsPrograms(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "skiff-linux-test")
+	if err := os.Symlink(cluster.Binary(), bin); err != nil {
+		t.Fatal(err)
+	}
+	for args, want := range map[string]string{"containerd --version": "containerd ", "kubectl version --client": "Client Version: v1."} {
+		out, err := exec.Command(bin, strings.Fields(args)...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Errorf("skiff-linux-test %s: %v\n%s", args, err, out)
 		}
 	}
 }

@@ -27,6 +27,8 @@ func TestLocalPath(t *testing.T) {
 		cluster.Step{Name: "StatefulSetOnEveryNode", Run: statefulSet},
 		cluster.Step{Name: "RetainKeepsTheDir", Run: retain},
 		cluster.Step{Name: "BadInput", Run: badInput},
+		cluster.Step{Name: "ImmediateClassNamesItsNode", Run: immediateClasses},
+		cluster.Step{Name: "PodVolumesDirOnHost", Run: podVolumesDir},
 		cluster.Step{Name: "NodeCannotTouchOtherNodesVolumes", Run: nodeIdentity},
 		cluster.Step{Name: "ClaimWaitsForItsNode", Run: nodeDown},
 		cluster.Step{Name: "Disable", Run: disable},

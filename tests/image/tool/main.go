@@ -10,6 +10,8 @@
 //	tool dnsbench [-n N] [-c C] NAME   query the first nameserver, print qps and p99
 //	tool sink [-port 5201]             accept TCP connections and discard what they send
 //	tool blast [-d 5s] HOST:PORT       send over one TCP connection for d, print Mbit/s
+//	tool loop [-every 50ms] HOST:PORT  connect over TCP again and again, print each outcome with its time
+//	tool hold [-d 10s] HOST:PORT       send HTTP requests over one TCP connection for d, fail if it breaks
 package main
 
 import (
@@ -74,6 +76,14 @@ func main() {
 		d := fs.Duration("d", 5*time.Second, "how long to send")
 		fs.Parse(args)
 		err = blast(fs.Arg(0), *d)
+	case "loop":
+		every := fs.Duration("every", 50*time.Millisecond, "interval")
+		fs.Parse(args)
+		loop(fs.Arg(0), *every)
+	case "hold":
+		d := fs.Duration("d", 10*time.Second, "how long")
+		fs.Parse(args)
+		err = hold(fs.Arg(0), *d)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -170,21 +180,13 @@ func dial(addr string, timeout time.Duration) error {
 	start := time.Now()
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	took := time.Since(start).Round(time.Millisecond)
-	switch {
-	case err == nil:
+	if err == nil {
 		c.Close()
-		fmt.Printf("connected %s\n", took)
-	case errors.Is(err, syscall.ECONNREFUSED):
-		fmt.Printf("refused %s\n", took)
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		fmt.Printf("unreachable %s\n", took)
-	default:
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			fmt.Printf("timeout %s\n", took)
-		} else {
-			fmt.Printf("error %s: %v\n", took, err)
-		}
+	}
+	if o := outcome(err); o != "error" {
+		fmt.Printf("%s %s\n", o, took)
+	} else {
+		fmt.Printf("error %s: %v\n", took, err)
 	}
 	return nil
 }
@@ -362,5 +364,63 @@ func blast(addr string, d time.Duration) error {
 	io.Copy(io.Discard, c) // the sink closes once it has read everything
 	c.Close()
 	fmt.Printf("%.0f Mbit/s\n", float64(sent)*8/time.Since(start).Seconds()/1e6)
+	return nil
+}
+
+// outcome names how a connection attempt ended.
+func outcome(err error) string {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return "connected"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "unreachable"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "error"
+}
+
+// loop connects to addr every interval, forever, and prints each attempt's
+// start (Unix milliseconds) and outcome: "1700000000000 refused".
+func loop(addr string, every time.Duration) {
+	for {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		fmt.Printf("%d %s\n", start.UnixMilli(), outcome(err))
+		time.Sleep(every - time.Since(start))
+	}
+}
+
+// hold sends an HTTP request every 100ms over one TCP connection for d,
+// and fails if one goes unanswered.
+func hold(addr string, d time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Println("connected")
+	r := bufio.NewReader(c)
+	n := 0
+	for start := time.Now(); time.Since(start) < d; n++ {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", addr); err != nil {
+			return fmt.Errorf("request %d: %w", n, err)
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			return fmt.Errorf("request %d: %w", n, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Printf("held %d requests\n", n)
 	return nil
 }
