@@ -256,7 +256,6 @@ func check(o Options) (*plan, error) {
 			ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
 			DisableLocalStorage:  slices.Contains(o.Disable, "local-storage"),
 			DisableIngress:       slices.Contains(o.Disable, "ingress"),
-			DisableLocalStorage:  slices.Contains(o.Disable, "local-storage"),
 			DisableNetworkPolicy: o.DisableNetworkPolicy,
 		},
 		ReservedNames: apiServerNames(o.ClusterDomain, o.TLSSANs),
