@@ -26,8 +26,7 @@ import (
 // hashes of namespace/name):
 //
 //	forward (filter, hook forward, priority 0)
-//	  ct state established,related accept
-//	  ct state invalid drop
+//	  ct state established,related,invalid accept
 //	  ip saddr vmap @egress-pods                          -> jump eg-H
 //	  ip daddr vmap @ingress-pods                         -> jump in-H
 //	  ip daddr <local range> ip daddr != @known-pods      jump ingress-unknown
@@ -213,11 +212,15 @@ func hashName(prefix, s string) string {
 func fixedChains(st *Settings) ([]*nft.Chain, []*nft.Set) {
 	f := st.Family
 	fwd := []nft.Rule{
-		nft.NewRule(nft.CtStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), nft.Exprs(nft.Verdict(expr.VerdictAccept))),
-		// A packet conntrack finds invalid (out of its connection's
-		// window, say) is dropped, never judged: a reset sent for it
-		// would end the connection it belongs to.
-		nft.NewRule(nft.CtStateIn(expr.CtStateBitINVALID), nft.Exprs(nft.Verdict(expr.VerdictDrop))),
+		// Only the first packet of a connection is judged. A packet that
+		// conntrack finds invalid (out of what it thinks is its
+		// connection's window) is let through too, neither judged nor
+		// dropped: conntrack's window tracking is known to misjudge live
+		// connections (kube-proxy grew --conntrack-tcp-be-liberal for
+		// it), a reset or a drop would end a connection a policy change
+		// must leave alone, and such a packet opens no new connection on
+		// the pod: its own TCP stack sorts it out.
+		nft.NewRule(nft.CtStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED|expr.CtStateBitINVALID), nft.Exprs(nft.Verdict(expr.VerdictAccept))),
 		nft.NewRule(nft.Exprs(f.LoadSaddr(nft.Reg1),
 			&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapEgressPods})),
 	}

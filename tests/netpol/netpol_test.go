@@ -387,6 +387,16 @@ func TestEstablishedConnectionSurvives(t *testing.T) {
 		}
 		if p.Status.Phase == corev1.PodFailed {
 			out, _ := srv.Kubectl(ctx, "", "logs", "-n", ns, "holder")
+			// What each node's conntrack holds of the web pod, to tell
+			// a lost entry from an invalid packet.
+			for i, h := range lan.Hosts {
+				ct, _ := h.Run("cat", "/proc/net/nf_conntrack")
+				for _, l := range strings.Split(ct, "\n") {
+					if strings.Contains(l, w.Status.PodIP) {
+						t.Logf("conntrack of host %d: %s", i, l)
+					}
+				}
+			}
 			return false, fmt.Errorf("the established connection broke under the new policy: %s (%+v)", out, p.Status.ContainerStatuses)
 		}
 		return p.Status.Phase == corev1.PodSucceeded, nil
