@@ -24,6 +24,8 @@ import (
 	conftests "sigs.k8s.io/gateway-api/conformance/tests"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 	"sigs.k8s.io/gateway-api/pkg/features"
+
+	"github.com/skiff-dev/skiff/internal/golden"
 )
 
 // The conformance suite's GATEWAY-HTTP core tests, read from the module
@@ -212,7 +214,7 @@ func TestConformanceCoreTests(t *testing.T) {
 		t.Run(ct.ShortName, func(t *testing.T) {
 			in, _ := conformanceInput(t, ct.Manifests...)
 			res := Build(testConfig, in)
-			golden(t, "conformance/"+ct.ShortName, renderResult(res))
+			golden.Check(t, "conformance/"+ct.ShortName, renderResult(res))
 		})
 	}
 }

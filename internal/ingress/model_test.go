@@ -13,6 +13,8 @@ import (
 	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/skiff-dev/skiff/internal/golden"
 )
 
 // chosen is which backend (Service name) the rule a request matches
@@ -91,7 +93,7 @@ func TestPrecedence(t *testing.T) {
 		),
 	)
 	res := Build(testConfig, in)
-	golden(t, "precedence", renderResult(res))
+	golden.Check(t, "precedence", renderResult(res))
 	l := res.Table.Listener(80)
 	checkRequests(t, l, []reqCase{
 		{target: "/tie", want: "a"},       // oldest route, first rule
@@ -197,7 +199,7 @@ func TestListenerConflicts(t *testing.T) {
 	cfg := testConfig
 	cfg.UnavailablePorts = map[int32]string{8443: "address already in use"}
 	cfg.SupportedFeatures = []string{"HTTPRoute", "Gateway", "ReferenceGrant"}
-	golden(t, "conflicts", renderResult(Build(cfg, in)))
+	golden.Check(t, "conflicts", renderResult(Build(cfg, in)))
 }
 
 // TestRouteStatus: references that do not resolve, rules that cannot be
@@ -264,7 +266,7 @@ func TestRouteStatus(t *testing.T) {
 			Timeouts: &gatewayv1.HTTPRouteTimeouts{Request: ptr.To(gatewayv1.Duration("1s")), BackendRequest: ptr.To(gatewayv1.Duration("2s"))},
 		})),
 	)
-	golden(t, "route-status", renderResult(Build(testConfig, in)))
+	golden.Check(t, "route-status", renderResult(Build(testConfig, in)))
 }
 
 // TestReferenceGrants: cross-namespace backends and certificates need a
@@ -304,7 +306,7 @@ func TestReferenceGrants(t *testing.T) {
 		in.ReferenceGrants = append(in.ReferenceGrants, (*gatewayv1beta1.ReferenceGrant)(g))
 	}
 	with := Build(testConfig, in)
-	golden(t, "reference-grants", "# without grants\n"+renderResult(without)+"# with grants\n"+renderResult(with))
+	golden.Check(t, "reference-grants", "# without grants\n"+renderResult(without)+"# with grants\n"+renderResult(with))
 }
 
 // TestEndpoints: ready endpoints, else serving terminating ones; the
@@ -332,7 +334,7 @@ func TestEndpoints(t *testing.T) {
 			rule("b", match(path(prefix, "/b"))),
 		)},
 	}
-	golden(t, "endpoints", Build(testConfig, in).Table.String())
+	golden.Check(t, "endpoints", Build(testConfig, in).Table.String())
 }
 
 func TestIngress(t *testing.T) {
@@ -370,7 +372,7 @@ func TestIngress(t *testing.T) {
 		Secrets:  []*corev1.Secret{tlsSecret("web", "site-tls")},
 	}
 	res := Build(testConfig, in)
-	golden(t, "ingress", renderResult(res))
+	golden.Check(t, "ingress", renderResult(res))
 	l := res.Table.Listener(80)
 	checkRequests(t, l, []reqCase{
 		{host: "example.com", target: "/app", want: "app"},

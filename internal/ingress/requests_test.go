@@ -17,6 +17,8 @@ import (
 
 	"sigs.k8s.io/gateway-api/conformance"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
+
+	"github.com/skiff-dev/skiff/internal/golden"
 )
 
 // The core tests' expected responses, read from their source (the suite
@@ -455,7 +457,7 @@ func TestConformanceMultipleGateways(t *testing.T) {
 	if a := res.Gateways[types.NamespacedName{Namespace: "gateway-conformance-infra", Name: "all-namespaces"}].Addresses; len(a) != 1 || a[0].Value != "192.0.2.22" {
 		t.Errorf("all-namespaces addresses %v", a)
 	}
-	golden(t, "conformance/HTTPRouteMultipleGateways-own-addresses", renderResult(res))
+	golden.Check(t, "conformance/HTTPRouteMultipleGateways-own-addresses", renderResult(res))
 }
 
 // TestConformanceRequestsExtended: the same for the tests of the

@@ -6,6 +6,12 @@
 // requests are pure: no network, no clock, no API calls. The same objects
 // always give the same table, so it can be tested with golden files and
 // swapped atomically under a running proxy.
+//
+// component.go, serve.go, status.go and certificates.go are the node
+// component that serves the table: listeners, the reverse proxy, TLS, status
+// and the certificates Secret. Nodes do not run it yet: its wiring (flags,
+// the Gateway API CRDs and classes the server applies, RBAC, --disable
+// ingress) and its end-to-end and conformance tests come next.
 package ingress
 
 import (

@@ -11,6 +11,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/skiff-dev/skiff/internal/golden"
 	"github.com/skiff-dev/skiff/internal/nft"
 )
 
@@ -320,7 +321,7 @@ func TestPartialBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "full-batch", strings.Join(got, "\n")+"\n")
+	golden.Check(t, "full-batch", strings.Join(got, "\n")+"\n")
 }
 
 // TestCache changes random clusters at random and checks that a build

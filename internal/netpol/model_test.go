@@ -1,9 +1,6 @@
 package netpol
 
 import (
-	"flag"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,10 +11,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/skiff-dev/skiff/internal/golden"
 	"github.com/skiff-dev/skiff/internal/nft"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 const testNode = "node-a"
 
@@ -28,28 +24,6 @@ func testSettings(t testing.TB) *Settings {
 		t.Fatal(err)
 	}
 	return st
-}
-
-// golden compares got with testdata/name.golden, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from %s (go test -update rewrites it):\n%s", name, path, got)
-	}
 }
 
 // Fixture builders.
@@ -191,7 +165,7 @@ func TestGoldenTables(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			golden(t, tc.name, nft.Render(Build(st, pods, nss, tc.policies)))
+			golden.Check(t, tc.name, nft.Render(Build(st, pods, nss, tc.policies)))
 		})
 	}
 }

@@ -35,8 +35,8 @@ import (
 //	                     local daddr: proto . port vmap @service-nodeports
 //	no-endpoints-check   the same keys in @no-endpoint-ips / @no-endpoint-nodeports -> reject-new
 //	cluster-ips-check    what is still addressed to the Service range after DNAT took
-//	                     every Service port: a ClusterIP (@cluster-ips) or an
-//	                     unallocated address -> reject-new, so it never leaves the node
+//	                     every Service port: a ClusterIP (@cluster-ips) -> reject-new,
+//	                     an unallocated address dropped, so it never leaves the node
 //	svc-H  all endpoints:   clusterIP masquerade, affinity, numgen random mod N vmap @svc-H
 //	map svc-H              number -> goto ep-H (maps and chains have separate names)
 //	lcl-H  node-local endpoints, the same (chain and map)
@@ -288,14 +288,16 @@ func fixedChains(st *settings) ([]*nft.Chain, []*nft.Set) {
 	}
 	checkNew := nft.NewRule(nft.CtStateNew(), nft.Exprs(nft.Jump(chainNoEndpoints)))
 	// After DNAT, only what no Service port took is still addressed to the
-	// Service range: as kube-proxy does, a ClusterIP's other ports and
-	// protocols, and the range's unallocated addresses, are refused here
-	// instead of following the node's default route out.
+	// Service range, and it never follows the node's default route out.
+	// As kube-proxy does, a ClusterIP's other ports and protocols are
+	// refused, and the range's unallocated addresses dropped: a Service
+	// created a moment ago, whose rules are on their way, then answers
+	// the client's next try instead of refusing its first.
 	checkClusterIPs := nft.NewRule(nft.CtStateNew(), nft.Exprs(nft.Jump(chainClusterIPs)))
 	clusterIPRules := []nft.Rule{nft.NewRule(nft.Exprs(f.LoadDaddr(nft.Reg1),
 		&expr.Lookup{SourceRegister: nft.Reg1, IsDestRegSet: true, DestRegister: nft.RegVerdict, SetName: mapClusterIPs}))}
 	if st.serviceCIDR != nil {
-		clusterIPRules = append(clusterIPRules, nft.NewRule(f.DaddrIn(st.serviceCIDR, false), nft.Exprs(nft.Goto(chainReject))))
+		clusterIPRules = append(clusterIPRules, nft.NewRule(f.DaddrIn(st.serviceCIDR, false), nft.Exprs(nft.Verdict(expr.VerdictDrop))))
 	}
 	chains := []*nft.Chain{
 		nft.BaseChain(chainNatPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100, nft.NewRule(nft.Exprs(nft.Jump(chainServices)))),

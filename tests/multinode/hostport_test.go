@@ -3,6 +3,7 @@ package multinode
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -58,17 +59,32 @@ spec:
 }
 
 // TestServiceRangeStaysOnTheNode: a connection to a ClusterIP on a port
-// its Service no longer has (TCP changed to UDP on the same port), or to an
-// address of the Service range that no Service holds, is refused at once,
-// from a pod and from the node. The node's default route leads to a sink on
-// the LAN that forwards nothing, so a failing check cannot send anything
-// past the LAN: it would time out there instead.
+// its Service no longer has (TCP changed to UDP on the same port) is
+// refused at once, from a pod and from the node, and one to an address of
+// the Service range that no Service holds is dropped, as kube-proxy does.
+// The node's default route leads to a sink on the LAN that forwards
+// nothing and answers on that unallocated address: what the node let out
+// would be answered there, and nothing goes past the LAN.
 func TestServiceRangeStaysOnTheNode(t *testing.T) {
-	_, remove, err := lan.Sink(lan.Hosts[1])
+	sink, remove, err := lan.Sink(lan.Hosts[1])
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer remove()
+	const unallocated = "10.43.255.254"
+	if out, err := exec.Command("ip", "-n", sink.Netns, "addr", "add", unallocated+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	tool, err := cluster.ToolPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leak := exec.Command("nsenter", "--net=/run/netns/"+sink.Netns, tool, "serve", "-port", "80")
+	if err := leak.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { leak.Process.Kill(); leak.Wait() }()
+
 	ns := srv.Namespace(t)
 	echoService(t, ns, nodes[2], "")
 	pod(t, ns, "client", nodes[1], "app: client", "sleep", "3600")
@@ -80,10 +96,16 @@ func TestServiceRangeStaysOnTheNode(t *testing.T) {
 	inPod(t, ns, "client", "connected", "tool", "dial", addr)
 	srv.KubectlT(t, "", "patch", "service", "-n", ns, "echo", "--type=json",
 		`-p=[{"op":"replace","path":"/spec/ports/0/protocol","value":"UDP"}]`)
-	for _, a := range []string{addr, "10.43.255.254:80"} {
-		inPod(t, ns, "client", "refused", "tool", "dial", a)
-		cluster.WaitFor(t, a+" refused on the node", func(ctx context.Context) (bool, error) {
-			return strings.HasPrefix(onHost(t, lan.Hosts[1], "dial", a), "refused"), nil
-		})
+	inPod(t, ns, "client", "refused", "tool", "dial", addr)
+	cluster.WaitFor(t, addr+" refused on the node", func(ctx context.Context) (bool, error) {
+		return strings.HasPrefix(onHost(t, lan.Hosts[1], "dial", addr), "refused"), nil
+	})
+	for what, out := range map[string]string{
+		"a pod":    inPod(t, ns, "client", "", "tool", "dial", "-timeout", "2s", unallocated+":80"),
+		"the node": onHost(t, lan.Hosts[1], "dial", "-timeout", "2s", unallocated+":80"),
+	} {
+		if !strings.HasPrefix(out, "timeout") {
+			t.Errorf("the unallocated %s:80 from %s: %q, want a timeout (dropped on the node)", unallocated, what, out)
+		}
 	}
 }

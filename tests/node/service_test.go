@@ -167,6 +167,12 @@ func TestServiceUDPAffinityAndHairpin(t *testing.T) {
 		return len(readyEndpoints(t, ns, "self")) == 2, nil
 	})
 	self := service(t, ns, "self").Spec.ClusterIP
+	// The endpoints are in the API; the node's rules follow them a moment
+	// later.
+	cluster.WaitFor(t, "the proxy to have the endpoints of self", func(ctx context.Context) (bool, error) {
+		out, err := inPodErr(ns, pods[0].Name, "tool", "get", "http://"+self+"/")
+		return err == nil && strings.HasPrefix(out, "host="), nil
+	})
 	for i := 0; i < 5; i++ {
 		if out := inPod(t, ns, pods[0].Name, "tool", "get", "http://"+self+"/"); !strings.HasPrefix(out, "host=") {
 			t.Fatalf("hairpin request: %q", out)
