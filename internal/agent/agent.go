@@ -79,6 +79,8 @@ type Config struct {
 	DisableLocalStorage bool
 	// DisableIngress leaves the Ingress and Gateway API proxy out.
 	DisableIngress bool
+	// GatewayAddressPool is the server's --gateway-address-pool.
+	GatewayAddressPool string
 	// IngressStatusKubeconfig, on a server's node, writes the status of
 	// Ingresses and Gateway API objects (while it holds a Lease among the
 	// servers); agents write none.
@@ -328,8 +330,12 @@ func ingressComponent(cfg Config) (*ingress.Ingress, error) {
 		}
 		trusted = append(trusted, n)
 	}
+	pool, err := ingress.ParseAddressPool(cfg.GatewayAddressPool)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-address-pool: %v", err)
+	}
 	return ingress.New(ingress.NodeConfig{
-		NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig,
+		NodeName: cfg.NodeName, Kubeconfig: cfg.Kubeconfig, AddressPool: pool,
 		StatusKubeconfig: cfg.IngressStatusKubeconfig, Identity: cfg.NodeName + "_" + cfg.NodeIP,
 		HTTPPort: int32(cfg.IngressHTTPPort), HTTPSPort: int32(cfg.IngressHTTPSPort),
 		Server: ingress.ServerConfig{TrustedProxies: trusted},

@@ -101,6 +101,7 @@ func Run(ctx context.Context, o Options) error {
 	cfg.ServiceCIDR = settings.ServiceCIDR
 	cfg.DisableLocalStorage = settings.DisableLocalStorage
 	cfg.DisableIngress = settings.DisableIngress
+	cfg.GatewayAddressPool = settings.GatewayAddressPool
 	cfg.DisableNetworkPolicy = cfg.DisableNetworkPolicy || settings.DisableNetworkPolicy
 	if err := CheckRange(dataDir, cfg.ClusterCIDR); err != nil {
 		return fmt.Errorf("the cluster's pod network %s: %v (another cluster's node on this host?): stop that node first (skiff killall --data-dir ITS_DATA_DIR), or join from another host", cfg.ClusterCIDR, err)

@@ -266,6 +266,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Destination: &o.WriteKubeconfigMode, Usage: "file mode of the admin kubeconfig"},
 			&cli.BoolFlag{Name: "disable-agent", Destination: &o.DisableAgent, Usage: "run the control plane only, no node"},
+			&cli.StringFlag{Name: "gateway-address-pool", Destination: &o.GatewayAddressPool, Usage: "addresses and prefixes (192.168.1.240/29) from which each Gateway gets an address of its own, which the network must route to a node (default: none; Gateways share the nodes' addresses)"},
 			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy a built-in add-on: dns, helm-controller, ingress, local-storage, metrics-server, servicelb"},
 			&cli.BoolFlag{Name: "disable-helm-controller", Destination: &o.DisableHelmController, Usage: "do not install HelmCharts (the same as --disable helm-controller)"},
 			&cli.BoolFlag{Name: "disable-scheduler", Destination: &o.DisableScheduler, Usage: "do not run kube-scheduler"},

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -47,6 +48,9 @@ type Config struct {
 	// not in the map shares the node's addresses (Addresses) with every
 	// other such Gateway and with Ingresses.
 	GatewayAddresses map[types.NamespacedName][]string
+	// AddressPool, when GatewayAddresses is nil, gives each of our
+	// Gateways an address of its own (see addresses.go), ascending.
+	AddressPool []netip.Addr
 	// SupportedFeatures are the Gateway API features (conformance names)
 	// the node serves, written to our GatewayClasses' status.
 	SupportedFeatures []string
@@ -123,6 +127,8 @@ type builder struct {
 	ports      map[portKey]*portBuilder
 	ing        ingressPorts
 	res        *Result
+	// noAddress: Gateways the pool gave no address, with why.
+	noAddress map[types.NamespacedName]string
 }
 
 // portKey is a port on the node's addresses (addrs "") or on addresses

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -63,7 +64,9 @@ type NodeConfig struct {
 	Identity string
 	// HTTPPort and HTTPSPort serve Ingresses; 0: none on that scheme.
 	HTTPPort, HTTPSPort int32
-	Server              ServerConfig
+	// AddressPool gives each Gateway an address of its own.
+	AddressPool []netip.Addr
+	Server      ServerConfig
 }
 
 // Ingress is the component.
@@ -295,6 +298,7 @@ func (c NodeConfig) model(nodes []*corev1.Node) Config {
 		HTTPPort:          c.HTTPPort,
 		HTTPSPort:         c.HTTPSPort,
 		Addresses:         nodeAddresses(nodes),
+		AddressPool:       c.AddressPool,
 		SupportedFeatures: Features,
 	}
 }

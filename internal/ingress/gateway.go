@@ -71,12 +71,11 @@ func (b *builder) gateways() {
 
 	gws := slices.Clone(b.in.Gateways)
 	slices.SortFunc(gws, func(x, y *gatewayv1.Gateway) int { return olderFirst(x, y) })
+	gws = slices.DeleteFunc(gws, func(gw *gatewayv1.Gateway) bool { return !ours[string(gw.Spec.GatewayClassName)] })
+	b.assignAddresses(gws)
 	states := map[types.NamespacedName]*gwState{}
 	var order []*gwState
 	for _, gw := range gws {
-		if !ours[string(gw.Spec.GatewayClassName)] {
-			continue
-		}
 		s := b.gatewayListeners(gw)
 		states[nsName(gw)] = s
 		order = append(order, s)
@@ -141,7 +140,7 @@ func (b *builder) gatewayListeners(gw *gatewayv1.Gateway) *gwState {
 	// Ports shared with other Gateways and Ingresses: the first claim
 	// sets the protocol.
 	for _, l := range s.listeners {
-		if !l.usable() {
+		if !l.usable() || b.noAddress[nsName(gw)] != "" {
 			continue
 		}
 		pb, msg := b.claimPort(b.gatewayAddresses(gw), l.spec.Port, Protocol(l.spec.Protocol), "Gateway "+nsName(gw).String())
@@ -372,7 +371,8 @@ func (b *builder) gatewayStatus(s *gwState) {
 	gw := s.gw
 	st := &gatewayv1.GatewayStatus{}
 	addrs := b.gatewayAddresses(gw)
-	if addrs == nil {
+	noAddress := b.noAddress[nsName(gw)]
+	if addrs == nil && noAddress == "" {
 		addrs = b.cfg.Addresses
 	}
 	for _, a := range addrs {
@@ -426,6 +426,9 @@ func (b *builder) gatewayStatus(s *gwState) {
 		st.Conditions = append(st.Conditions, condition(string(gatewayv1.GatewayConditionAccepted), false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid", gw.Generation))
 	}
 	switch {
+	case noAddress != "":
+		st.Conditions = append(st.Conditions, condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonAddressNotAssigned), noAddress, gw.Generation))
+		b.event(kindGateway, gw, string(gatewayv1.GatewayReasonAddressNotAssigned), noAddress)
 	case len(addrs) == 0:
 		st.Conditions = append(st.Conditions, condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonAddressNotAssigned), "no node address is known", gw.Generation))
 	case programmed == 0:

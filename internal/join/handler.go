@@ -55,6 +55,9 @@ type Settings struct {
 	// DisableNetworkPolicy: the server was started with
 	// --disable-network-policy, so no node enforces NetworkPolicies.
 	DisableNetworkPolicy bool `json:"disableNetworkPolicy,omitempty"`
+	// GatewayAddressPool: the server's --gateway-address-pool, from which
+	// every node assigns Gateways the same addresses.
+	GatewayAddressPool string `json:"gatewayAddressPool,omitempty"`
 }
 
 // Request is what a node sends to join, or to renew its certificates.

@@ -26,6 +26,7 @@ func nodeConfig(c *controlplane.Config, o Options, name string, nodeIP net.IP) a
 		DisableDNS:          slices.Contains(o.Disable, "dns"),
 		DisableLocalStorage: slices.Contains(o.Disable, "local-storage"),
 		DisableIngress:      slices.Contains(o.Disable, "ingress"),
+		GatewayAddressPool:  o.GatewayAddressPool,
 		// Status is written by servers' nodes, one at a time.
 		IngressStatusKubeconfig: c.Files.Kubeconfig("admin"),
 		Kubeconfig:              filepath.Join(dir, "kubelet.kubeconfig"),

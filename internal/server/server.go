@@ -35,6 +35,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/helmchart"
 	"github.com/skiff-dev/skiff/internal/host"
+	"github.com/skiff-dev/skiff/internal/ingress"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/leader"
@@ -90,6 +91,9 @@ type Options struct {
 	// certificates that are close to expiry (renewal.DefaultEvery when
 	// zero).
 	CertificateCheckInterval time.Duration
+	// GatewayAddressPool gives each Gateway an address of its own (see
+	// ingress.ParseAddressPool); empty: Gateways share the nodes'.
+	GatewayAddressPool string
 }
 
 // Run runs the server until ctx ends or a component fails. Every check that
@@ -161,6 +165,9 @@ func check(o Options) (*plan, error) {
 	}
 	if err := addons.CheckDisable(o.Disable); err != nil {
 		return nil, err
+	}
+	if _, err := ingress.ParseAddressPool(o.GatewayAddressPool); err != nil {
+		return nil, fmt.Errorf("--gateway-address-pool: %v", err)
 	}
 	p := &plan{o: o, mode: os.FileMode(mode)}
 	if p.serviceIP, err = checkNetworks(&p.o); err != nil {
@@ -257,6 +264,7 @@ func check(o Options) (*plan, error) {
 			DisableLocalStorage:  slices.Contains(o.Disable, "local-storage"),
 			DisableIngress:       slices.Contains(o.Disable, "ingress"),
 			DisableNetworkPolicy: o.DisableNetworkPolicy,
+			GatewayAddressPool:   o.GatewayAddressPool,
 		},
 		ReservedNames: apiServerNames(o.ClusterDomain, o.TLSSANs),
 		Client:        func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },
