@@ -78,6 +78,44 @@ func (l *Listener) isolated(s *listenerScope, host string) bool {
 	return false
 }
 
+// Misdirected tells whether a request for host on a TLS connection made
+// for serverName (SNI) belongs to another Gateway listener than the one
+// the connection was made for, which must be answered 421 (RFC 9110
+// 15.5.20): a client that reuses a connection for several names, as HTTP/2
+// clients do, must not reach a listener with a certificate or routes the
+// connection was not made for. With several Gateways on the port, the
+// request is misdirected when every Gateway with a listener for host
+// has it apart from its listener for serverName.
+func (l *Listener) Misdirected(serverName, host string) bool {
+	if serverName == "" || len(l.scopes) == 0 {
+		return false
+	}
+	sni, host := RequestHost(serverName), RequestHost(host)
+	matched := false
+	for _, hosts := range l.scopes {
+		forHost, okHost := mostSpecific(hosts, host)
+		if !okHost {
+			continue
+		}
+		matched = true
+		if forSNI, ok := mostSpecific(hosts, sni); ok && forSNI == forHost {
+			return false
+		}
+	}
+	return matched
+}
+
+// mostSpecific is the first of hosts (most specific first) that matches
+// name.
+func mostSpecific(hosts []string, name string) (string, bool) {
+	for _, h := range hosts {
+		if hostMatches(h, name) {
+			return h, true
+		}
+	}
+	return "", false
+}
+
 // Certificate chooses the certificate to present for a TLS server name:
 // the most specific whose hostname matches, else the catch-all one, else
 // nil (the caller's default).

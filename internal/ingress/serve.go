@@ -279,6 +279,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no route", http.StatusNotFound)
 		return
 	}
+	if r.TLS != nil && l.Misdirected(r.TLS.ServerName, r.Host) {
+		http.Error(w, "misdirected request: this connection was made for another host", http.StatusMisdirectedRequest)
+		return
+	}
 	path := r.URL.EscapedPath()
 	rule := l.Match(&Request{Host: r.Host, Method: r.Method, Path: path, Header: r.Header, Query: r.URL.Query()})
 	if rule == nil || rule.Action == nil {
