@@ -131,7 +131,10 @@ func TestBadInput(t *testing.T) {
 		failsClearly(t, data, "--kube-apiserver-arg: unknown flag: --no-such-flag", nil, serverArgs(data, cluster.FreePort(), "--kube-apiserver-arg", "no-such-flag=1")...)
 	})
 	t.Run("unknown add-on", func(t *testing.T) {
-		failsClearly(t, data, `--disable "traefik" is not something skiff can disable: pick from dns, helm-controller, local-storage, metrics-server, servicelb`, nil, serverArgs(data, cluster.FreePort(), "--disable", "traefik")...)
+		failsClearly(t, data, `--disable "traefik" is not something skiff can disable: pick from dns, helm-controller, ingress, local-storage, metrics-server, servicelb`, nil, serverArgs(data, cluster.FreePort(), "--disable", "traefik")...)
+	})
+	t.Run("Gateway address pool too large", func(t *testing.T) {
+		failsClearly(t, data, "--gateway-address-pool: prefix 10.0.0.0/8 holds more than 65536 addresses: give a smaller one", nil, serverArgs(data, cluster.FreePort(), "--gateway-address-pool", "10.0.0.0/8")...)
 	})
 	t.Run("storage dir that cannot be made", func(t *testing.T) {
 		file := filepath.Join(dir, "a-file")
