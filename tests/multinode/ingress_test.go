@@ -50,7 +50,8 @@ spec:
 	}
 }
 
-// hostGet sends a GET to url with the given Host header.
+// hostGet sends a GET to url with the given Host header (that of url
+// when empty) and returns the body.
 func hostGet(ctx context.Context, url, host string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -3,8 +3,6 @@ package multinode
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -86,16 +84,7 @@ func TestNodePortOnEveryNode(t *testing.T) {
 }
 
 func httpGet(ctx context.Context, url string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), err
+	return hostGet(ctx, url, "")
 }
 
 // TestServerDownAndBack: the agents and their pods carry on while the
