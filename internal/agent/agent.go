@@ -240,6 +240,10 @@ func Components(cfg Config) ([]component.Component, error) {
 			return nil, err
 		}
 		out = append(out, np)
+	} else if err := netpol.Cleanup(hst.NetpolTable); err != nil {
+		// A table left by a start with policies enforced would go on
+		// enforcing them, frozen.
+		return nil, fmt.Errorf("removing the network policy table %s that an earlier start left: %w", hst.NetpolTable, err)
 	}
 	out = append(out, cfg.BeforeKubelet...)
 	out = append(out, k)

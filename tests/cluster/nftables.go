@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"os"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -68,7 +69,22 @@ func TableMentions(name string, ip net.IP, port uint16) (bool, error) {
 // TableExists says whether the nftables table ip name is in this network
 // namespace.
 func TableExists(name string) (bool, error) {
-	c, err := nftables.New()
+	return tableExists(name)
+}
+
+// TableExists says whether the nftables table ip name is in the network
+// namespace of a host of the LAN.
+func (h *LANHost) TableExists(name string) (bool, error) {
+	f, err := os.Open("/run/netns/" + h.Netns)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	return tableExists(name, nftables.WithNetNSFd(int(f.Fd())))
+}
+
+func tableExists(name string, opts ...nftables.ConnOption) (bool, error) {
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return false, err
 	}

@@ -615,3 +615,35 @@ func toolPath(t *testing.T) string {
 	}
 	return p
 }
+
+// TestDisabled: an agent restarted with --disable-network-policy removes
+// the table an earlier start left and enforces nothing: a default deny
+// policy no longer cuts a client. It restarts the agent, so it comes last.
+func TestDisabled(t *testing.T) {
+	table := cluster.NamesOf(agent.DataDir).NetpolTable
+	if ok, err := lan.Hosts[1].TableExists(table); err != nil || !ok {
+		t.Fatalf("the agent's table %s before: %v %v", table, ok, err)
+	}
+	if err := agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	agent.Extra = append(agent.Extra, "--disable-network-policy")
+	if err := agent.StartProcess(); err != nil {
+		t.Fatal(err)
+	}
+	cluster.WaitFor(t, "the agent to remove its table "+table, func(ctx context.Context) (bool, error) {
+		if agent.Exited() {
+			return false, fmt.Errorf("agent exited:\n%s", agent.LogTail(30))
+		}
+		ok, err := lan.Hosts[1].TableExists(table)
+		return !ok, err
+	})
+	cluster.WaitFor(t, "the agent Ready", func(ctx context.Context) (bool, error) {
+		return cluster.NodeReady(ctx, srv.ClientT(t), agentNode), nil
+	})
+	ns := srv.Namespace(t)
+	create(t, policy(ns, "deny", nil, ingress))
+	w := run(t, ns, server("web", agentNode, labels("app=web"), 8080), client("client", serverNode, labels("app=client")))["web"]
+	expect(t, ns, "client", addr(w, 8080), "connected")
+	expectUDP(t, ns, "client", addr(w, 8080), "reply")
+}
