@@ -107,6 +107,81 @@ func benchMultinode() error {
 	}
 	fmt.Printf("TCP throughput, pod to pod across the VXLAN: %.0f Mbit/s; the same hosts over their link: %.0f Mbit/s; ratio %.0f%% (goal >= 80%%)\n",
 		overlay, host, 100*overlay/host)
+	return benchPolicies(ctx, s, a, lan, cs, sinkIP, overlay)
+}
+
+// benchPolicies measures what NetworkPolicies cost the pod-to-pod path:
+// new TCP connections (one after another) and throughput from the blast
+// pod to the sink pod with none, then with 100 policies selecting the
+// sink (each allowing another port or peer; the last one allowing the
+// blast pod's namespace), and the agent's memory before and after.
+func benchPolicies(ctx context.Context, s, a *cluster.Server, lan *cluster.LAN, cs kubernetes.Interface, sinkIP string, overlay float64) error {
+	conns := func() (string, error) {
+		out, err := s.Kubectl(ctx, "", "exec", "-n", "default", "blast", "--", "tool", "connbench", "-n", "2000", sinkIP+":5201")
+		if err != nil {
+			return "", fmt.Errorf("new connections: %v: %s", err, out)
+		}
+		return strings.TrimSpace(out), nil
+	}
+	before, err := conns()
+	if err != nil {
+		return err
+	}
+	pssBefore, err := pssMB(a.Pid())
+	if err != nil {
+		return err
+	}
+	for i := range 100 {
+		from := fmt.Sprintf("{podSelector: {matchLabels: {peer: p%d}}}", i)
+		port := 6000 + i
+		if i == 99 {
+			from, port = "{podSelector: {}}", 5201
+		}
+		if _, err := s.Kubectl(ctx, fmt.Sprintf(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bench-%d, namespace: default}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [%s, {ipBlock: {cidr: 192.0.2.%d/32}}]
+    ports: [{port: %d, protocol: TCP}]
+`, i, from, i, port), "apply", "-f", "-"); err != nil {
+			return err
+		}
+	}
+	// Enforced once the server's host, which no policy allows, is refused.
+	tool, err := cluster.ToolPath()
+	if err != nil {
+		return err
+	}
+	if err := poll(ctx, func(context.Context) bool {
+		out, _ := lan.Hosts[0].Run(tool, "dial", "-timeout", "1s", sinkIP+":5201")
+		return strings.HasPrefix(out, "refused")
+	}); err != nil {
+		return fmt.Errorf("the policies never took effect: %w", err)
+	}
+	after, err := conns()
+	if err != nil {
+		return err
+	}
+	var with float64
+	for range 2 {
+		out, err := s.Kubectl(ctx, "", "exec", "-n", "default", "blast", "--", "tool", "blast", "-d", "5s", sinkIP+":5201")
+		if err != nil {
+			return fmt.Errorf("pod to pod throughput under policies: %v: %s", err, out)
+		}
+		if with, err = mbits(out); err != nil {
+			return err
+		}
+	}
+	pssAfter, err := pssMB(a.Pid())
+	if err != nil {
+		return err
+	}
+	fmt.Printf("new TCP connection, pod to pod across the VXLAN: %s with no NetworkPolicy; %s with 100 selecting the server pod\n", before, after)
+	fmt.Printf("TCP throughput, pod to pod, with 100 NetworkPolicies: %.0f Mbit/s (%.0f%% of %.0f without)\n", with, 100*with/overlay, overlay)
+	fmt.Printf("agent PSS: %d MB before the policies, %d MB with them\n", pssBefore, pssAfter)
 	return nil
 }
 

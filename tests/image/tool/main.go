@@ -76,6 +76,10 @@ func main() {
 		d := fs.Duration("d", 5*time.Second, "how long to send")
 		fs.Parse(args)
 		err = blast(fs.Arg(0), *d)
+	case "connbench":
+		n := fs.Int("n", 2000, "connections")
+		fs.Parse(args)
+		err = connbench(fs.Arg(0), *n)
 	case "loop":
 		every := fs.Duration("every", 50*time.Millisecond, "interval")
 		fs.Parse(args)
@@ -364,6 +368,25 @@ func blast(addr string, d time.Duration) error {
 	io.Copy(io.Discard, c) // the sink closes once it has read everything
 	c.Close()
 	fmt.Printf("%.0f Mbit/s\n", float64(sent)*8/time.Since(start).Seconds()/1e6)
+	return nil
+}
+
+// connbench opens n TCP connections to addr one after another, each
+// closed once established, and prints the median and 99th percentile of
+// the time to establish one, in microseconds.
+func connbench(addr string, n int) error {
+	took := make([]time.Duration, 0, n)
+	for range n {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		took = append(took, time.Since(start))
+		c.Close()
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	fmt.Printf("p50 %d us p99 %d us\n", took[len(took)/2].Microseconds(), took[len(took)*99/100].Microseconds())
 	return nil
 }
 
