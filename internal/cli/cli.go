@@ -16,6 +16,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/agent"
 	"github.com/skiff-dev/skiff/internal/checkconfig"
 	"github.com/skiff-dev/skiff/internal/config"
+	"github.com/skiff-dev/skiff/internal/etcd"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/kubectl"
 	"github.com/skiff-dev/skiff/internal/logging"
@@ -263,6 +264,9 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "agent-token-file", EnvVars: []string{"SKIFF_AGENT_TOKEN_FILE"}, Usage: "read --agent-token from this file"},
 			&cli.StringFlag{Name: "service-node-port-range", Value: "30000-32767", Destination: &o.ServiceNodePortRange, Usage: "NodePort range"},
 			&cli.StringFlag{Name: "datastore-endpoint", Destination: &o.DatastoreEndpoint, Usage: "kine endpoint (postgres://, mysql://, https:// etcd, sqlite://); default SQLite in the data dir"},
+			&cli.BoolFlag{Name: "cluster-init", Destination: &o.ClusterInit, Usage: "start a new cluster on the embedded etcd instead of SQLite (a data dir that holds etcd's data keeps using it without this flag)"},
+			&cli.DurationFlag{Name: "etcd-heartbeat-interval", Value: etcd.DefaultHeartbeatInterval, Destination: &o.ETCDHeartbeatInterval, Usage: "the embedded etcd's heartbeat interval (etcd's own default, 100ms, suits fast disks)"},
+			&cli.DurationFlag{Name: "etcd-election-timeout", Value: etcd.DefaultElectionTimeout, Destination: &o.ETCDElectionTimeout, Usage: "how long the embedded etcd's members wait for a leader before electing another (etcd's own default, 1s, suits fast disks)"},
 			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: kubectl.DefaultKubeconfig, Destination: &o.WriteKubeconfig, Usage: "where to write the admin kubeconfig"},
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Destination: &o.WriteKubeconfigMode, Usage: "file mode of the admin kubeconfig"},
 			&cli.BoolFlag{Name: "disable-agent", Destination: &o.DisableAgent, Usage: "run the control plane only, no node"},

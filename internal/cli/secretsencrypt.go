@@ -18,9 +18,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	_ "modernc.org/sqlite" // reads the embedded datastore
 
+	"github.com/skiff-dev/skiff/internal/etcd"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/kubeconfig"
 	"github.com/skiff-dev/skiff/internal/secretsencrypt"
+	"github.com/skiff-dev/skiff/internal/server"
 )
 
 // probeSecret is written until the API server encrypts it with a new key:
@@ -83,6 +85,9 @@ func secretsEncryptCommand() *cli.Command {
 					config, db, admin, err := paths(c)
 					if err != nil {
 						return err
+					}
+					if dir, _ := filepath.Abs(c.String("data-dir")); etcd.Exists(server.ETCDDir(dir)) {
+						return errors.New("rotate-keys does not work on the embedded etcd yet: the keys stay as they are")
 					}
 					if _, err := os.Stat(db); err != nil {
 						return errors.New("rotate-keys works on the embedded datastore: with --datastore-endpoint, servers share the keys at start, and rotating them on one server is not supported yet")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/skiff-dev/skiff/internal/etcd"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/server"
 	"github.com/skiff-dev/skiff/internal/snapshot"
@@ -65,13 +66,16 @@ func snapshotCommand() *cli.Command {
 				OnUsageError: usageError,
 				Flags:        flags(),
 				Action: func(c *cli.Context) error {
-					_, snapDir, err := dirs(c)
+					dataDir, snapDir, err := dirs(c)
 					if err != nil {
 						return err
 					}
 					all, err := snapshot.List(snapDir)
 					if err != nil {
 						return err
+					}
+					if etcd.Exists(server.ETCDDir(dataDir)) {
+						fmt.Fprintf(os.Stderr, "the server in %s runs on the embedded etcd, of which no snapshots are made yet: these are older ones\n", dataDir)
 					}
 					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "PATH\tSIZE\tCREATED")

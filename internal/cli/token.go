@@ -19,9 +19,11 @@ import (
 
 	"github.com/skiff-dev/skiff/internal/atomicfile"
 	"github.com/skiff-dev/skiff/internal/bootstrap"
+	"github.com/skiff-dev/skiff/internal/etcd"
 	"github.com/skiff-dev/skiff/internal/host"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/kubectl"
+	"github.com/skiff-dev/skiff/internal/server"
 )
 
 // tokenCommand manages the cluster's extra join tokens, and rotates the
@@ -187,7 +189,8 @@ func rotateToken(ctx context.Context, dataDir, secret string) (join.Token, error
 		return join.Token{}, errors.New("--new-token is the secret the server token has now: give another")
 	}
 	db := filepath.Join(dir, "server", "db")
-	if _, err := os.Stat(filepath.Join(db, "state.db")); err != nil {
+	_, sqliteErr := os.Stat(filepath.Join(db, "state.db"))
+	if sqliteErr != nil && !etcd.Exists(server.ETCDDir(dir)) {
 		// An external datastore holds the CA files sealed with the secret.
 		sock := filepath.Join(db, "kine.sock")
 		if _, err := os.Stat(sock); err != nil {

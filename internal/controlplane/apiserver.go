@@ -40,6 +40,10 @@ type APIServerConfig struct {
 	Listener net.Listener
 	// ETCDServers gives the datastore's address once it is ready.
 	ETCDServers func() string
+	// ETCDCAFile, ETCDCertFile and ETCDKeyFile are the API server's TLS
+	// towards an etcd that asks clients for a certificate (the embedded
+	// one); empty for kine.
+	ETCDCAFile, ETCDCertFile, ETCDKeyFile string
 	// AnonymousHandlers are served on the API port beside the API, by path,
 	// to anonymous clients too (a joining node has only its token, which
 	// its handler checks): nothing else but the health endpoints is open
@@ -69,12 +73,15 @@ func (a *APIServer) Name() string { return "kube-apiserver" }
 
 func (a *APIServer) args() []string {
 	c, f := a.Config, a.Config.Files
-	var encryption []string
+	var extra []string
 	if c.SecretsEncryption {
 		// Reloaded when the file changes: keys rotate without a restart.
-		encryption = []string{flag("encryption-provider-config", f.EncryptionConfig()), flag("encryption-provider-config-automatic-reload", true)}
+		extra = []string{flag("encryption-provider-config", f.EncryptionConfig()), flag("encryption-provider-config-automatic-reload", true)}
 	}
-	return append(encryption,
+	if a.ETCDCAFile != "" {
+		extra = append(extra, flag("etcd-cafile", a.ETCDCAFile), flag("etcd-certfile", a.ETCDCertFile), flag("etcd-keyfile", a.ETCDKeyFile))
+	}
+	return append(extra,
 		flag("advertise-address", c.AdvertiseIP),
 		flag("bind-address", c.BindAddress),
 		flag("secure-port", c.Port),

@@ -67,6 +67,22 @@ func (f Files) Shared() []string {
 		f.RequestHeaderCA(), f.RequestHeaderCAKey(), f.ServiceAccountKey(), f.KubeletCA(), f.KubeletCAKey()}
 }
 
+// The embedded etcd's CA (--cluster-init), which signs its serving and
+// peer certificates and the API server's client certificate towards it.
+// Every server of the cluster holds the same CA (ETCDShared).
+func (f Files) ETCDCA() string         { return f.path("etcd-ca.crt") }
+func (f Files) ETCDCAKey() string      { return f.path("etcd-ca.key") }
+func (f Files) ETCDServerCert() string { return f.path("serving-etcd.crt") }
+func (f Files) ETCDServerKey() string  { return f.path("serving-etcd.key") }
+func (f Files) ETCDPeerCert() string   { return f.path("peer-etcd.crt") }
+func (f Files) ETCDPeerKey() string    { return f.path("peer-etcd.key") }
+func (f Files) ETCDClientCert() string { return f.path("client-kube-apiserver-etcd.crt") }
+func (f Files) ETCDClientKey() string  { return f.path("client-kube-apiserver-etcd.key") }
+
+// ETCDShared are the files every server of a cluster on the embedded etcd
+// holds alike besides Shared: the etcd CA.
+func (f Files) ETCDShared() []string { return []string{f.ETCDCA(), f.ETCDCAKey()} }
+
 // ClientCert and ClientKey are the certificate files of a named client
 // (admin, controller, scheduler, metrics-server).
 func (f Files) ClientCert(name string) string { return f.path("client-" + name + ".crt") }

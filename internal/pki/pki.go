@@ -60,7 +60,20 @@ const (
 	Client Usage = iota
 	// Server certificates serve TLS.
 	Server
+	// ServerAndClient certificates serve TLS and authenticate to servers
+	// too: etcd's, whose members are each other's clients.
+	ServerAndClient
 )
+
+func (u Usage) extKeyUsage() []x509.ExtKeyUsage {
+	switch u {
+	case Server:
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	case ServerAndClient:
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	}
+	return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+}
 
 // Spec describes a leaf certificate.
 type Spec struct {
@@ -186,6 +199,9 @@ func (ca *CA) current(cert *x509.Certificate, key crypto.Signer, spec Spec, now 
 	if cert.Subject.CommonName != spec.CommonName || !sameSet(cert.Subject.Organization, spec.Organization) {
 		return false
 	}
+	if !slices.Equal(cert.ExtKeyUsage, spec.Usage.extKeyUsage()) {
+		return false
+	}
 	if !sameSet(cert.DNSNames, dedup(spec.DNSNames)) {
 		return false
 	}
@@ -217,11 +233,7 @@ func (ca *CA) Sign(pub crypto.PublicKey, spec Spec, validity time.Duration) (*x5
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		}
 	}
-	if spec.Usage == Server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
+	tmpl.ExtKeyUsage = spec.Usage.extKeyUsage()
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
 		return nil, err

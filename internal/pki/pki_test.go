@@ -187,3 +187,28 @@ func TestCAKeyWithoutCertIsCompleted(t *testing.T) {
 		t.Errorf("a CA certificate without its key: %v, want a refusal", err)
 	}
 }
+
+func TestCertWithAnotherUsageIsReissued(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := LoadOrCreateCA(dir, "etcd-ca", "test-etcd-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := filepath.Join(dir, "peer.crt"), filepath.Join(dir, "peer.key")
+	spec := Spec{CommonName: "peer", Usage: Client}
+	if _, err := ca.EnsureCert(cert, key, spec); err != nil {
+		t.Fatal(err)
+	}
+	spec.Usage = ServerAndClient
+	wrote, err := ca.EnsureCert(cert, key, spec)
+	if err != nil || !wrote {
+		t.Fatalf("EnsureCert with a new usage: wrote %v, %v; want a new certificate", wrote, err)
+	}
+	got := readCert(t, cert).ExtKeyUsage
+	if len(got) != 2 || got[0] != x509.ExtKeyUsageServerAuth || got[1] != x509.ExtKeyUsageClientAuth {
+		t.Fatalf("usages %v, want server and client auth", got)
+	}
+	if wrote, err := ca.EnsureCert(cert, key, spec); err != nil || wrote {
+		t.Fatalf("EnsureCert again: wrote %v, %v; want the certificate kept", wrote, err)
+	}
+}

@@ -53,6 +53,8 @@ func apiServerNames(domain string, sans []string) []string {
 // authorities are the cluster's CAs.
 type authorities struct {
 	client, server, kubelet, requestHeader *pki.CA
+	// etcd is the embedded etcd's CA; nil on kine.
+	etcd *pki.CA
 }
 
 // servingNames are what the API server's serving certificate names besides
@@ -308,6 +310,7 @@ func rotateIfAsked(c *controlplane.Config) error {
 	f := c.Files
 	leaves := []string{f.ServingCert(), f.APIServerClientCert(), f.AuthProxyCert(), f.MetricsServingCert(),
 		f.ControllerManagerServingCert(), f.SchedulerServingCert(),
+		f.ETCDServerCert(), f.ETCDPeerCert(), f.ETCDClientCert(),
 		filepath.Join(c.DataDir, "agent", "client-kubelet.crt"), filepath.Join(c.DataDir, "agent", "serving-kubelet.crt")}
 	for _, cl := range clients {
 		leaves = append(leaves, f.ClientCert(cl.name))

@@ -32,6 +32,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
 	"github.com/skiff-dev/skiff/internal/deploy"
+	"github.com/skiff-dev/skiff/internal/etcd"
 	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/helmchart"
 	"github.com/skiff-dev/skiff/internal/host"
@@ -41,6 +42,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/leader"
 	"github.com/skiff-dev/skiff/internal/loadbalancer"
 	"github.com/skiff-dev/skiff/internal/metricsserver"
+	"github.com/skiff-dev/skiff/internal/pki"
 	"github.com/skiff-dev/skiff/internal/renewal"
 	"github.com/skiff-dev/skiff/internal/secretsencrypt"
 	"github.com/skiff-dev/skiff/internal/servicelb"
@@ -94,6 +96,12 @@ type Options struct {
 	// GatewayAddressPool gives each Gateway an address of its own (see
 	// ingress.ParseAddressPool); empty: Gateways share the nodes'.
 	GatewayAddressPool string
+	// ClusterInit starts a cluster on the embedded etcd instead of
+	// SQLite. A data dir that holds etcd's data keeps using it without.
+	ClusterInit bool
+	// ETCDHeartbeatInterval and ETCDElectionTimeout are the embedded
+	// etcd's raft timings (etcd.Default* when zero).
+	ETCDHeartbeatInterval, ETCDElectionTimeout time.Duration
 }
 
 // Run runs the server until ctx ends or a component fails. Every check that
@@ -147,7 +155,10 @@ type plan struct {
 	// agentSecret is the agent token's, empty without one.
 	agentSecret string
 	joins       *join.Handler
-	store       *datastore.Datastore
+	// store is kine's datastore; nil on the embedded etcd.
+	store *datastore.Datastore
+	// etcd is the embedded etcd; nil on kine.
+	etcd *etcd.ETCD
 	// metrics is the resource metrics API; nil with --disable metrics-server.
 	metrics *metricsserver.MetricsServer
 	// snapshots saves scheduled snapshots; nil without a schedule.
@@ -189,6 +200,13 @@ func check(o Options) (*plan, error) {
 	if p.advertise, p.ips, err = addresses(o); err != nil {
 		return nil, err
 	}
+	useETCD, err := checkDatastore(o, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	// Servers that share a datastore elect one of them to run each
+	// controller: an external database, or etcd, which others join.
+	leaderElect := !datastore.Embedded(o.DatastoreEndpoint) || useETCD
 	p.cfg = &controlplane.Config{
 		DataDir:               dataDir,
 		Files:                 controlplane.Files{Dir: filepath.Join(dataDir, "server", "tls")},
@@ -199,7 +217,7 @@ func check(o Options) (*plan, error) {
 		ServiceCIDR:           o.ServiceCIDR,
 		ServiceNodePortRange:  o.ServiceNodePortRange,
 		ClusterDomain:         o.ClusterDomain,
-		LeaderElect:           !datastore.Embedded(o.DatastoreEndpoint),
+		LeaderElect:           leaderElect,
 		Verbosity:             o.Verbosity,
 		APIServerArgs:         o.APIServerArgs,
 		ControllerManagerArgs: o.ControllerManagerArgs,
@@ -269,15 +287,21 @@ func check(o Options) (*plan, error) {
 		ReservedNames: apiServerNames(o.ClusterDomain, o.TLSSANs),
 		Client:        func() (kubernetes.Interface, error) { return kubeconfig.Client(p.cfg.Files.Kubeconfig("admin")) },
 	}
-	dcfg := datastore.Config{Dir: filepath.Join(p.cfg.DataDir, "server", "db"), Endpoint: o.DatastoreEndpoint}
-	if !datastore.Embedded(o.DatastoreEndpoint) {
-		// Servers sharing an external datastore share its CAs too.
-		dcfg.Bootstrap = func(ctx context.Context, kv clientv3.KV) error {
-			return bootstrap.Sync(ctx, kv, p.shared(), p.secret, p.prepare)
+	if useETCD {
+		if p.etcd, err = p.newETCD(); err != nil {
+			return nil, err
 		}
-	}
-	if p.store, err = datastore.New(dcfg); err != nil {
-		return nil, err
+	} else {
+		dcfg := datastore.Config{Dir: dbDir(dataDir), Endpoint: o.DatastoreEndpoint}
+		if !datastore.Embedded(o.DatastoreEndpoint) {
+			// Servers sharing an external datastore share its CAs too.
+			dcfg.Bootstrap = func(ctx context.Context, kv clientv3.KV) error {
+				return bootstrap.Sync(ctx, kv, p.shared(), p.secret, p.prepare)
+			}
+		}
+		if p.store, err = datastore.New(dcfg); err != nil {
+			return nil, err
+		}
 	}
 	if err := p.checkSnapshots(); err != nil {
 		return nil, err
@@ -294,6 +318,9 @@ func (p *plan) shared() []string {
 	files := p.cfg.Files.Shared()
 	if p.cfg.SecretsEncryption {
 		files = append(files, p.cfg.Files.EncryptionConfig())
+	}
+	if p.etcd != nil {
+		files = append(files, p.cfg.Files.ETCDShared()...)
 	}
 	return files
 }
@@ -313,6 +340,14 @@ func (p *plan) prepare() error {
 	cas, err := ensurePKI(cfg, p.servingNames())
 	if err != nil {
 		return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
+	}
+	if p.etcd != nil {
+		if cas.etcd, err = pki.LoadOrCreateCA(cfg.Files.Dir, "etcd-ca", "skiff-etcd-ca"); err != nil {
+			return fmt.Errorf("certificates in %s: %w", cfg.Files.Dir, err)
+		}
+		if _, err := ensureETCDLeaves(cfg, cas.etcd, p.etcdNames()); err != nil {
+			return fmt.Errorf("etcd's certificates in %s: %w", cfg.Files.Dir, err)
+		}
 	}
 	if !p.o.DisableAgent {
 		if _, err := ensureNodeCerts(cfg, p.ncfg, p.ips[0], cas); err != nil {
@@ -349,6 +384,12 @@ func (p *plan) renewCerts(context.Context) (bool, error) {
 	if err != nil {
 		return renewed, err
 	}
+	if cas.etcd != nil {
+		etcdRenewed, err := ensureETCDLeaves(p.cfg, cas.etcd, p.etcdNames())
+		if renewed = renewed || etcdRenewed; err != nil {
+			return renewed, err
+		}
+	}
 	if !p.o.DisableAgent {
 		node, err := ensureNodeCerts(p.cfg, p.ncfg, p.ips[0], cas)
 		if renewed = renewed || node; err != nil {
@@ -373,9 +414,18 @@ func (p *plan) components() ([]component.Component, error) {
 			return nil, err
 		}
 	}
-	store := p.store
-	apiserver, err := controlplane.NewAPIServer(controlplane.APIServerConfig{Config: cfg, Listener: p.ln, ETCDServers: store.ETCDServers,
-		DatastoreIdentity: store.Identity, AnonymousHandlers: map[string]http.Handler{join.CACertsPath: p.joins, join.JoinPath: p.joins}})
+	acfg := controlplane.APIServerConfig{Config: cfg, Listener: p.ln,
+		AnonymousHandlers: map[string]http.Handler{join.CACertsPath: p.joins, join.JoinPath: p.joins}}
+	var store component.Component
+	if p.etcd != nil {
+		store = p.etcd
+		acfg.ETCDServers, acfg.DatastoreIdentity = p.etcd.ETCDServers, p.etcd.Identity
+		acfg.ETCDCAFile, acfg.ETCDCertFile, acfg.ETCDKeyFile = cfg.Files.ETCDCA(), cfg.Files.ETCDClientCert(), cfg.Files.ETCDClientKey()
+	} else {
+		store = p.store
+		acfg.ETCDServers, acfg.DatastoreIdentity = p.store.ETCDServers, p.store.Identity
+	}
+	apiserver, err := controlplane.NewAPIServer(acfg)
 	if err != nil {
 		return nil, err
 	}

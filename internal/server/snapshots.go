@@ -12,6 +12,7 @@ import (
 	"github.com/skiff-dev/skiff/internal/bootstrap"
 	"github.com/skiff-dev/skiff/internal/controlplane"
 	"github.com/skiff-dev/skiff/internal/datastore"
+	"github.com/skiff-dev/skiff/internal/etcd"
 	"github.com/skiff-dev/skiff/internal/join"
 	"github.com/skiff-dev/skiff/internal/snapshot"
 )
@@ -29,7 +30,7 @@ func SnapshotDir(dataDir, flag string) string {
 // node's password (its Node's binding is in the database) and the
 // encryption configuration its Secrets need.
 func snapshotFiles(c *controlplane.Config) (always, optional []string) {
-	return c.Files.Shared(), []string{filepath.Join(c.DataDir, "server", "node-password"), c.Files.EncryptionConfig()}
+	return c.Files.Shared(), append([]string{filepath.Join(c.DataDir, "server", "node-password"), c.Files.EncryptionConfig()}, c.Files.ETCDShared()...)
 }
 
 // SnapshotFiles are the files a snapshot of the data dir carries.
@@ -56,6 +57,9 @@ func (p *plan) checkSnapshots() error {
 		return errors.New("--cluster-reset-restore-path restores only with --cluster-reset: give both")
 	}
 	if o.ClusterReset {
+		if p.etcd != nil {
+			return fmt.Errorf("--cluster-reset does not restore the embedded etcd yet (this data dir runs on it, %s): restore a SQLite snapshot into another --data-dir", ETCDDir(p.cfg.DataDir))
+		}
 		if !embedded {
 			return errors.New("--cluster-reset restores the embedded datastore; with --datastore-endpoint, restore the database from its own backups")
 		}
@@ -79,6 +83,9 @@ func (p *plan) checkSnapshots() error {
 	}
 	if !embedded {
 		return errors.New("--snapshot-schedule-cron snapshots the embedded datastore; with --datastore-endpoint, use the database's own backups")
+	}
+	if p.etcd != nil {
+		return errors.New("--snapshot-schedule-cron does not snapshot the embedded etcd yet: leave it out, and back up <data-dir>/server while the server is stopped")
 	}
 	var err error
 	// Each snapshot is sealed with the token file's secret, as `skiff
@@ -132,6 +139,9 @@ func (p *plan) restore() error {
 // token's secret.
 func SnapshotSource(dataDir string) (snapshot.Source, error) {
 	c := &controlplane.Config{DataDir: dataDir, Files: controlplane.Files{Dir: filepath.Join(dataDir, "server", "tls")}}
+	if etcd.Exists(ETCDDir(dataDir)) {
+		return snapshot.Source{}, fmt.Errorf("the server in %s runs on the embedded etcd, which `skiff snapshot save` does not snapshot yet: back up %s while the server is stopped", dataDir, filepath.Join(dataDir, "server"))
+	}
 	t, err := join.ReadServerToken(tokenFile(c))
 	var unread *fs.PathError
 	if errors.As(err, &unread) {
