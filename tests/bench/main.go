@@ -27,7 +27,9 @@ import (
 var (
 	idle  = flag.Duration("idle", 60*time.Second, "how long the server idles before its memory is read")
 	warms = flag.Int("warm", 3, "warm starts to take the median of")
-	only  = flag.String("only", "", "run one part only: server, datastore, node, multinode, disposable or compare")
+	only  = flag.String("only", "", "run one part only: server, datastore, node, multinode, disposable, ingress or compare")
+
+	ingressProfile = flag.String("ingress-profile", "", "a dir: the ingress part saves the node's CPU profile during its keep-alive case through the ingress, and its heap profile with 1,000 routes, there")
 )
 
 func main() {
@@ -35,7 +37,7 @@ func main() {
 	for _, part := range []struct {
 		name string
 		run  func() error
-	}{{"server", run}, {"datastore", benchDatastore}, {"node", benchNode}, {"multinode", benchMultinode}, {"disposable", benchDisposable}, {"compare", benchCompare}} {
+	}{{"server", run}, {"datastore", benchDatastore}, {"node", benchNode}, {"multinode", benchMultinode}, {"disposable", benchDisposable}, {"ingress", benchIngress}, {"compare", benchCompare}} {
 		if *only != "" && *only != part.name {
 			continue
 		}
