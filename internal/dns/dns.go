@@ -51,8 +51,10 @@ import (
 // .server are whole server blocks of their own.
 const CustomConfigMap = "coredns-custom"
 
-// HealthPort is where CoreDNS's health plugin answers, on the DNS address.
-const HealthPort = 8080
+// HealthPort is where CoreDNS's health plugin answers, on the DNS address:
+// among the ports of the kubelet and control plane, away from 8080, which
+// Gateway listeners take (the node's ingress listens on every address).
+const HealthPort = 10253
 
 // logDirective is a directive of skiff's own, set up right after the
 // kubernetes plugin: that plugin's setup replaces klog's logger with

@@ -126,3 +126,20 @@ func TestAddressPoolAssignment(t *testing.T) {
 		t.Error("the assignment depends on the order of the Gateways")
 	}
 }
+
+// TestAddressPoolUnavailablePort: a port the node could not open is
+// reported on a Gateway of its own address as on the others.
+func TestAddressPoolUnavailablePort(t *testing.T) {
+	cfg := testConfig
+	cfg.AddressPool, _ = ParseAddressPool("192.0.2.1")
+	cfg.UnavailablePorts = map[int32]string{80: "another program holds it"}
+	in := &Input{
+		GatewayClasses: []*gatewayv1.GatewayClass{{ObjectMeta: metav1.ObjectMeta{Name: "skiff"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: DefaultGatewayController}}},
+		Gateways:       []*gatewayv1.Gateway{poolGateway("a", 1, "")},
+	}
+	st := Build(cfg, in).Gateways[types.NamespacedName{Namespace: "ns", Name: "a"}]
+	c := st.Listeners[0].Conditions[0]
+	if c.Type != string(gatewayv1.ListenerConditionAccepted) || c.Status != metav1.ConditionFalse || c.Reason != string(gatewayv1.ListenerReasonPortUnavailable) {
+		t.Errorf("listener on an unavailable port: %+v", c)
+	}
+}

@@ -222,7 +222,9 @@ func olderFirst(a, b metav1.Object) int {
 // claimPort reserves port for protocol on addrs (nil: the node's
 // addresses); the message says why it cannot.
 func (b *builder) claimPort(addrs []string, port int32, p Protocol, owner string) (*portBuilder, string) {
-	if msg, ok := b.cfg.UnavailablePorts[port]; ok && len(addrs) == 0 {
+	// The node opens a port on every address at once: one it could not
+	// open serves Gateways of their own addresses no more than others.
+	if msg, ok := b.cfg.UnavailablePorts[port]; ok {
 		return nil, fmt.Sprintf("port %d cannot be opened: %s", port, msg)
 	}
 	k := portKey{addrs: strings.Join(addrs, ","), port: port}
