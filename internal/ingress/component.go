@@ -46,9 +46,22 @@ const StatusLease = "skiff-ingress-status"
 
 // Features are the Gateway API features (conformance names) the node
 // serves, written to our GatewayClasses' status: the GATEWAY-HTTP
-// profile's core ones. Extended ones join once the conformance suite has
-// passed them against a node.
-var Features = []string{"Gateway", "HTTPRoute", "ReferenceGrant"}
+// profile's core ones, and the extended ones the conformance suite
+// (tests/gatewayapi) passes against a node. Not claimed: BackendTLSPolicy,
+// client certificates (frontend and backend), CORS, retries by status
+// code, ListenerSets, GatewayInfrastructure (no resources are made for a
+// Gateway) and GatewayStaticAddresses.
+var Features = []string{
+	"Gateway", "HTTPRoute", "ReferenceGrant",
+	"GatewayAddressEmpty", "GatewayHTTPListenerIsolation", "GatewayHTTPSListenerDetectMisdirectedRequests", "GatewayPort8080",
+	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
+	"HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket", "HTTPRouteBackendRequestHeaderModification",
+	"HTTPRouteBackendTimeout", "HTTPRouteDestinationPortMatching", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
+	"HTTPRouteNamedRouteRule", "HTTPRouteParentRefPort", "HTTPRoutePathRedirect", "HTTPRoutePathRewrite",
+	"HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
+	"HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification",
+	"HTTPRouteRetryConnectionError", "HTTPRouteSchemeRedirect",
+}
 
 // NodeConfig configures the component.
 type NodeConfig struct {
