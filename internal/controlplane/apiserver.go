@@ -201,11 +201,14 @@ func (a *APIServer) policyStampPath() string {
 }
 
 // ensurePolicy runs upstream's policy hooks, and skiff's node roles (see
-// nodeRoles). When the datastore holds the
-// policy already (policyStamp), they run beside the API server and do not
-// hold /readyz back; a failure is logged, as the earlier start's policy is
-// in place. On a new database, another database or a new version, this
-// hook waits for them as upstream's /readyz does, then records the stamp.
+// nodeRoles). When the datastore holds the policy already (policyStamp),
+// they run beside the API server and do not hold /readyz back; a failure is
+// logged, as the earlier start's policy is in place. On a new database,
+// another database or a new version, this hook first writes the policy
+// itself, all at once (writeFirstPolicy), and /readyz waits for that; the
+// hooks then run beside and record the stamp once they are through. Should
+// that first write fail, the hook waits for upstream's hooks instead, as
+// upstream's /readyz does.
 func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error {
 	_, rbac, err := rbacrest.RESTStorageProvider{}.PostStartHook()
 	if err != nil {
@@ -214,30 +217,36 @@ func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error
 	hooks := []genericapiserver.PostStartHookFunc{rbac, schedulingrest.AddSystemPriorityClasses(), ensureNodeRoles}
 	names := append(slices.Clone(policyHooks), "skiff/node-roles")
 	stamp, warm := a.policyStamp()
-	if warm {
+	runHooks := func() error {
+		errs := make([]error, len(hooks))
+		var wg sync.WaitGroup
 		for i, hook := range hooks {
-			go func() {
-				if err := hook(hc); err != nil {
-					klog.ErrorS(err, "bootstrap policy not updated", "hook", names[i])
+			wg.Go(func() {
+				if errs[i] = hook(hc); errs[i] != nil {
+					klog.ErrorS(errs[i], "bootstrap policy not updated", "hook", names[i])
 				}
-			}()
+			})
+		}
+		wg.Wait()
+		if err := utilerrors.NewAggregate(errs); err != nil {
+			return err
+		}
+		if stamp != "" && !warm {
+			if err := atomicfile.Write(a.policyStampPath(), []byte(stamp), 0o600); err != nil {
+				klog.ErrorS(err, "cannot record that the bootstrap policy is in place; the next start waits for it again")
+			}
 		}
 		return nil
 	}
-	errs := make([]error, len(hooks))
-	var wg sync.WaitGroup
-	for i, hook := range hooks {
-		wg.Go(func() { errs[i] = hook(hc) })
+	if warm {
+		go runHooks()
+		return nil
 	}
-	wg.Wait()
-	if err := utilerrors.NewAggregate(errs); err != nil {
-		return err
+	if err := writeFirstPolicy(hc.Context, hc.LoopbackClientConfig); err != nil {
+		klog.InfoS("the bootstrap policy was not written at once; waiting for the API server's own hooks", "err", err)
+		return runHooks()
 	}
-	if stamp != "" {
-		if err := atomicfile.Write(a.policyStampPath(), []byte(stamp), 0o600); err != nil {
-			klog.ErrorS(err, "cannot record that the bootstrap policy is in place; the next start waits for it again")
-		}
-	}
+	go runHooks()
 	return nil
 }
 
