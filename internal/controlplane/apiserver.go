@@ -161,6 +161,11 @@ func (a *APIServer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// At shutdown, in-flight requests drain and watches end before the API
+	// server exits whatever this says; it bounds only the wait for clients
+	// to hang up after the GOAWAY, which Go's HTTP/2 clients do only when
+	// they next use an idle connection: the rest of a second otherwise.
+	server.GenericAPIServer.ShutdownTimeout = shutdownTimeout
 	for path, h := range a.AnonymousHandlers {
 		server.GenericAPIServer.Handler.NonGoRestfulMux.Handle(path, h)
 	}
@@ -172,6 +177,10 @@ func (a *APIServer) Run(ctx context.Context) error {
 	go a.waitReady(ctx)
 	return prepared.Run(ctx)
 }
+
+// shutdownTimeout bounds the API server's wait for its clients to close
+// their connections once it stops (see Run).
+const shutdownTimeout = 100 * time.Millisecond
 
 // policyHooks are the API server's post-start hooks that create or update
 // the bootstrap policy, the default RBAC roles and bindings and the system
