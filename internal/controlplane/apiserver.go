@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -212,12 +214,12 @@ func (a *APIServer) policyStampPath() string {
 // ensurePolicy runs upstream's policy hooks, and skiff's node roles (see
 // nodeRoles). When the datastore holds the policy already (policyStamp),
 // they run beside the API server and do not hold /readyz back; a failure is
-// logged, as the earlier start's policy is in place. On a new database,
-// another database or a new version, this hook first writes the policy
-// itself, all at once (writeFirstPolicy), and /readyz waits for that; the
-// hooks then run beside and record the stamp once they are through. Should
-// that first write fail, the hook waits for upstream's hooks instead, as
-// upstream's /readyz does.
+// logged, as the earlier start's policy is in place. On a new data dir
+// (no stamp at all), this hook first writes the policy itself, all at once
+// (writeFirstPolicy), and /readyz waits for that only; the stamp is
+// recorded then, and upstream's hooks run beside. On another database or a
+// new version, or should that first write fail, it waits for upstream's
+// hooks as upstream's /readyz does, then records the stamp.
 func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error {
 	_, rbac, err := rbacrest.RESTStorageProvider{}.PostStartHook()
 	if err != nil {
@@ -225,7 +227,6 @@ func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error
 	}
 	hooks := []genericapiserver.PostStartHookFunc{rbac, schedulingrest.AddSystemPriorityClasses(), ensureNodeRoles}
 	names := append(slices.Clone(policyHooks), "skiff/node-roles")
-	stamp, warm := a.policyStamp()
 	runHooks := func() error {
 		errs := make([]error, len(hooks))
 		var wg sync.WaitGroup
@@ -237,25 +238,34 @@ func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error
 			})
 		}
 		wg.Wait()
-		if err := utilerrors.NewAggregate(errs); err != nil {
-			return err
-		}
-		if stamp != "" && !warm {
-			if err := atomicfile.Write(a.policyStampPath(), []byte(stamp), 0o600); err != nil {
-				klog.ErrorS(err, "cannot record that the bootstrap policy is in place; the next start waits for it again")
-			}
-		}
-		return nil
+		return utilerrors.NewAggregate(errs)
 	}
+	record := func(stamp string) {
+		if stamp == "" {
+			return
+		}
+		if err := atomicfile.Write(a.policyStampPath(), []byte(stamp), 0o600); err != nil {
+			klog.ErrorS(err, "cannot record that the bootstrap policy is in place; the next start waits for it again")
+		}
+	}
+	stamp, warm := a.policyStamp()
 	if warm {
 		go runHooks()
 		return nil
 	}
-	if err := writeFirstPolicy(hc.Context, hc.LoopbackClientConfig); err != nil {
+	if _, err := os.Stat(a.policyStampPath()); errors.Is(err, fs.ErrNotExist) {
+		err := writeFirstPolicy(hc.Context, hc.LoopbackClientConfig)
+		if err == nil {
+			record(stamp)
+			go runHooks()
+			return nil
+		}
 		klog.InfoS("the bootstrap policy was not written at once; waiting for the API server's own hooks", "err", err)
-		return runHooks()
 	}
-	go runHooks()
+	if err := runHooks(); err != nil {
+		return err
+	}
+	record(stamp)
 	return nil
 }
 
