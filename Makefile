@@ -79,8 +79,10 @@ e2e: build
 # network namespace), then start-up, memory, pods and DNS on real servers,
 # then an agent joining and the overlay's throughput on a LAN of network
 # namespaces (`go run ./tests/bench -only multinode` for that part alone),
-# then the release's sizes and the throwaway-cluster recipe's times, and
-# last the footprint of the previous release and of this build side by side
+# then the release's sizes and the README's throwaway-cluster recipe timed
+# from outside for the previous release and this build in turn, with the
+# cold start's timeline of each (`go run ./tests/bench -only disposable`),
+# and last the footprint of the previous release and of this build side by side
 # (start-up, idle memory, memory with 30 pods).
 bench: release build $(PREVIOUS_BIN)
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy ./internal/netpol

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -166,23 +167,81 @@ func (a *Addons) Run(ctx context.Context) error {
 			metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 		return err
 	}
-	for _, u := range a.objects {
-		var last error
-		// The API server may still be installing its own defaults: retry
-		// for a while before giving up on a start.
-		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			last = apply(u)
-			return last == nil, nil
-		})
-		if err != nil {
+	// The objects go in at once, those of a kind that one of the add-ons'
+	// CRDs defines once the others are in: the API serves such a kind only
+	// after its CRD.
+	for _, batch := range splitByCRD(a.objects) {
+		if err := applyAll(ctx, batch, apply); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("applying %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), last)
+			return err
 		}
 	}
 	klog.V(1).InfoS("add-ons applied", "objects", len(a.objects))
 	a.SetReady()
 	<-ctx.Done()
 	return nil
+}
+
+// applyWorkers is how many objects are applied at once.
+const applyWorkers = 8
+
+// applyAll applies objs at once, each retried for a while (the API server
+// may still be installing its own defaults, or a CRD be not yet
+// established) before start-up gives up on it.
+func applyAll(ctx context.Context, objs []*unstructured.Unstructured, apply func(*unstructured.Unstructured) error) error {
+	errs := make([]error, len(objs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(applyWorkers, len(objs)) {
+		wg.Go(func() {
+			for i := range next {
+				u := objs[i]
+				var last error
+				err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+					last = apply(u)
+					return last == nil, nil
+				})
+				if err != nil {
+					errs[i] = fmt.Errorf("applying %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), last)
+				}
+			}
+		})
+	}
+	for i := range objs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// splitByCRD splits objs, keeping their order, into those of the kinds the
+// API serves by itself (the CRDs among them) and those of a kind that one
+// of the CRDs in objs defines.
+func splitByCRD(objs []*unstructured.Unstructured) [][]*unstructured.Unstructured {
+	defined := map[string]bool{}
+	for _, u := range objs {
+		if u.GetKind() != "CustomResourceDefinition" {
+			continue
+		}
+		group, _, _ := unstructured.NestedString(u.Object, "spec", "group")
+		kind, _, _ := unstructured.NestedString(u.Object, "spec", "names", "kind")
+		defined[group+"/"+kind] = true
+	}
+	var builtin, custom []*unstructured.Unstructured
+	for _, u := range objs {
+		if gvk := u.GroupVersionKind(); defined[gvk.Group+"/"+gvk.Kind] {
+			custom = append(custom, u)
+		} else {
+			builtin = append(builtin, u)
+		}
+	}
+	return [][]*unstructured.Unstructured{builtin, custom}
 }

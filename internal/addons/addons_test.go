@@ -45,3 +45,34 @@ func TestCheckDisable(t *testing.T) {
 		t.Fatal("unknown name accepted")
 	}
 }
+
+// TestSplitByCRD: the objects of a kind the add-ons' own CRDs define come
+// after everything else, and every object is in one batch.
+func TestSplitByCRD(t *testing.T) {
+	all, err := Render(manifests.Values{ClusterDNS: "10.43.0.10", ClusterDomain: "cluster.local"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := splitByCRD(all)
+	if len(batches) != 2 || len(batches[0])+len(batches[1]) != len(all) {
+		t.Fatalf("split %d objects into %d batches", len(all), len(batches))
+	}
+	crds := map[string]bool{}
+	for _, u := range batches[0] {
+		if u.GetKind() == "CustomResourceDefinition" {
+			crds[u.GetName()] = true
+		}
+	}
+	for _, u := range batches[1] {
+		if u.GetKind() == "CustomResourceDefinition" {
+			t.Fatalf("CRD %s in the second batch", u.GetName())
+		}
+	}
+	var gatewayClass bool
+	for _, u := range batches[1] {
+		gatewayClass = gatewayClass || u.GetKind() == "GatewayClass"
+	}
+	if len(crds) > 0 && !gatewayClass {
+		t.Fatalf("the GatewayClass is not after the CRDs: %v", batches[1])
+	}
+}

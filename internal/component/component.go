@@ -141,11 +141,14 @@ func waitReady(ctx context.Context, r *running, failed <-chan error) error {
 }
 
 func stop(r *running) error {
+	start := time.Now()
 	r.cancel()
 	select {
 	case err := <-r.done:
 		if err != nil && !errors.Is(err, context.Canceled) {
-			klog.V(1).InfoS("component stopped", "component", r.c.Name(), "err", err)
+			klog.V(1).InfoS("component stopped", "component", r.c.Name(), "took", time.Since(start), "err", err)
+		} else {
+			klog.V(1).InfoS("component stopped", "component", r.c.Name(), "took", time.Since(start))
 		}
 		return nil
 	case <-time.After(StopTimeout):

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -168,6 +170,11 @@ func (a *APIServer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// At shutdown, in-flight requests drain and watches end before the API
+	// server exits whatever this says; it bounds only the wait for clients
+	// to hang up after the GOAWAY, which Go's HTTP/2 clients do only when
+	// they next use an idle connection: the rest of a second otherwise.
+	server.GenericAPIServer.ShutdownTimeout = shutdownTimeout
 	for path, h := range a.AnonymousHandlers {
 		server.GenericAPIServer.Handler.NonGoRestfulMux.Handle(path, h)
 	}
@@ -179,6 +186,10 @@ func (a *APIServer) Run(ctx context.Context) error {
 	go a.waitReady(ctx)
 	return prepared.Run(ctx)
 }
+
+// shutdownTimeout bounds the API server's wait for its clients to close
+// their connections once it stops (see Run).
+const shutdownTimeout = 100 * time.Millisecond
 
 // policyHooks are the API server's post-start hooks that create or update
 // the bootstrap policy, the default RBAC roles and bindings and the system
@@ -208,11 +219,14 @@ func (a *APIServer) policyStampPath() string {
 }
 
 // ensurePolicy runs upstream's policy hooks, and skiff's node roles (see
-// nodeRoles). When the datastore holds the
-// policy already (policyStamp), they run beside the API server and do not
-// hold /readyz back; a failure is logged, as the earlier start's policy is
-// in place. On a new database, another database or a new version, this
-// hook waits for them as upstream's /readyz does, then records the stamp.
+// nodeRoles). When the datastore holds the policy already (policyStamp),
+// they run beside the API server and do not hold /readyz back; a failure is
+// logged, as the earlier start's policy is in place. On a new data dir
+// (no stamp at all), this hook first writes the policy itself, all at once
+// (writeFirstPolicy), and /readyz waits for that only; the stamp is
+// recorded then, and upstream's hooks run beside. On another database or a
+// new version, or should that first write fail, it waits for upstream's
+// hooks as upstream's /readyz does, then records the stamp.
 func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error {
 	_, rbac, err := rbacrest.RESTStorageProvider{}.PostStartHook()
 	if err != nil {
@@ -220,31 +234,45 @@ func (a *APIServer) ensurePolicy(hc genericapiserver.PostStartHookContext) error
 	}
 	hooks := []genericapiserver.PostStartHookFunc{rbac, schedulingrest.AddSystemPriorityClasses(), ensureNodeRoles}
 	names := append(slices.Clone(policyHooks), "skiff/node-roles")
-	stamp, warm := a.policyStamp()
-	if warm {
+	runHooks := func() error {
+		errs := make([]error, len(hooks))
+		var wg sync.WaitGroup
 		for i, hook := range hooks {
-			go func() {
-				if err := hook(hc); err != nil {
-					klog.ErrorS(err, "bootstrap policy not updated", "hook", names[i])
+			wg.Go(func() {
+				if errs[i] = hook(hc); errs[i] != nil {
+					klog.ErrorS(errs[i], "bootstrap policy not updated", "hook", names[i])
 				}
-			}()
+			})
 		}
-		return nil
+		wg.Wait()
+		return utilerrors.NewAggregate(errs)
 	}
-	errs := make([]error, len(hooks))
-	var wg sync.WaitGroup
-	for i, hook := range hooks {
-		wg.Go(func() { errs[i] = hook(hc) })
-	}
-	wg.Wait()
-	if err := utilerrors.NewAggregate(errs); err != nil {
-		return err
-	}
-	if stamp != "" {
+	record := func(stamp string) {
+		if stamp == "" {
+			return
+		}
 		if err := atomicfile.Write(a.policyStampPath(), []byte(stamp), 0o600); err != nil {
 			klog.ErrorS(err, "cannot record that the bootstrap policy is in place; the next start waits for it again")
 		}
 	}
+	stamp, warm := a.policyStamp()
+	if warm {
+		go runHooks()
+		return nil
+	}
+	if _, err := os.Stat(a.policyStampPath()); errors.Is(err, fs.ErrNotExist) {
+		err := writeFirstPolicy(hc.Context, hc.LoopbackClientConfig)
+		if err == nil {
+			record(stamp)
+			go runHooks()
+			return nil
+		}
+		klog.InfoS("the bootstrap policy was not written at once; waiting for the API server's own hooks", "err", err)
+	}
+	if err := runHooks(); err != nil {
+		return err
+	}
+	record(stamp)
 	return nil
 }
 

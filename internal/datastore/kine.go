@@ -95,11 +95,16 @@ func listen(ctx context.Context, wg *sync.WaitGroup, socket string, cfg drivers.
 	}()
 	go func() {
 		<-ctx.Done()
-		// Watches never end by themselves: give the others two seconds.
-		t := time.AfterFunc(2*time.Second, gs.Stop)
+		// The datastore stops after the API server, its only client:
+		// what is left are watches, which never end by themselves, and
+		// calls the API server left behind, whose writes it was never told
+		// were done. The backend stops first: a watch ends when the
+		// backend's poll loop next looks (PollInterval) unless the backend
+		// is gone. Then the calls get a moment.
+		bcancel()
+		t := time.AfterFunc(250*time.Millisecond, gs.Stop)
 		gs.GracefulStop()
 		t.Stop()
-		bcancel()
 	}()
 	return []string{"unix://" + socket}, nil
 }

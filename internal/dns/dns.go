@@ -166,7 +166,7 @@ func (d *DNS) Run(ctx context.Context) error {
 		},
 	})
 	go informer.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+	if !cache.WaitFor(ctx, "", informer.HasSyncedChecker()) {
 		return nil
 	}
 

@@ -152,7 +152,7 @@ func (o *Overlay) Run(ctx context.Context) error {
 	})
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {
+	if !cache.WaitFor(ctx, "", nodes.Informer().HasSyncedChecker()) {
 		return nil
 	}
 	// A resync now and then repairs entries someone else removed.

@@ -146,7 +146,7 @@ func (c *Controller) control(ctx context.Context) error {
 	c.config = configs.Lister()
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), charts.Informer().HasSynced, configs.Informer().HasSynced) {
+	if !cache.WaitFor(ctx, "", charts.Informer().HasSyncedChecker(), configs.Informer().HasSyncedChecker()) {
 		return nil
 	}
 	klog.InfoS("watching HelmCharts", "staticCharts", c.cfg.StaticDir)

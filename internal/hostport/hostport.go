@@ -86,7 +86,7 @@ func (h *HostPorts) Run(ctx context.Context) error {
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
+	if !cache.WaitFor(ctx, "", pods.Informer().HasSyncedChecker()) {
 		return nil // ctx ended
 	}
 	events := record.NewBroadcaster(record.WithContext(ctx))

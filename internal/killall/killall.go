@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/skiff-dev/skiff/internal/cni"
 	"github.com/skiff-dev/skiff/internal/flannel"
 	"github.com/skiff-dev/skiff/internal/host"
@@ -84,24 +86,36 @@ func (n Node) Run() (Report, error) {
 		}
 	}
 	r.Processes = len(procs)
+	// skiff and containerd stop while the pods are killed: neither waits
+	// for the other. Every wait is on the processes' exits (pidfds), not
+	// a look every so often.
 	signalAll(main, syscall.SIGTERM)
-	if !waitGone(main, 15*time.Second) {
-		signalAll(main, syscall.SIGKILL)
-		waitGone(main, 5*time.Second)
-	}
-	// The pods: everything under the shims and in the kubelet's cgroups.
-	// Killing a shim first would orphan its containers.
-	seen := map[int]bool{}
-	for i := 0; i < 100; i++ {
-		pods := n.podPids(shims)
-		if len(pods) == 0 {
-			break
+	mainGone := make(chan struct{})
+	go func() {
+		defer close(mainGone)
+		if !waitGone(main, 15*time.Second) {
+			signalAll(main, syscall.SIGKILL)
+			waitGone(main, 5*time.Second)
 		}
+	}()
+	// The pods: everything under the shims and in the kubelet's cgroups.
+	// Killing a shim first would orphan its containers. Once skiff is gone
+	// nothing starts a container again: what a kubelet still stopping
+	// restarted meanwhile is killed in the passes after.
+	seen := map[int]bool{}
+	killPods := func() bool {
+		// Zombies are dead already: their shim reaps them.
+		pods := slices.DeleteFunc(n.podPids(shims), func(p int) bool { return !running(p) })
 		for _, p := range pods {
 			seen[p] = true
 		}
 		signalAll(pods, syscall.SIGKILL)
-		time.Sleep(100 * time.Millisecond) // the kernel takes a moment to empty cgroups
+		waitGone(pods, 5*time.Second)
+		return len(pods) > 0
+	}
+	killPods()
+	<-mainGone
+	for i := 0; i < 100 && killPods(); i++ {
 	}
 	r.Pods = len(seen)
 	signalAll(shims, syscall.SIGKILL)
@@ -294,9 +308,50 @@ func signalAll(pids []int, sig syscall.Signal) {
 	}
 }
 
-// waitGone waits until none of pids runs (zombies count as gone).
+// waitGone waits until none of pids runs (zombies count as gone), on
+// their pidfds; where the kernel has none (before Linux 5.3), by looking
+// every 50 ms.
 func waitGone(pids []int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
+	var fds []unix.PollFd
+	defer func() {
+		for _, f := range fds {
+			unix.Close(int(f.Fd))
+		}
+	}()
+	for _, p := range pids {
+		fd, err := unix.PidfdOpen(p, 0)
+		if errors.Is(err, unix.ESRCH) {
+			continue // gone already
+		}
+		if err != nil {
+			return pollGone(pids, deadline)
+		}
+		fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	for waiting := fds; len(waiting) > 0; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		_, err := unix.Poll(waiting, int(left/time.Millisecond)+1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return pollGone(pids, deadline)
+		}
+		// A pidfd is readable once its process has exited.
+		var still []unix.PollFd
+		for _, f := range waiting {
+			if f.Revents == 0 {
+				still = append(still, f)
+			}
+		}
+		waiting = still
+	}
+	return true
+}
+
+// pollGone waits until none of pids runs by looking every 50 ms.
+func pollGone(pids []int, deadline time.Time) bool {
 	for {
 		alive := false
 		for _, p := range pids {

@@ -233,7 +233,9 @@ func ReadState(runDir string) (State, bool) {
 func (k *Kubelet) Ready(ctx context.Context) error {
 	url := fmt.Sprintf("http://%s:%d/healthz", k.server.HealthzBindAddress, k.server.HealthzPort)
 	client := &http.Client{Timeout: time.Second}
-	return wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+	// Only while the node starts, and a loopback request: the node waits
+	// for this, so a short interval.
+	return wait.PollUntilContextCancel(ctx, 25*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		resp, err := client.Get(url)
 		if err != nil {
 			return false, nil

@@ -149,6 +149,12 @@ func (m *MetricsServer) serve(ctx context.Context, cs kubernetes.Interface, agg 
 	if err != nil {
 		return err
 	}
+	// At shutdown, in-flight requests drain before the server exits
+	// whatever this says; it bounds only the wait for clients (the API
+	// server's aggregator) to hang up after the GOAWAY, which Go's HTTP/2
+	// clients do only when they next use an idle connection: the rest of a
+	// second otherwise.
+	srv.GenericAPIServer.ShutdownTimeout = 100 * time.Millisecond
 	if err := m.publish(ctx, cs, agg); err != nil {
 		return err
 	}

@@ -93,8 +93,7 @@ func (n *NetworkPolicy) run(ctx context.Context, client kubernetes.Interface, ne
 	nodeFactory.Start(ctx.Done())
 	defer factory.Shutdown()
 	defer nodeFactory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced, nss.Informer().HasSynced,
-		pols.Informer().HasSynced, nodes.Informer().HasSynced) {
+	if !cache.WaitFor(ctx, "", pods.Informer().HasSyncedChecker(), nss.Informer().HasSyncedChecker(), pols.Informer().HasSyncedChecker(), nodes.Informer().HasSyncedChecker()) {
 		return nil // ctx ended
 	}
 	sync := func() error {

@@ -178,7 +178,7 @@ func (p *Proxy) run(ctx context.Context, client kubernetes.Interface, netns int)
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), services.Informer().HasSynced, slices.Informer().HasSynced) {
+	if !cache.WaitFor(ctx, "", services.Informer().HasSyncedChecker(), slices.Informer().HasSyncedChecker()) {
 		return nil // ctx ended
 	}
 	if syncer.st.dnsService.Name != "" {

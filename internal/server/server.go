@@ -443,12 +443,13 @@ func (p *plan) components() ([]component.Component, error) {
 		return nil, err
 	}
 	components := []component.Component{store, apiserver, passwords, renewer}
-	// The node's containerd needs nothing of the cluster: it starts beside
-	// the rest of the control plane instead of after it, and the node's
+	// The node's containerd needs nothing of the cluster: it starts first,
+	// beside the datastore and the API server instead of after them (it
+	// takes about as long to serve as they do to be ready), and the node's
 	// list keeps its place with a gate (see containerd.Containerd.Serving).
 	node := p.node
 	if i := slices.IndexFunc(node, func(c component.Component) bool { _, ok := c.(*containerd.Containerd); return ok }); i >= 0 {
-		components = append(components, node[i])
+		components = append([]component.Component{node[i]}, components...)
 		node = slices.Delete(slices.Clone(node), i, i+1)
 	}
 	if p.cm != nil {

@@ -92,7 +92,7 @@ func (c *Controller) Run(ctx context.Context) error {
 
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), services.Informer().HasSynced, nodes.Informer().HasSynced) {
+	if !cache.WaitFor(ctx, "", services.Informer().HasSyncedChecker(), nodes.Informer().HasSyncedChecker()) {
 		return nil
 	}
 	c.SetReady()
