@@ -52,7 +52,7 @@ func TestSecretsEncryption(t *testing.T) {
 	t.Run("bad provider", func(t *testing.T) {
 		s := cluster.New(t.TempDir(), "--secrets-encryption", "--secrets-encryption-provider", "rot13")
 		os.MkdirAll(s.DataDir, 0o700)
-		failsClearly(t, s.DataDir, `--secrets-encryption-provider "rot13": give secretbox (the default) or aescbc`, nil, s.Args()...)
+		cluster.FailsClearly(t, s.DataDir, `--secrets-encryption-provider "rot13": give secretbox (the default) or aescbc`, nil, s.Args()...)
 	})
 
 	s := cluster.StartT(t, "--secrets-encryption")

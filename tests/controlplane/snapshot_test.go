@@ -83,7 +83,7 @@ func TestSnapshotRestore(t *testing.T) {
 	// A fresh data dir: without the token the snapshot does not open.
 	fresh := cluster.New(t.TempDir())
 	os.MkdirAll(fresh.DataDir, 0o700)
-	failsClearly(t, fresh.DataDir, "is another cluster's (its CAs do not open with this data dir's token): give that cluster's token with --token", nil,
+	cluster.FailsClearly(t, fresh.DataDir, "is another cluster's (its CAs do not open with this data dir's token): give that cluster's token with --token", nil,
 		append(fresh.Args(), "--cluster-reset", "--cluster-reset-restore-path", snap)...)
 	code, out = cluster.Run(ctx, nil, append(fresh.Args(), "--cluster-reset", "--cluster-reset-restore-path", snap, "--token", token)...)
 	if code != 0 || !strings.Contains(out, "start skiff server again without --cluster-reset") {
@@ -134,11 +134,11 @@ func TestSnapshotBadInput(t *testing.T) {
 		{"bad cron", `--snapshot-schedule-cron "every day": `, []string{"--snapshot-schedule-cron", "every day"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			failsClearly(t, s.DataDir, c.want, nil, append(s.Args(), c.args...)...)
+			cluster.FailsClearly(t, s.DataDir, c.want, nil, append(s.Args(), c.args...)...)
 		})
 	}
 	t.Run("save without a server", func(t *testing.T) {
-		failsClearly(t, s.DataDir, "holds no server token", nil, "snapshot", "save", "--data-dir", s.DataDir)
+		cluster.FailsClearly(t, s.DataDir, "holds no server token", nil, "snapshot", "save", "--data-dir", s.DataDir)
 	})
 }
 

@@ -6,18 +6,17 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	_ "modernc.org/sqlite" // reads the server's state.db
 
 	"github.com/skiff-dev/skiff/tests/cluster"
@@ -107,45 +106,9 @@ func churn(t *testing.T, s *cluster.Server) {
 // never goes back, and SQLite finds the database intact.
 func crashes(t *testing.T, s *cluster.Server) {
 	acked := map[string]uint64{} // name -> resourceVersion answered
-	var mu sync.Mutex
 	var lastListRV uint64
 	for round := range 20 {
-		rc, err := s.Config()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.QPS, rc.Burst = -1, 0 // no client-side limit: 200 writers at once
-		cs, err := kubernetes.NewForConfig(rc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		var inRound atomic.Int64
-		var wg sync.WaitGroup
-		for w := range 200 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ctx.Err() == nil; i++ {
-					name := fmt.Sprintf("crash-%d-%d-%d", round, w, i)
-					cm, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-					if err != nil {
-						continue // the server is going down
-					}
-					rv, _ := strconv.ParseUint(cm.ResourceVersion, 10, 64)
-					mu.Lock()
-					acked[name] = rv
-					mu.Unlock()
-					inRound.Add(1)
-				}
-			}()
-		}
-		cluster.WaitFor(t, fmt.Sprintf("round %d: 400 creates answered", round), func(context.Context) (bool, error) {
-			return inRound.Load() >= 400, nil
-		})
-		s.Kill()
-		stop()
-		wg.Wait()
+		maps.Copy(acked, s.KillUnderCreates(t, fmt.Sprintf("crash-%d", round), 200, 400))
 
 		db, _ := dbFiles(s)
 		if res := integrity(t, db); res != "ok" {
@@ -154,8 +117,7 @@ func crashes(t *testing.T, s *cluster.Server) {
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatalf("round %d: the server does not start again after kill -9: %v\n%s", round, err, s.LogTail(30))
 		}
-		cs = s.ClientT(t)
-		list, err := cs.CoreV1().ConfigMaps("default").List(cluster.Context(t), metav1.ListOptions{})
+		list, err := s.ClientT(t).CoreV1().ConfigMaps("default").List(cluster.Context(t), metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,25 +126,12 @@ func crashes(t *testing.T, s *cluster.Server) {
 			t.Fatalf("round %d: the resourceVersion went back from %d to %d", round, lastListRV, listRV)
 		}
 		lastListRV = listRV
-		have := map[string]uint64{}
-		for _, cm := range list.Items {
-			have[cm.Name], _ = strconv.ParseUint(cm.ResourceVersion, 10, 64)
-		}
-		lost := 0
 		for name, rv := range acked {
-			if got, ok := have[name]; !ok || got < rv {
-				lost++
-				if lost <= 5 {
-					t.Errorf("round %d: %s was created at resourceVersion %d, and after the crash it is %v", round, name, rv, map[bool]string{true: "at " + strconv.FormatUint(got, 10), false: "gone"}[ok])
-				}
-			}
 			if rv > listRV {
 				t.Errorf("round %d: %s was answered at resourceVersion %d, beyond the list's %d after the crash", round, name, rv, listRV)
 			}
 		}
-		if lost > 0 {
-			t.Fatalf("round %d: %d of %d answered creates lost", round, lost, len(acked))
-		}
+		cluster.CreatesKept(t, fmt.Sprintf("round %d", round), list, acked)
 	}
 	t.Logf("%d answered creates, all kept through 20 kills", len(acked))
 }

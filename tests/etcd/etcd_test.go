@@ -5,17 +5,13 @@ package etcd
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,7 +20,6 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/skiff-dev/skiff/tests/cluster"
 )
@@ -160,44 +155,8 @@ func restart(t *testing.T, ns string) {
 // every create it answered is there after each restart.
 func crashes(t *testing.T) {
 	acked := map[string]uint64{}
-	var mu sync.Mutex
 	for round := range 3 {
-		rc, err := srv.Config()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.QPS, rc.Burst = -1, 0
-		cs, err := kubernetes.NewForConfig(rc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		var inRound atomic.Int64
-		var wg sync.WaitGroup
-		for w := range 50 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ctx.Err() == nil; i++ {
-					name := fmt.Sprintf("crash-%d-%d-%d", round, w, i)
-					cm, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-					if err != nil {
-						continue // the server is going down
-					}
-					rv, _ := strconv.ParseUint(cm.ResourceVersion, 10, 64)
-					mu.Lock()
-					acked[name] = rv
-					mu.Unlock()
-					inRound.Add(1)
-				}
-			}()
-		}
-		cluster.WaitFor(t, fmt.Sprintf("round %d: 300 creates answered", round), func(context.Context) (bool, error) {
-			return inRound.Load() >= 300, nil
-		})
-		srv.Kill()
-		stop()
-		wg.Wait()
+		maps.Copy(acked, srv.KillUnderCreates(t, fmt.Sprintf("crash-%d", round), 50, 300))
 		if err := srv.Start(context.Background()); err != nil {
 			t.Fatalf("round %d: the server does not start again after kill -9: %v", round, err)
 		}
@@ -205,69 +164,12 @@ func crashes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		have := map[string]uint64{}
-		for _, cm := range list.Items {
-			have[cm.Name], _ = strconv.ParseUint(cm.ResourceVersion, 10, 64)
-		}
-		lost := 0
-		for name, rv := range acked {
-			if got, ok := have[name]; !ok || got < rv {
-				if lost++; lost <= 5 {
-					t.Errorf("round %d: %s was created at resourceVersion %d, and after the crash it is %v", round, name, rv, map[bool]string{true: "at " + strconv.FormatUint(got, 10), false: "gone"}[ok])
-				}
-			}
-		}
-		if lost > 0 {
-			t.Fatalf("round %d: %d of %d answered creates lost", round, lost, len(acked))
-		}
+		cluster.CreatesKept(t, fmt.Sprintf("round %d", round), list, acked)
 	}
 	if err := srv.WaitNodesReady(cluster.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d answered creates, all kept through 3 kills", len(acked))
-}
-
-// dirState lists every path under dir with a hash of its content and mode.
-func dirState(dir string) string {
-	var lines []string
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		info, _ := d.Info()
-		line := fmt.Sprintf("%s %v", path, info.Mode())
-		if d.Type().IsRegular() {
-			data, _ := os.ReadFile(path)
-			line += fmt.Sprintf(" %x", sha256.Sum256(data))
-		}
-		lines = append(lines, line)
-		return nil
-	})
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
-}
-
-// failsClearly runs skiff and checks it exits non-zero with one error line
-// that contains want, leaving dir as it was.
-func failsClearly(t *testing.T, dir, want string, args ...string) {
-	t.Helper()
-	before := dirState(dir)
-	code, out := cluster.Run(context.Background(), nil, args...)
-	if code == 0 {
-		t.Fatalf("skiff %s: exit 0, want an error\n%s", strings.Join(args, " "), out)
-	}
-	var errLines []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if strings.HasPrefix(l, "skiff: ") {
-			errLines = append(errLines, l)
-		}
-	}
-	if len(errLines) != 1 || !strings.Contains(errLines[0], want) {
-		t.Fatalf("skiff %s: want one line \"skiff: ...%s...\", got:\n%s", strings.Join(args, " "), want, out)
-	}
-	if after := dirState(dir); after != before {
-		t.Fatalf("data dir changed:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
 }
 
 func serverArgs(dataDir string, extra ...string) []string {
@@ -289,33 +191,33 @@ func TestBadInput(t *testing.T) {
 	os.MkdirAll(filepath.Join(onETCD, "server", "db", "etcd"), 0o700)
 
 	t.Run("cluster-init with an external datastore", func(t *testing.T) {
-		failsClearly(t, fresh, "--cluster-init starts the embedded etcd and --datastore-endpoint names an external datastore: give one or the other",
+		cluster.FailsClearly(t, fresh, "--cluster-init starts the embedded etcd and --datastore-endpoint names an external datastore: give one or the other", nil,
 			serverArgs(fresh, "--cluster-init", "--datastore-endpoint", "postgres://skiff@127.0.0.1:1/skiff")...)
 	})
 	t.Run("cluster-init on a data dir on SQLite", func(t *testing.T) {
-		failsClearly(t, sqlite, "already holds this cluster on SQLite, and moving it into etcd is not supported yet: start without --cluster-init to keep SQLite, or give --cluster-init a new --data-dir",
+		cluster.FailsClearly(t, sqlite, "already holds this cluster on SQLite, and moving it into etcd is not supported yet: start without --cluster-init to keep SQLite, or give --cluster-init a new --data-dir", nil,
 			serverArgs(sqlite, "--cluster-init")...)
 	})
 	t.Run("external datastore on a data dir on etcd", func(t *testing.T) {
-		failsClearly(t, onETCD, "holds this server's embedded etcd, which --datastore-endpoint would leave behind",
+		cluster.FailsClearly(t, onETCD, "holds this server's embedded etcd, which --datastore-endpoint would leave behind", nil,
 			serverArgs(onETCD, "--datastore-endpoint", "postgres://skiff@127.0.0.1:1/skiff")...)
 	})
 	t.Run("election timeout below five heartbeats", func(t *testing.T) {
-		failsClearly(t, fresh, "--etcd-election-timeout 1s must be at least 5 times --etcd-heartbeat-interval 500ms",
+		cluster.FailsClearly(t, fresh, "--etcd-election-timeout 1s must be at least 5 times --etcd-heartbeat-interval 500ms", nil,
 			serverArgs(fresh, "--cluster-init", "--etcd-election-timeout", "1s")...)
 	})
 	t.Run("cluster-reset on etcd", func(t *testing.T) {
 		snap := filepath.Join(dir, "snapshot")
 		os.WriteFile(snap, []byte("x"), 0o600)
-		failsClearly(t, onETCD, "--cluster-reset does not restore the embedded etcd yet",
+		cluster.FailsClearly(t, onETCD, "--cluster-reset does not restore the embedded etcd yet", nil,
 			serverArgs(onETCD, "--cluster-reset", "--cluster-reset-restore-path", snap)...)
 	})
 	t.Run("scheduled snapshots on etcd", func(t *testing.T) {
-		failsClearly(t, onETCD, "--snapshot-schedule-cron does not snapshot the embedded etcd yet",
+		cluster.FailsClearly(t, onETCD, "--snapshot-schedule-cron does not snapshot the embedded etcd yet", nil,
 			serverArgs(onETCD, "--snapshot-schedule-cron", "0 * * * *")...)
 	})
 	t.Run("snapshot save on etcd", func(t *testing.T) {
-		failsClearly(t, onETCD, "runs on the embedded etcd, which `skiff snapshot save` does not snapshot yet",
+		cluster.FailsClearly(t, onETCD, "runs on the embedded etcd, which `skiff snapshot save` does not snapshot yet", nil,
 			"snapshot", "save", "--data-dir", onETCD)
 	})
 }
