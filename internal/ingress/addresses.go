@@ -63,12 +63,8 @@ func ParseAddressPool(s string) ([]netip.Addr, error) {
 			}
 		}
 	}
-	return sortAddrs(out), nil
-}
-
-func sortAddrs(a []netip.Addr) []netip.Addr {
-	slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
-	return a
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
 }
 
 // assignAddresses fills GatewayAddresses from the pool for gws (ours,

@@ -12,6 +12,7 @@ package gatewayapi
 
 import (
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -74,7 +75,7 @@ func writeImages(dir, images string) error {
 	cmd := exec.Command("go", "build", "-o", bin, "sigs.k8s.io/gateway-api/conformance/echo-basic")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return &buildError{err, out}
+		return fmt.Errorf("building echo-basic: %v: %s", err, out)
 	}
 	echo, err := os.ReadFile(bin)
 	if err != nil {
@@ -101,15 +102,6 @@ func writeImages(dir, images string) error {
 		Entrypoint: []string{"/bin/sh", "-c", "exec sleep 2147483647"},
 		Env:        []string{"PATH=/bin"},
 	})
-}
-
-type buildError struct {
-	err error
-	out []byte
-}
-
-func (e *buildError) Error() string {
-	return "building echo-basic: " + e.err.Error() + ": " + string(e.out)
 }
 
 func writeImage(file string, img ociimage.Image) error {
